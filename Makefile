@@ -1,0 +1,26 @@
+# Set-up is part of every target: the first run creates .venv and installs medclass with its dependencies.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# Real datasets live beside the repository (../shared/data) unless MEDCLASS_DATA says otherwise.
+export MEDCLASS_DATA ?= $(abspath ../shared/data)
+
+.PHONY: install demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/medclass train -c configs/breastmnist.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

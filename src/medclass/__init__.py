@@ -1,0 +1,44 @@
+"""medclass: train, evaluate, compare and deploy image classifiers on medical images.
+
+The Python API mirrors the CLI::
+
+    from medclass import load_config, train, evaluate_run
+    config = load_config("configs/breastmnist.yaml", ["trainer.max_epochs=3"])
+    result = train(config)
+    evaluate_run(result.run_dir)
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("medclass")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0+unknown"
+
+# The public API is imported on first use, so `medclass --help` and config errors do not wait for torch/Lightning.
+_API = {
+    "ExperimentConfig": "medclass.config",
+    "load_config": "medclass.config",
+    "UserError": "medclass.errors",
+    "evaluate_run": "medclass.evaluation",
+    "train": "medclass.training",
+}
+
+if TYPE_CHECKING:
+    from medclass.config import ExperimentConfig, load_config
+    from medclass.errors import UserError
+    from medclass.evaluation import evaluate_run
+    from medclass.training import train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'medclass' has no attribute {name!r}")
+
+
+__all__ = ["ExperimentConfig", "UserError", "__version__", "evaluate_run", "load_config", "train"]

@@ -1,0 +1,129 @@
+"""The ``medclass`` command: parse arguments, call the Python API, print results. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from medclass.errors import UserError
+
+app = typer.Typer(
+    name="medclass",
+    help="Train, evaluate and compare image classifiers on medical images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+USER_ERROR_EXIT_CODE = 2
+
+
+def user_errors(func: F) -> F:
+    """Print a :class:`UserError` as one line on stderr and exit with code 2; other errors keep their traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler], force=True)
+    # Lightning announces devices and tips at INFO; keep them only when asked for.
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from medclass import __version__
+
+        console.print(f"medclass {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Lightning's device and tip messages.")] = False,
+) -> None:
+    _configure_logging(verbose)
+
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file (see configs/).")]
+OverridesArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="Overrides as dotted.key=value, e.g. trainer.max_epochs=3 data.batch_size=64.", show_default=False),
+]
+
+
+@app.command()
+@user_errors
+def train(config: ConfigOption, overrides: OverridesArgument = None) -> None:
+    """Train a model, keep the best validation epoch, and evaluate it on the held-out test split."""
+    from medclass.config import load_config
+
+    experiment = load_config(config, overrides or [])  # config mistakes surface before the heavy imports
+    from medclass.cli.render import metrics_table
+    from medclass.training import train as run_training
+
+    result = run_training(experiment)
+    console.print(metrics_table(result.test, title=f"{experiment.experiment}: test split, best checkpoint"))
+    console.print(
+        f"best epoch {result.best_epoch} ({result.monitor} = {result.best_score:.4f}) | "
+        f"{result.duration_s / 60:.1f} min | run directory: {result.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    split: Annotated[str, typer.Option(help="Which split: test (default) or val.")] = "test",
+) -> None:
+    """Evaluate a run's checkpoint on the test split (MedMNIST ACC/AUC, macro F1, balanced accuracy)."""
+    from medclass.cli.render import metrics_table
+    from medclass.evaluation import evaluate_run
+
+    result = evaluate_run(run_dir, checkpoint=checkpoint, split=split)
+    console.print(metrics_table(result, title=f"{run_dir}: {split} split, {checkpoint} checkpoint"))
+
+
+@app.command("config")
+@user_errors
+def show_config(config: ConfigOption, overrides: OverridesArgument = None) -> None:
+    """Validate a config with its overrides and print the resolved result (all defaults filled in)."""
+    from medclass.config import dump_config, load_config
+
+    console.print(dump_config(load_config(config, overrides or [])), highlight=False, markup=False)
+
+
+def main() -> None:
+    # Lightning 2.6 calls a torch API that newer torch deprecates; the warning is noise for our users.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

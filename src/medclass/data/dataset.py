@@ -1,0 +1,92 @@
+"""In-memory image datasets: decoded uint8 arrays plus labels, the common currency of every data source."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medclass.tasks import Task, is_single_label
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split: ``images`` uint8 of shape (N, H, W, C); ``labels`` int64 (N,) or, for multi-label, float32 (N, L)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """A dataset with its train/val/test splits, class names and task type, as a source produced it."""
+
+    name: str
+    task: Task
+    classes: list[str]
+    splits: dict[str, ImageSplit]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return int(self.splits["train"].images.shape[-1])
+
+    @property
+    def num_outputs(self) -> int:
+        """Units of the classifier's last layer (one per class, or per label for multi-label)."""
+        return len(self.classes)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per split and class, image shape and source: recorded in the run directory."""
+        splits: dict[str, Any] = {}
+        for name, split in self.splits.items():
+            if is_single_label(self.task):
+                counts = Counter(int(v) for v in split.labels)
+                per_class = {c: counts.get(i, 0) for i, c in enumerate(self.classes)}
+            else:
+                per_class = {c: int(split.labels[:, i].sum()) for i, c in enumerate(self.classes)}
+            splits[name] = {"n": len(split), "per_class": per_class}
+        height, width = self.splits["train"].images.shape[1:3]
+        return {
+            "name": self.name,
+            "task": self.task,
+            "classes": self.classes,
+            "image_shape": [int(height), int(width), self.channels],
+            "splits": splits,
+            "source": self.source,
+        }
+
+
+class ArrayDataset(Dataset):
+    """Serves (uint8 CHW tensor, label) pairs from an :class:`ImageSplit`; ``transform`` (training augmentation)
+    acts on each uint8 tensor. Conversion to float, resizing and normalisation happen later on whole batches."""
+
+    def __init__(self, split: ImageSplit, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2)
+        self.labels = torch.from_numpy(split.labels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]

@@ -1,0 +1,147 @@
+"""MedMNIST source: the official ``<flag>.npz`` / ``<flag>_<size>.npz`` files, any 2D flag at any size.
+
+Task type and class names come from the medmnist package's metadata (``medmnist.INFO``); a missing file is
+downloaded through the medmnist package (from Zenodo), and when that fails the error names the file and where to put it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from medclass.config.schema import DataConfig
+from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
+from medclass.data.sources import register_source
+from medclass.errors import ConfigError, DataError, suggest
+from medclass.tasks import Task
+
+MEDMNIST_TASKS: dict[str, Task] = {
+    "binary-class": "binary",
+    "multi-class": "multiclass",
+    "multi-label, binary-class": "multilabel",
+    "ordinal-regression": "ordinal",
+}
+
+
+def medmnist_info(flag: str) -> dict:
+    """The medmnist package's metadata for a 2D flag; unknown or 3D flags are a :class:`ConfigError`."""
+    from medmnist import INFO
+
+    key = flag.lower()
+    if key not in INFO:
+        flags_2d = [f for f in INFO if not f.endswith("3d")]
+        raise ConfigError(
+            f"data.flag: {flag!r} is not a MedMNIST dataset{suggest(key, flags_2d)}; known 2D flags: {', '.join(flags_2d)}"
+        )
+    if key.endswith("3d"):
+        raise ConfigError(f"data.flag: {flag!r} is a 3D MedMNIST dataset; medclass trains 2D image classifiers only")
+    return INFO[key]
+
+
+def default_root() -> Path:
+    """Where npz files are looked for when data.root is not set: $MEDCLASS_DATA (its medmnist/ subfolder if it has
+    one), else the medmnist package's default folder."""
+    env = os.environ.get("MEDCLASS_DATA")
+    if env:
+        base = Path(env).expanduser()
+        return base / "medmnist" if (base / "medmnist").is_dir() else base
+    from medmnist.info import DEFAULT_ROOT
+
+    return Path(DEFAULT_ROOT)
+
+
+def npz_filenames(flag: str, size: int) -> list[str]:
+    """File names MedMNIST uses for a flag and size (28 px files have no size suffix)."""
+    return [f"{flag}.npz", f"{flag}_28.npz"] if size == 28 else [f"{flag}_{size}.npz"]
+
+
+def find_or_download(flag: str, size: int, root: Path, download: bool) -> Path:
+    names = npz_filenames(flag, size)
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    wanted = root / names[0]
+    info = medmnist_info(flag)
+    url = info["url" if size == 28 else f"url_{size}"].split("?")[0]
+    where = f"put it at {wanted} (or point data.root or MEDCLASS_DATA at the folder that holds it)"
+    if not download:
+        raise DataError(f"{wanted} not found and data.download is false: download {url} and {where}")
+    reason = _download(flag, size, root)
+    if reason is not None or not wanted.is_file():
+        raise DataError(f"{wanted} not found and downloading it failed ({reason or 'no file'}): download {url} and {where}")
+    return wanted
+
+
+def _download(flag: str, size: int, root: Path) -> str | None:
+    """Download through the medmnist package; returns why it failed, or None."""
+    import medmnist
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {root}: {exc.strerror}"
+    dataset_class = getattr(medmnist, medmnist_info(flag)["python_class"])
+    output = io.StringIO()
+    try:
+        # The medmnist package prints progress and, on failure, a long multi-line help text; we keep one line.
+        with contextlib.redirect_stdout(output):
+            dataset_class(split="train", root=str(root), size=size, download=True)
+    except Exception as exc:  # noqa: BLE001 - medmnist wraps every download failure in a bare RuntimeError
+        cause = exc.__context__ or exc
+        first_line = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        return f"no network? {type(cause).__name__}: {first_line}"
+    return None
+
+
+def read_npz(path: Path, multilabel: bool) -> dict[str, ImageSplit]:
+    """Read the six arrays of a MedMNIST npz; a damaged or foreign file is a :class:`DataError`."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
+            if missing:
+                raise DataError(f"{path} is not a MedMNIST npz: it has no {', '.join(missing)} array(s)")
+            arrays = {name: npz[name] for name in npz.files}
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise DataError(f"{path} is damaged or not an npz file ({type(exc).__name__}: {exc}): delete it and download it again") from None
+    splits = {}
+    for split in SPLITS:
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise DataError(f"{path}: {split}_images should be uint8 (N, H, W[, C]), found {images.dtype} {images.shape}")
+        if images.ndim == 3:
+            images = images[..., None]
+        labels = labels.reshape(len(labels), -1)
+        labels = labels.astype(np.float32) if multilabel else labels[:, 0].astype(np.int64)
+        try:
+            splits[split] = ImageSplit(images=images, labels=labels)
+        except ValueError as exc:
+            raise DataError(f"{path}: {split} split: {exc}") from None
+    return splits
+
+
+@register_source("medmnist")
+def load_medmnist(config: DataConfig) -> LabelledImages:
+    flag = config.flag.lower()
+    info = medmnist_info(flag)
+    task = MEDMNIST_TASKS[info["task"]]
+    root = config.root if config.root is not None else default_root()
+    path = find_or_download(flag, config.size, root, config.download)
+    splits = read_npz(path, multilabel=task == "multilabel")
+    classes = [info["label"][str(i)] for i in range(len(info["label"]))]
+    for name, split in splits.items():
+        if task != "multilabel" and len(split) and (split.labels.min() < 0 or split.labels.max() >= len(classes)):
+            raise DataError(f"{path}: {name} labels outside 0..{len(classes) - 1}; is this the {flag} file?")
+    return LabelledImages(
+        name=f"{flag}" if config.size == 28 else f"{flag}_{config.size}",
+        task=task,
+        classes=classes,
+        splits=splits,
+        source={"type": "medmnist", "flag": flag, "size": config.size, "file": str(path), "license": info["license"], "split": "official MedMNIST split"},
+    )

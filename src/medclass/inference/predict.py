@@ -1,0 +1,30 @@
+"""Run a module over a loader and collect class probabilities."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from medclass.config.schema import TrainerConfig
+from medclass.training.module import ClassificationModule
+
+
+def predict_scores(
+    module: ClassificationModule, loader: DataLoader, trainer_config: TrainerConfig, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, targets) for every batch of ``loader``, in order, on the configured accelerator and precision."""
+    trainer = L.Trainer(
+        accelerator=trainer_config.accelerator,
+        devices=1,
+        precision=trainer_config.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+    )
+    batches = trainer.predict(module, dataloaders=loader)
+    scores = torch.cat([s for s, _ in batches]).float().cpu().numpy()
+    targets = torch.cat([t for _, t in batches]).cpu().numpy()
+    return scores, targets

@@ -1,0 +1,6 @@
+"""Training: the LightningModule, losses, optimiser recipe, callbacks, the Trainer and ``train``."""
+
+from medclass.training.fit import TrainResult, train
+from medclass.training.module import ClassificationModule
+
+__all__ = ["ClassificationModule", "TrainResult", "train"]

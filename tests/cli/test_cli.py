@@ -1,0 +1,109 @@
+"""The real `medclass` command in a subprocess: the end-to-end path and every bad input the foundation names."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BREAST = str(REPO / "configs" / "breastmnist.yaml")
+
+
+def medclass(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("medclass")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "medclass.cli.app"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}, cwd=cwd
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_version_and_help() -> None:
+    assert re.match(r"medclass \d+\.\d+", medclass("--version").stdout)
+    help_text = medclass("--help").stdout
+    assert "train" in help_text and "evaluate" in help_text
+
+
+def test_config_command_shows_overrides() -> None:
+    result = medclass("config", "-c", BREAST, "trainer.max_epochs=3", "data.batch_size=16")
+    assert result.returncode == 0, result.stderr
+    assert "max_epochs: 3" in result.stdout and "batch_size: 16" in result.stdout
+
+
+def test_train_then_evaluate_prints_the_same_numbers(tmp_path: Path) -> None:
+    trained = medclass("train", "-c", BREAST, "trainer.max_epochs=1", f"output_dir={tmp_path}", "trainer.progress_bar=false")
+    assert trained.returncode == 0, trained.stderr
+    (run_dir,) = list((tmp_path / "breastmnist").iterdir())
+    evaluated = medclass("evaluate", str(run_dir))
+    assert evaluated.returncode == 0, evaluated.stderr
+
+    def numbers(text: str) -> dict[str, str]:
+        return dict(re.findall(r"│ (ACC|AUC|F1 \(macro\)|Balanced ACC)\s*│\s*([0-9.]+) │", text))
+
+    assert len(numbers(trained.stdout)) == 4, trained.stdout
+    assert numbers(trained.stdout) == numbers(evaluated.stdout)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert_one_line_error(medclass("train", "-c", str(tmp_path / "nope.yaml")), "nope.yaml not found")
+
+
+def test_unknown_field_in_override() -> None:
+    assert_one_line_error(medclass("train", "-c", BREAST, "trainer.max_epoch=3"), "did you mean max_epochs?")
+
+
+def test_unknown_dataset_flag_suggests() -> None:
+    assert_one_line_error(medclass("train", "-c", BREAST, "data.flag=bloodmnst"), "'bloodmnst'", "bloodmnist")
+
+
+def test_unknown_model_suggests() -> None:
+    assert_one_line_error(medclass("train", "-c", BREAST, "model.name=resnt18"), "resnt18", "resnet18")
+
+
+def test_missing_npz_offline(tmp_path: Path) -> None:
+    offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+    line = assert_one_line_error(medclass("train", "-c", BREAST, f"data.root={tmp_path}", env=offline), "breastmnist.npz")
+    assert str(tmp_path) in line
+
+
+def test_corrupted_npz(tmp_path: Path, medmnist_dir: Path) -> None:
+    data = (medmnist_dir / "breastmnist.npz").read_bytes()
+    (tmp_path / "breastmnist.npz").write_bytes(data[:1000])
+    assert_one_line_error(medclass("train", "-c", BREAST, f"data.root={tmp_path}"), str(tmp_path / "breastmnist.npz"), "damaged")
+
+
+def test_run_directory_without_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(BREAST, run / "config.yaml")
+    assert_one_line_error(medclass("evaluate", str(run)), "no best checkpoint")
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    assert_one_line_error(medclass("evaluate", str(tmp_path / "missing")), "is not a folder")
+    assert_one_line_error(medclass("evaluate", str(tmp_path)), "no config.yaml")
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint=middle"])
+def test_bad_checkpoint_choice(tmp_path: Path, flag: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(BREAST, run / "config.yaml")
+    assert_one_line_error(medclass("evaluate", str(run), flag), "middle")

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real datasets in ../shared/data (or $MEDCLASS_DATA) and small configs over them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    path = Path(os.environ.get("MEDCLASS_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+    if not (path / "medmnist").is_dir():
+        pytest.exit(f"test data not found at {path}: put ../shared beside the repo or set MEDCLASS_DATA", returncode=4)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir(data_dir: Path) -> Path:
+    return data_dir / "medmnist"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_env(data_dir: Path):
+    """Every test (and every fixture, whatever its scope) sees MEDCLASS_DATA, as a user who followed the README."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDCLASS_DATA", str(data_dir))
+        yield
+
+
+@pytest.fixture
+def quick_overrides(tmp_path: Path) -> list[str]:
+    """Overrides that make any shipped config train for one short epoch into tmp_path."""
+    return [
+        f"output_dir={tmp_path / 'runs'}",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        "data.batch_size=64",
+    ]

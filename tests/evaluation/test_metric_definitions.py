@@ -1,0 +1,82 @@
+"""ACC/AUC must equal MedMNIST's evaluator (hand-computed cases and the medmnist package itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medmnist.evaluator import getACC, getAUC
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from medclass.evaluation import classification_metrics, medmnist_acc, medmnist_auc
+
+MEDMNIST_TASK = {"binary": "binary-class", "multiclass": "multi-class", "ordinal": "ordinal-regression",
+                 "multilabel": "multi-label, binary-class"}  # fmt: skip
+
+
+def test_binary_by_hand() -> None:
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    scores = np.stack([1 - p1, p1], axis=1)
+    # Pairs (positive, negative): 0.35>0.1, 0.35<0.4, 0.8>0.1, 0.8>0.4 -> 3/4. Predictions [0,0,0,1] -> 3/4 right.
+    assert medmnist_auc(y, scores, "binary") == pytest.approx(0.75)
+    assert medmnist_acc(y, scores, "binary") == pytest.approx(0.75)
+
+
+def test_multiclass_by_hand() -> None:
+    y = np.array([0, 1, 2, 2])
+    scores = np.array([[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+    # One-vs-rest: class 0 -> 1, class 1 -> 2/3, class 2 -> (1 + 0.5 + 1 + 1) / 4 = 0.875 (a tie counts half).
+    assert medmnist_auc(y, scores, "multiclass") == pytest.approx((1 + 2 / 3 + 0.875) / 3)
+    assert medmnist_acc(y, scores, "multiclass") == pytest.approx(0.75)  # argmax [0, 1, 1, 2]
+    assert medmnist_auc(y, scores, "ordinal") == medmnist_auc(y, scores, "multiclass")
+
+
+def test_multilabel_by_hand() -> None:
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    scores = np.array([[0.9, 0.2], [0.3, 0.6], [0.6, 0.4], [0.2, 0.7]])
+    # Label 0 separates perfectly (AUC 1, ACC 1); label 1: AUC 2/4, predictions [0,1,0,1] vs [0,1,1,0] -> ACC 1/2.
+    assert medmnist_auc(y, scores, "multilabel") == pytest.approx(0.75)
+    assert medmnist_acc(y, scores, "multilabel") == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "ordinal", "multilabel"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_identical_to_the_medmnist_package(task: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 200, {"binary": 2, "multiclass": 8, "ordinal": 5, "multilabel": 14}[task]
+    if task == "multilabel":
+        y = rng.integers(0, 2, (n, k))
+        scores = rng.random((n, k))
+    else:
+        y = rng.integers(0, k, (n, 1))  # MedMNIST's (N, 1) label layout
+        scores = rng.dirichlet(np.ones(k), n)
+    medmnist_task = MEDMNIST_TASK[task]
+    assert medmnist_auc(y, scores, task) == pytest.approx(getAUC(y, scores, medmnist_task), abs=1e-12)
+    assert medmnist_acc(y, scores, task) == pytest.approx(getACC(y, scores, medmnist_task), abs=1e-12)
+
+
+def test_absent_class_is_left_out_of_the_auc_average() -> None:
+    y = np.array([0, 0, 1, 1])  # class 2 never occurs: its one-vs-rest AUC is undefined
+    scores = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]])
+    assert medmnist_auc(y, scores, "multiclass") == pytest.approx(1.0)
+    assert np.isnan(medmnist_auc(np.zeros(4, int), scores[:, :2], "binary"))
+
+
+def test_headline_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 300)
+    scores = rng.dirichlet(np.ones(4), 300)
+    metrics = classification_metrics(y, scores, "multiclass")
+    pred = scores.argmax(1)
+    assert metrics["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert metrics["balanced_acc"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert set(metrics) == {"acc", "auc", "f1_macro", "balanced_acc"}
+
+
+def test_multilabel_headline_metrics() -> None:
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    scores = np.array([[0.9, 0.2], [0.3, 0.6], [0.6, 0.4], [0.2, 0.7]])
+    metrics = classification_metrics(y, scores, "multilabel")
+    pred = (scores > 0.5).astype(int)
+    assert metrics["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert metrics["balanced_acc"] == pytest.approx((1.0 + 0.5) / 2)

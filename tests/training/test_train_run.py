@@ -1,0 +1,131 @@
+"""A short real training run on BreastMNIST and everything it must leave in its run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medclass import evaluate_run, load_config, train
+from medclass.config import ExperimentConfig
+from medclass.data import ClassificationDataModule, ImageSplit, LabelledImages, load_dataset
+from medclass.inference import load_module, predict_scores
+from medclass.training import ClassificationModule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def quick_config(tmp: Path, *extra: str) -> ExperimentConfig:
+    return load_config(
+        REPO / "configs" / "breastmnist.yaml",
+        [f"output_dir={tmp}", "trainer.max_epochs=2", "trainer.progress_bar=false", *extra],
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    return train(quick_config(tmp_path_factory.mktemp("runs")))
+
+
+def test_run_directory_has_everything(trained) -> None:
+    run = trained.run_dir
+    assert run.parent.name == "breastmnist" and run.parent.parent.is_dir()
+    for name in ("run.json", "config.yaml", "data.json", "preprocessing.json", "environment.json", "epochs.csv",
+                 "metrics.json", "predictions_test.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):  # fmt: skip
+        assert (run / name).is_file(), name
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "finished" and status["format_version"] == 1
+    assert status["best_epoch"] == trained.best_epoch and 1 <= trained.best_epoch <= 2
+    data = json.loads((run / "data.json").read_text())
+    assert data["classes"] == ["malignant", "normal, benign"] and data["task"] == "binary"
+    assert data["splits"]["test"]["n"] == 156 and data["source"]["split"] == "official MedMNIST split"
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["seed"] == 42
+    assert environment["packages"]["torch"] == metadata.version("torch")
+    assert "git" in environment and "python" in environment
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["trainer"]["max_epochs"] == 2 and resolved["data"]["flag"] == "breastmnist"
+
+
+def test_epoch_log_has_one_row_per_epoch(trained) -> None:
+    with (trained.run_dir / "epochs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= float(row["val_auc"]) <= 1.0
+        assert float(row["train_loss"]) > 0 and float(row["lr"]) > 0
+
+
+def test_test_metrics_are_written_and_sane(trained) -> None:
+    metrics = json.loads((trained.run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["checkpoint"] == "best" and metrics["n_samples"] == 156
+    assert metrics["metrics"] == pytest.approx(trained.test.metrics)
+    for value in metrics["metrics"].values():
+        assert 0.0 <= value <= 1.0
+    with (trained.run_dir / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 156 and set(rows[0]) == {"index", "true", "predicted", "p:malignant", "p:normal, benign"}
+
+
+def test_evaluate_reproduces_the_numbers(trained) -> None:
+    again = evaluate_run(trained.run_dir)
+    assert again.metrics == trained.test.metrics
+    assert again.epoch == trained.best_epoch
+
+
+def test_checkpoint_reload_gives_identical_predictions(trained) -> None:
+    config = load_config(trained.run_dir / "config.yaml")
+    dataset = load_dataset(config.data)
+    loader = ClassificationDataModule(dataset, config.data).split_dataloader("test")
+    first, _ = load_module(config, dataset.task, dataset.classes, trained.run_dir / "checkpoints/best.ckpt")
+    second, info = load_module(config, dataset.task, dataset.classes, trained.run_dir / "checkpoints/best.ckpt")
+    scores_a, targets = predict_scores(first, loader, config.trainer)
+    scores_b, _ = predict_scores(second, loader, config.trainer)
+    assert np.array_equal(scores_a, scores_b)
+    with (trained.run_dir / "predictions_test.csv").open() as handle:
+        saved = np.array([[float(r["p:malignant"]), float(r["p:normal, benign"])] for r in csv.DictReader(handle)])
+    assert np.allclose(saved, scores_a, atol=1e-6)
+    assert info["classes"] == dataset.classes and info["task"] == "binary"
+
+
+def test_checkpoints_load_with_weights_only(trained) -> None:
+    for name in ("best", "last"):
+        checkpoint = torch.load(trained.run_dir / f"checkpoints/{name}.ckpt", weights_only=True, map_location="cpu")
+        assert checkpoint["medclass"]["classes"] == ["malignant", "normal, benign"]
+    assert torch.load(trained.run_dir / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    def weights(sub: str) -> dict[str, torch.Tensor]:
+        result = train(quick_config(tmp_path / sub, "trainer.max_epochs=1", "trainer.limit_train_batches=3"))
+        return torch.load(result.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = weights("a"), weights("b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_multilabel_trains_with_bce(tmp_path: Path) -> None:
+    """A multi-label task (ChestMNIST-style label vectors) trains and validates; labels derived from real images."""
+    breast = load_dataset(load_config(None, experiment="t", data={"flag": "breastmnist"}).data)
+    splits = {}
+    for name, split in breast.splits.items():
+        label = split.labels.astype(np.float32)
+        bright = (split.images.mean(axis=(1, 2, 3)) > 100).astype(np.float32)
+        splits[name] = ImageSplit(split.images, np.stack([label, bright], axis=1))
+    dataset = LabelledImages("two-labels", "multilabel", ["benign", "bright"], splits)
+    config = load_config(None, ["trainer.max_epochs=1"], experiment="t", data={"flag": "breastmnist", "batch_size": 64})
+    module = ClassificationModule.from_config(config, "multilabel", dataset.classes)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=ClassificationDataModule(dataset, config.data))
+    assert set(trainer.callback_metrics) >= {"val/auc", "val/acc", "val/f1_macro", "train/loss"}
+    scores, targets = predict_scores(module, ClassificationDataModule(dataset, config.data).split_dataloader("test"), config.trainer)
+    assert scores.shape == targets.shape == (156, 2)
+    assert ((scores >= 0) & (scores <= 1)).all() and not np.allclose(scores.sum(1), 1.0)
