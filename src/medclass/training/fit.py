@@ -14,6 +14,7 @@ import lightning as L
 from medclass.config import ExperimentConfig
 from medclass.data import ClassificationDataModule, load_dataset
 from medclass.environment import collect_environment
+from medclass.errors import UserError
 from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.models import check_model_name
 from medclass.run_dir import RunDir
@@ -59,11 +60,15 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
         " / ".join(f"{len(s)} {n}" for n, s in dataset.splits.items()), config.model.name, n_params / 1e6,
     )  # fmt: skip
 
-    trainer = build_trainer(config, run, progress)
-    with warnings.catch_warnings():
-        # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(module, datamodule=ClassificationDataModule(dataset, config.data))
+    try:
+        trainer = build_trainer(config, run, progress)
+        with warnings.catch_warnings():
+            # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.fit(module, datamodule=ClassificationDataModule(dataset, config.data))
+    except UserError as exc:
+        run.update_status(status="failed", error=str(exc), finished=_now())
+        raise
 
     checkpoint_cb = trainer.checkpoint_callback
     best_score = checkpoint_cb.best_model_score if checkpoint_cb is not None else None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
 from medclass.config.schema import ExperimentConfig
+from medclass.errors import ConfigError
 from medclass.run_dir import RunDir
 from medclass.training.callbacks import EpochCSVLogger
 
@@ -28,6 +31,15 @@ def build_trainer(config: ExperimentConfig, run: RunDir, progress: bool | None =
     ]
     if show_progress:
         callbacks.append(RichProgressBar(leave=True))
+    try:
+        return _trainer(config, run, callbacks, show_progress)
+    except MisconfigurationException as exc:
+        # e.g. accelerator=gpu without a GPU, or a precision the device cannot run
+        raise ConfigError(f"trainer: {exc}") from None
+
+
+def _trainer(config: ExperimentConfig, run: RunDir, callbacks: list[L.Callback], show_progress: bool) -> L.Trainer:
+    trainer_config = config.trainer
     return L.Trainer(
         default_root_dir=run.path,
         max_epochs=trainer_config.max_epochs,
