@@ -129,3 +129,10 @@ def test_multilabel_trains_with_bce(tmp_path: Path) -> None:
     scores, targets = predict_scores(module, ClassificationDataModule(dataset, config.data).split_dataloader("test"), config.trainer)
     assert scores.shape == targets.shape == (156, 2)
     assert ((scores >= 0) & (scores <= 1)).all() and not np.allclose(scores.sum(1), 1.0)
+
+
+def test_evaluate_does_not_depend_on_medclass_data(trained, monkeypatch: pytest.MonkeyPatch, medmnist_dir: Path) -> None:
+    resolved = yaml.safe_load((trained.run_dir / "config.yaml").read_text())
+    assert Path(resolved["data"]["root"]) == medmnist_dir
+    monkeypatch.delenv("MEDCLASS_DATA")
+    assert evaluate_run(trained.run_dir).metrics == trained.test.metrics

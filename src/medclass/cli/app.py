@@ -44,11 +44,18 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging() -> None:
     handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler], force=True)
-    # Lightning announces devices and tips at INFO; keep them only when asked for.
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+
+
+def _quiet_lightning(ctx: typer.Context) -> None:
+    """Lightning announces devices and tips at INFO and sets its loggers' levels when imported; so after importing
+    it, lower them again unless --verbose was given."""
+    import lightning  # noqa: F401
+
+    verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+    for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
@@ -62,10 +69,12 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Lightning's device and tip messages.")] = False,
 ) -> None:
-    _configure_logging(verbose)
+    ctx.obj = {"verbose": verbose}
+    _configure_logging()
 
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file (see configs/).")]
@@ -77,7 +86,7 @@ OverridesArgument = Annotated[
 
 @app.command()
 @user_errors
-def train(config: ConfigOption, overrides: OverridesArgument = None) -> None:
+def train(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgument = None) -> None:
     """Train a model, keep the best validation epoch, and evaluate it on the held-out test split."""
     from medclass.config import load_config
 
@@ -85,8 +94,9 @@ def train(config: ConfigOption, overrides: OverridesArgument = None) -> None:
     from medclass.cli.render import metrics_table
     from medclass.training import train as run_training
 
+    _quiet_lightning(ctx)
     result = run_training(experiment)
-    console.print(metrics_table(result.test, title=f"{experiment.experiment}: test split, best checkpoint"))
+    console.print(metrics_table(result.test))
     console.print(
         f"best epoch {result.best_epoch} ({result.monitor} = {result.best_score:.4f}) | "
         f"{result.duration_s / 60:.1f} min | run directory: {result.run_dir}",
@@ -98,6 +108,7 @@ def train(config: ConfigOption, overrides: OverridesArgument = None) -> None:
 @app.command()
 @user_errors
 def evaluate(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     split: Annotated[str, typer.Option(help="Which split: test (default) or val.")] = "test",
@@ -106,8 +117,9 @@ def evaluate(
     from medclass.cli.render import metrics_table
     from medclass.evaluation import evaluate_run
 
+    _quiet_lightning(ctx)
     result = evaluate_run(run_dir, checkpoint=checkpoint, split=split)
-    console.print(metrics_table(result, title=f"{run_dir}: {split} split, {checkpoint} checkpoint"))
+    console.print(metrics_table(result))
 
 
 @app.command("config")

@@ -49,6 +49,9 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
     run = RunDir.create(config.output_dir, config.experiment)
     log.info("run directory: %s", run.path)
     run.update_status(status="running", started=_now(), experiment=config.experiment)
+    if config.data.root is None and "root" in dataset.source:
+        # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
+        config = config.model_copy(update={"data": config.data.model_copy(update={"root": Path(dataset.source["root"])})})
     run.write_config(config)
     run.write_json("data.json", dataset.summary())
     run.write_json("preprocessing.json", {k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})

@@ -143,5 +143,13 @@ def load_medmnist(config: DataConfig) -> LabelledImages:
         task=task,
         classes=classes,
         splits=splits,
-        source={"type": "medmnist", "flag": flag, "size": config.size, "file": str(path), "license": info["license"], "split": "official MedMNIST split"},
+        source={
+            "type": "medmnist",
+            "flag": flag,
+            "size": config.size,
+            "root": str(root.absolute()),
+            "file": str(path.absolute()),
+            "license": info["license"],
+            "split": "official MedMNIST split",
+        },
     )
