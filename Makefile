@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Real datasets live beside the repository (../shared/data) unless MEDCLASS_DATA says otherwise.
 export MEDCLASS_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

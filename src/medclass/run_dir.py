@@ -117,7 +117,9 @@ class RunDir:
         path = self.checkpoint_path(which)
         if not path.is_file():
             present = sorted(p.stem for p in self.checkpoint_dir.glob("*.ckpt")) if self.checkpoint_dir.is_dir() else []
-            found = f"it has {', '.join(present)}" if present else "it has no checkpoints (did training finish an epoch?)"
+            found = (
+                f"it has {', '.join(present)}" if present else "it has no checkpoints (did training finish an epoch?)"
+            )
             raise RunDirError(f"{self.path} has no {which} checkpoint ({path.name}); {found}")
         return path
 

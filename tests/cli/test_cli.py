@@ -48,7 +48,9 @@ def test_config_command_shows_overrides() -> None:
 
 
 def test_train_then_evaluate_prints_the_same_numbers(tmp_path: Path) -> None:
-    trained = medclass("train", "-c", BREAST, "trainer.max_epochs=1", f"output_dir={tmp_path}", "trainer.progress_bar=false")
+    trained = medclass(
+        "train", "-c", BREAST, "trainer.max_epochs=1", f"output_dir={tmp_path}", "trainer.progress_bar=false"
+    )
     assert trained.returncode == 0, trained.stderr
     (run_dir,) = list((tmp_path / "breastmnist").iterdir())
     evaluated = medclass("evaluate", str(run_dir))
@@ -79,14 +81,18 @@ def test_unknown_model_suggests() -> None:
 
 def test_missing_npz_offline(tmp_path: Path) -> None:
     offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    line = assert_one_line_error(medclass("train", "-c", BREAST, f"data.root={tmp_path}", env=offline), "breastmnist.npz")
+    line = assert_one_line_error(
+        medclass("train", "-c", BREAST, f"data.root={tmp_path}", env=offline), "breastmnist.npz"
+    )
     assert str(tmp_path) in line
 
 
 def test_corrupted_npz(tmp_path: Path, medmnist_dir: Path) -> None:
     data = (medmnist_dir / "breastmnist.npz").read_bytes()
     (tmp_path / "breastmnist.npz").write_bytes(data[:1000])
-    assert_one_line_error(medclass("train", "-c", BREAST, f"data.root={tmp_path}"), str(tmp_path / "breastmnist.npz"), "damaged")
+    assert_one_line_error(
+        medclass("train", "-c", BREAST, f"data.root={tmp_path}"), str(tmp_path / "breastmnist.npz"), "damaged"
+    )
 
 
 def test_run_directory_without_checkpoint(tmp_path: Path) -> None:

@@ -123,4 +123,7 @@ def test_python_api_sections_merge_like_the_file(tmp_path: Path) -> None:
     assert config.data.flag == "retinamnist"
     assert config.trainer.max_epochs == 2
     assert config.checkpoint.resolved_mode == "max"
-    assert load_config(None, ["checkpoint.monitor=loss"], experiment="a", data={"flag": "x"}).checkpoint.resolved_mode == "min"
+    assert (
+        load_config(None, ["checkpoint.monitor=loss"], experiment="a", data={"flag": "x"}).checkpoint.resolved_mode
+        == "min"
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data_dir
 from medmnist import INFO
 from PIL import Image
 
@@ -13,8 +14,6 @@ from medclass.config import load_config
 from medclass.data import BatchPreprocess, ClassificationDataModule, load_dataset
 from medclass.data.sources.medmnist import default_root, npz_filenames
 from medclass.errors import ConfigError, DataError
-
-from conftest import shared_data_dir
 
 NPZ_FILES = sorted((shared_data_dir() / "medmnist").glob("*.npz"))
 
@@ -71,7 +70,10 @@ def test_multilabel_chestmnist_style_labels_are_kept_as_vectors(tmp_path: Path) 
     source = np.load(load_dataset(data_config("breastmnist")).source["file"])
     rng = np.random.default_rng(0)
     arrays = {f"{s}_images": source[f"{s}_images"] for s in ("train", "val", "test")}
-    arrays |= {f"{s}_labels": rng.integers(0, 2, (len(source[f"{s}_labels"]), 14)).astype(np.uint8) for s in ("train", "val", "test")}
+    arrays |= {
+        f"{s}_labels": rng.integers(0, 2, (len(source[f"{s}_labels"]), 14)).astype(np.uint8)
+        for s in ("train", "val", "test")
+    }
     np.savez(tmp_path / "chestmnist.npz", **arrays)
     dataset = load_dataset(data_config("chestmnist", root=str(tmp_path)))
     assert dataset.task == "multilabel"
@@ -84,7 +86,9 @@ def test_reads_size_suffixed_files(tmp_path: Path) -> None:
     source = np.load(load_dataset(data_config("breastmnist")).source["file"])
     arrays = {}
     for split in ("train", "val", "test"):
-        arrays[f"{split}_images"] = np.stack([np.asarray(Image.fromarray(im).resize((64, 64))) for im in source[f"{split}_images"]])
+        arrays[f"{split}_images"] = np.stack(
+            [np.asarray(Image.fromarray(im).resize((64, 64))) for im in source[f"{split}_images"]]
+        )
         arrays[f"{split}_labels"] = source[f"{split}_labels"]
     np.savez(tmp_path / "breastmnist_64.npz", **arrays)
     dataset = load_dataset(data_config("breastmnist", size=64, root=str(tmp_path)))
@@ -103,7 +107,9 @@ def test_root_comes_from_config_then_env(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_unknown_flag_suggests_close_ones() -> None:
-    with pytest.raises(ConfigError, match=r"data.flag: 'bloodmnst' is not a MedMNIST dataset \(did you mean bloodmnist"):
+    with pytest.raises(
+        ConfigError, match=r"data.flag: 'bloodmnst' is not a MedMNIST dataset \(did you mean bloodmnist"
+    ):
         load_dataset(data_config("bloodmnst"))
     with pytest.raises(ConfigError, match="3D"):
         load_dataset(data_config("organmnist3d"))

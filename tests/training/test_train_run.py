@@ -126,12 +126,16 @@ def test_multilabel_trains_with_bce(tmp_path: Path) -> None:
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=ClassificationDataModule(dataset, config.data))
     assert set(trainer.callback_metrics) >= {"val/auc", "val/acc", "val/f1_macro", "train/loss"}
-    scores, targets = predict_scores(module, ClassificationDataModule(dataset, config.data).split_dataloader("test"), config.trainer)
+    scores, targets = predict_scores(
+        module, ClassificationDataModule(dataset, config.data).split_dataloader("test"), config.trainer
+    )
     assert scores.shape == targets.shape == (156, 2)
     assert ((scores >= 0) & (scores <= 1)).all() and not np.allclose(scores.sum(1), 1.0)
 
 
-def test_evaluate_does_not_depend_on_medclass_data(trained, monkeypatch: pytest.MonkeyPatch, medmnist_dir: Path) -> None:
+def test_evaluate_does_not_depend_on_medclass_data(
+    trained, monkeypatch: pytest.MonkeyPatch, medmnist_dir: Path
+) -> None:
     resolved = yaml.safe_load((trained.run_dir / "config.yaml").read_text())
     assert Path(resolved["data"]["root"]) == medmnist_dir
     monkeypatch.delenv("MEDCLASS_DATA")

@@ -70,7 +70,9 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Lightning's device and tip messages.")] = False,
 ) -> None:
     ctx.obj = {"verbose": verbose}
@@ -80,7 +82,9 @@ def _main(
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file (see configs/).")]
 OverridesArgument = Annotated[
     list[str] | None,
-    typer.Argument(help="Overrides as dotted.key=value, e.g. trainer.max_epochs=3 data.batch_size=64.", show_default=False),
+    typer.Argument(
+        help="Overrides as dotted.key=value, e.g. trainer.max_epochs=3 data.batch_size=64.", show_default=False
+    ),
 ]
 
 

@@ -34,7 +34,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...), not a {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (data:, model:, ...), not a {type(data).__name__}"
+        )
     return data
 
 

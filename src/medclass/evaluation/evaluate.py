@@ -96,11 +96,15 @@ def predictions_csv(targets: np.ndarray, scores: np.ndarray, classes: list[str],
     writer = csv.writer(buffer)
     predictions = predicted_labels(scores, task)
     if task == "multilabel":
-        writer.writerow(["index", *(f"true:{c}" for c in classes), *(f"pred:{c}" for c in classes), *(f"p:{c}" for c in classes)])
+        writer.writerow(
+            ["index", *(f"true:{c}" for c in classes), *(f"pred:{c}" for c in classes), *(f"p:{c}" for c in classes)]
+        )
         for i in range(len(scores)):
             writer.writerow([i, *targets[i].astype(int), *predictions[i], *(f"{p:.6f}" for p in scores[i])])
     else:
         writer.writerow(["index", "true", "predicted", *(f"p:{c}" for c in classes)])
         for i in range(len(scores)):
-            writer.writerow([i, classes[int(targets[i])], classes[int(predictions[i])], *(f"{p:.6f}" for p in scores[i])])
+            writer.writerow(
+                [i, classes[int(targets[i])], classes[int(predictions[i])], *(f"{p:.6f}" for p in scores[i])]
+            )
     return buffer.getvalue()

@@ -19,13 +19,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RunDirError(f"{path} is damaged or not a safe medclass checkpoint ({first}); retrain or use another checkpoint") from None
+        raise RunDirError(
+            f"{path} is damaged or not a safe medclass checkpoint ({first}); retrain or use another checkpoint"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise RunDirError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
 
 
-def load_module(config: ExperimentConfig, task: str, classes: list[str], checkpoint_path: Path) -> tuple[ClassificationModule, dict[str, Any]]:
+def load_module(
+    config: ExperimentConfig, task: str, classes: list[str], checkpoint_path: Path
+) -> tuple[ClassificationModule, dict[str, Any]]:
     """The module the config describes with the checkpoint's weights, in eval mode, and the checkpoint's metadata."""
     checkpoint = read_checkpoint(checkpoint_path)
     module = ClassificationModule.from_config(config, task, classes)  # type: ignore[arg-type]
@@ -33,8 +37,13 @@ def load_module(config: ExperimentConfig, task: str, classes: list[str], checkpo
         module.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as exc:
         raise RunDirError(
-            f"{checkpoint_path} does not match the run's config.yaml ({str(exc).splitlines()[0]}); was config.yaml edited?"
+            f"{checkpoint_path} does not match the run's config.yaml ({str(exc).splitlines()[0]}); "
+            "was config.yaml edited?"
         ) from None
     module.eval()
-    info = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"), **checkpoint.get("medclass", {})}
+    info = {
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        **checkpoint.get("medclass", {}),
+    }
     return module, info

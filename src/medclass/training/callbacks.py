@@ -34,8 +34,7 @@ class EpochCSVLogger(L.Callback):
         metrics = trainer.callback_metrics
         row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
         for column in EPOCH_COLUMNS[1:-2]:
-            key = column.replace("_", "/", 1) if column.startswith(("train_", "val_")) else column
-            value = metrics.get(key)
+            value = metrics.get(column.replace("_", "/", 1))  # train_loss -> train/loss, val_f1_macro -> val/f1_macro
             row[column] = f"{float(value):.6g}" if value is not None else ""
         row["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.6g}" if trainer.optimizers else ""
         row["seconds"] = f"{time.perf_counter() - self._epoch_start:.2f}"

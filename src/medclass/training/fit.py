@@ -51,7 +51,9 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
     run.update_status(status="running", started=_now(), experiment=config.experiment)
     if config.data.root is None and "root" in dataset.source:
         # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
-        config = config.model_copy(update={"data": config.data.model_copy(update={"root": Path(dataset.source["root"])})})
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"root": Path(dataset.source["root"])})}
+        )
     run.write_config(config)
     run.write_json("data.json", dataset.summary())
     run.write_json("preprocessing.json", {k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
@@ -74,24 +76,22 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
         raise
 
     checkpoint_cb = trainer.checkpoint_callback
-    best_score = checkpoint_cb.best_model_score if checkpoint_cb is not None else None
+    score = checkpoint_cb.best_model_score if checkpoint_cb is not None else None
+    best_score = float(score) if score is not None else None
     best_epoch = _best_epoch(run)
+    monitor = f"val/{config.checkpoint.monitor}"
     run.update_status(
-        status="trained",
-        trained=_now(),
-        epochs=trainer.current_epoch,
-        monitor=f"val/{config.checkpoint.monitor}",
-        best_epoch=best_epoch,
-        best_score=float(best_score) if best_score is not None else None,
-    )
+        status="trained", trained=_now(), epochs=trainer.current_epoch,
+        monitor=monitor, best_epoch=best_epoch, best_score=best_score,
+    )  # fmt: skip
     test = evaluate_run(run.path, "best", "test", dataset=dataset)
     duration = time.perf_counter() - started
     run.update_status(status="finished", finished=_now(), duration_s=round(duration, 1))
     return TrainResult(
         run_dir=run.path,
         best_epoch=best_epoch,
-        best_score=float(best_score) if best_score is not None else None,
-        monitor=f"val/{config.checkpoint.monitor}",
+        best_score=best_score,
+        monitor=monitor,
         duration_s=duration,
         test=test,
     )

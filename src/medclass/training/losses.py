@@ -28,4 +28,3 @@ def build_loss(task: Task, config: LossConfig) -> nn.Module:
     if is_single_label(task):
         return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return SmoothedBCEWithLogits(config.label_smoothing)
-

@@ -91,7 +91,9 @@ class ClassificationModule(L.LightningModule):
         for name, value in metrics.items():
             self.log(f"val/{name}", float(value), prog_bar=name in ("acc", "auc"))
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = batch
         return scores_from_logits(self(images).float(), self.task), targets
 

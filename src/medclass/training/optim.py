@@ -27,12 +27,16 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> Optimizer:
     )
 
 
-def build_scheduler(optimizer: Optimizer, config: SchedulerConfig, total_steps: int, steps_per_epoch: int) -> LRScheduler:
+def build_scheduler(
+    optimizer: Optimizer, config: SchedulerConfig, total_steps: int, steps_per_epoch: int
+) -> LRScheduler:
     """A per-step schedule: linear warm-up for ``warmup_epochs``, then cosine decay to ``min_lr`` (or constant)."""
     total_steps = max(1, total_steps)
     warmup_steps = min(int(round(config.warmup_epochs * steps_per_epoch)), total_steps - 1)
     if config.name == "cosine":
-        main: LRScheduler = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=config.min_lr)
+        main: LRScheduler = CosineAnnealingLR(
+            optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=config.min_lr
+        )
     else:
         main = ConstantLR(optimizer, factor=1.0, total_iters=0)
     if warmup_steps <= 0:

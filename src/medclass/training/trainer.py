@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError

@@ -36,7 +36,8 @@ def medmnist_info(flag: str) -> dict:
     if key not in INFO:
         flags_2d = [f for f in INFO if not f.endswith("3d")]
         raise ConfigError(
-            f"data.flag: {flag!r} is not a MedMNIST dataset{suggest(key, flags_2d)}; known 2D flags: {', '.join(flags_2d)}"
+            f"data.flag: {flag!r} is not a MedMNIST dataset{suggest(key, flags_2d)}; "
+            f"known 2D flags: {', '.join(flags_2d)}"
         )
     if key.endswith("3d"):
         raise ConfigError(f"data.flag: {flag!r} is a 3D MedMNIST dataset; medclass trains 2D image classifiers only")
@@ -73,7 +74,9 @@ def find_or_download(flag: str, size: int, root: Path, download: bool) -> Path:
         raise DataError(f"{wanted} not found and data.download is false: download {url} and {where}")
     reason = _download(flag, size, root)
     if reason is not None or not wanted.is_file():
-        raise DataError(f"{wanted} not found and downloading it failed ({reason or 'no file'}): download {url} and {where}")
+        raise DataError(
+            f"{wanted} not found and downloading it failed ({reason or 'no file'}): download {url} and {where}"
+        )
     return wanted
 
 
@@ -109,12 +112,16 @@ def read_npz(path: Path, multilabel: bool) -> dict[str, ImageSplit]:
     except DataError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise DataError(f"{path} is damaged or not an npz file ({type(exc).__name__}: {exc}): delete it and download it again") from None
+        raise DataError(
+            f"{path} is damaged or not an npz file ({type(exc).__name__}: {exc}): delete it and download it again"
+        ) from None
     splits = {}
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise DataError(f"{path}: {split}_images should be uint8 (N, H, W[, C]), found {images.dtype} {images.shape}")
+            raise DataError(
+                f"{path}: {split}_images should be uint8 (N, H, W[, C]), found {images.dtype} {images.shape}"
+            )
         if images.ndim == 3:
             images = images[..., None]
         labels = labels.reshape(len(labels), -1)
