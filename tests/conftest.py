@@ -28,10 +28,12 @@ def medmnist_dir(data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _data_env(data_dir: Path):
-    """Every test (and every fixture, whatever its scope) sees MEDCLASS_DATA, as a user who followed the README."""
+def _data_env(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Every test (and every fixture, whatever its scope) sees MEDCLASS_DATA, as a user who followed the README,
+    and a preprocessing cache of its own (shared by the session, so real cache hits are exercised too)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDCLASS_DATA", str(data_dir))
+        patch.setenv("MEDCLASS_CACHE", str(tmp_path_factory.mktemp("medclass-cache")))
         yield
 
 
@@ -44,3 +46,12 @@ def quick_overrides(tmp_path: Path) -> list[str]:
         "trainer.progress_bar=false",
         "data.batch_size=64",
     ]
+
+
+def folder_config(root: Path | str, *overrides: str, **data):
+    """An experiment config over an image folder (small images, for speed)."""
+    from medclass.config import load_config
+
+    return load_config(
+        None, list(overrides), experiment="t", data={"source": "folder", "root": str(root), "image_size": 32, **data}
+    )

@@ -31,11 +31,17 @@ def test_readme_ci_calls_the_readme_test_command() -> None:
 
 def test_readme_configs_and_overrides_validate() -> None:
     from medclass.config import load_config
+    from medclass.data.build import load_recipe
 
-    shown = [c for c in COMMANDS if re.match(r"medclass (train|config) ", c)]
-    assert shown, "the README should show medclass train/config commands"
+    shown = [c for c in COMMANDS if re.match(r"medclass (train|config|data) ", c)]
+    assert len(shown) >= 5, "the README should show medclass train/config/data commands"
     for command in shown:
-        args = shlex.split(command)[2:]
-        config = args[args.index("-c") + 1]
+        words = shlex.split(command)
+        args = words[3:] if words[1] == "data" else words[2:]
         overrides = [a for a in args if "=" in a]
-        load_config(REPO / config, overrides)
+        if words[1] == "data" and words[2] == "build":
+            load_recipe(REPO / args[0], overrides)
+        elif words[1] == "data":
+            load_config(REPO / args[0], overrides)
+        else:
+            load_config(REPO / args[args.index("-c") + 1], overrides)

@@ -12,19 +12,26 @@ Layout (format version 1)::
         checkpoints/best.ckpt, checkpoints/last.ckpt   Lightning checkpoints (weights-only loadable)
         metrics.json        test metrics of the evaluated checkpoint (written by `medclass evaluate` too)
         predictions_test.csv  per test image: true label, predicted label, score per class
+        splits.csv          file sources: every image file with its split and label (the split is part of the result)
+        skipped.csv         files left out (unreadable, not an image, missing), with the reason
 
 Every file is written atomically.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medclass.config import ExperimentConfig, dump_config, load_config
 from medclass.errors import RunDirError
 from medclass.io import atomic_write_json, atomic_write_text, read_json
+
+if TYPE_CHECKING:
+    from medclass.data.dataset import LabelledImages
 
 RUN_FORMAT_VERSION = 1
 CHECKPOINTS = ("best", "last")
@@ -125,3 +132,30 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+def write_split_files(run: RunDir, dataset: LabelledImages) -> None:
+    """splits.csv (file, split, label) for datasets made of files, and skipped.csv when files were left out."""
+    from medclass.tasks import is_single_label
+
+    rows = []
+    for split_name, split in dataset.splits.items():
+        if split.files is None:
+            continue
+        for file, label in zip(split.files, split.labels, strict=True):
+            if is_single_label(dataset.task):
+                label_text = dataset.classes[int(label)]
+            else:
+                label_text = "|".join(c for c, on in zip(dataset.classes, label, strict=True) if on)
+            rows.append([file, split_name, label_text])
+    if rows:
+        atomic_write_text(run.file("splits.csv"), _csv([["file", "split", "label"], *rows]))
+    if dataset.skipped:
+        skipped = [[entry["file"], entry["reason"]] for entry in dataset.skipped]
+        atomic_write_text(run.file("skipped.csv"), _csv([["file", "reason"], *skipped]))
+
+
+def _csv(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()

@@ -135,6 +135,104 @@ def show_config(config: ConfigOption, overrides: OverridesArgument = None) -> No
     console.print(dump_config(load_config(config, overrides or [])), highlight=False, markup=False)
 
 
+data_app = typer.Typer(help="Look at, describe and build datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _data_config(target: Path, overrides: list[str]):
+    """A data config from an experiment YAML, or a folder source over a folder of class folders."""
+    from medclass.config import load_config
+
+    if target.is_dir():
+        return load_config(
+            None, overrides, experiment=_safe_experiment(target.name), data={"source": "folder", "root": str(target)}
+        )
+    return load_config(target, overrides)
+
+
+def _safe_experiment(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.-") or "data"
+
+
+TargetArgument = Annotated[Path, typer.Argument(help="An experiment YAML, or a folder with one folder per class.")]
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    target: TargetArgument,
+    overrides: OverridesArgument = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default: inspect/<dataset>.")] = None,
+) -> None:
+    """Counts per class and split (table + chart), sample grids, sizes and modes, duplicates, unreadable files."""
+    config = _data_config(target, overrides or [])
+    from medclass.cli.render import inspection_tables
+    from medclass.data.inspect import inspect_dataset
+
+    out_dir = out or Path("inspect") / config.experiment
+    inspection = inspect_dataset(config.data, out_dir)
+    for table in inspection_tables(inspection):
+        console.print(table)
+    for warning in inspection.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(
+        f"written to {out_dir}: " + ", ".join(Path(p).name for p in inspection.files.values()), soft_wrap=True
+    )
+
+
+@data_app.command("stats")
+@user_errors
+def data_stats(target: TargetArgument, overrides: OverridesArgument = None) -> None:
+    """Per-channel mean/std of the training split at the training size, stored for data.normalization: dataset."""
+    config = _data_config(target, overrides or [])
+    from medclass.data import load_dataset
+    from medclass.data.cache import cache_root
+    from medclass.data.stats import dataset_stats
+
+    dataset = load_dataset(config.data)
+    stats = dataset_stats(dataset, cache_root(getattr(config.data, "cache_dir", None)))
+    mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
+    std = ", ".join(f"{v:.4f}" for v in stats["std"])
+    console.print(
+        f"{dataset.name}: training split, {stats['n_images']} images at {config.data.input_size} px", highlight=False
+    )
+    console.print(f"mean: [{mean}]\nstd:  [{std}]", highlight=False)
+    console.print("Use them with `data.normalization: dataset` (read from the stored file), or copy them into "
+                  "data.mean / data.std.", highlight=False, soft_wrap=True)  # fmt: skip
+
+
+@data_app.command("build")
+@user_errors
+def data_build(
+    recipe: Annotated[Path, typer.Argument(help="A build recipe YAML (see configs/build/).")],
+    overrides: OverridesArgument = None,
+) -> None:
+    """Merge sources into categories, synthesise a LOW_QUALITY class, write an image-folder dataset + manifest."""
+    from medclass.data.build import build_dataset, load_recipe
+
+    result = build_dataset(load_recipe(recipe, overrides or []))
+    from rich.table import Table
+
+    title = f"built {result.output}"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column("category")
+    table.add_column("images", justify="right")
+    for category, count in result.counts.items():
+        table.add_row(category, str(count))
+    console.print(table)
+    if result.reused_for_low_quality:
+        err_console.print(
+            f"[bold yellow]warning:[/] {result.reused_for_low_quality} degraded image(s) come from originals also kept "
+            "clean; train with the manifest's group column to keep each pair in one split",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if result.skipped:
+        err_console.print(f"[bold yellow]warning:[/] {len(result.skipped)} file(s) skipped (see build.json)")
+    console.print(f"manifest: {result.manifest}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     # Lightning 2.6 calls a torch API that newer torch deprecates; the warning is noise for our users.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from medclass.data.inspect import Inspection
 from medclass.evaluation.evaluate import EvaluationResult
 
 LABELS = {"acc": "ACC", "auc": "AUC", "f1_macro": "F1 (macro)", "balanced_acc": "Balanced ACC"}
@@ -18,3 +19,29 @@ def metrics_table(result: EvaluationResult) -> Table:
         table.add_row(LABELS.get(name, name), f"{value:.4f}")
     table.caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
     return table
+
+
+def inspection_tables(inspection: Inspection) -> list[Table]:
+    splits = list(inspection.counts)
+    counts = Table(title=f"{inspection.name}: {inspection.task}, {inspection.layout}", title_justify="left",
+                   caption=f"split: {inspection.split_method}")  # fmt: skip
+    counts.add_column("class")
+    for split in splits:
+        counts.add_column(split, justify="right")
+    counts.add_column("total", justify="right")
+    for name in inspection.classes:
+        values = [inspection.counts[s].get(name, 0) for s in splits]
+        counts.add_row(name, *map(str, values), str(sum(values)))
+    totals = [sum(inspection.counts[s].values()) for s in splits]
+    counts.add_row("total", *map(str, totals), str(sum(totals)), style="bold")
+
+    facts = Table(title="files", title_justify="left", show_header=False)
+    facts.add_column("what")
+    facts.add_column("value")
+    facts.add_row("sizes (w x h)", ", ".join(f"{k}: {v}" for k, v in list(inspection.sizes.items())[:6]))
+    facts.add_row("modes", ", ".join(f"{k}: {v}" for k, v in inspection.modes.items()))
+    facts.add_row(
+        "duplicate groups", f"{len(inspection.duplicates)} ({len(inspection.cross_split_duplicates)} across splits)"
+    )
+    facts.add_row("skipped / unreadable", f"{len(inspection.skipped)} / {len(inspection.unreadable)}")
+    return [counts, facts]

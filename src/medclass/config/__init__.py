@@ -1,9 +1,9 @@
 """The experiment configuration: schema, loading, overrides."""
 
+from medclass.config.data import CsvData, DataConfig, FileSourceFields, FolderData, MedMNISTData, SplitConfig
 from medclass.config.loading import apply_overrides, config_to_dict, dump_config, load_config, validate_config
 from medclass.config.schema import (
     CheckpointConfig,
-    DataConfig,
     ExperimentConfig,
     LossConfig,
     ModelConfig,
@@ -14,7 +14,12 @@ from medclass.config.schema import (
 
 __all__ = [
     "CheckpointConfig",
+    "CsvData",
     "DataConfig",
+    "FileSourceFields",
+    "FolderData",
+    "MedMNISTData",
+    "SplitConfig",
     "ExperimentConfig",
     "LossConfig",
     "ModelConfig",

@@ -6,15 +6,19 @@ suggests the closest valid ones.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from medclass.config.data import SOURCE_CONFIGS
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError, suggest
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -64,12 +68,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return result
 
 
-def validate_config(data: Mapping[str, Any], origin: str = "config") -> ExperimentConfig:
-    """Validate a raw mapping against the schema; errors become one :class:`ConfigError` line naming the fields."""
+def validate_config(data: Mapping[str, Any], origin: str = "config", schema: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]
+    """Validate a raw mapping against a schema (the experiment config by default); errors become one
+    :class:`ConfigError` line naming the fields."""
     try:
-        return ExperimentConfig.model_validate(dict(data))
+        return schema.model_validate(dict(data))
     except ValidationError as exc:
-        problems = [_describe_error(err, data) for err in exc.errors()]
+        problems = [_describe_error(err, data, schema) for err in exc.errors()]
         raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
 
 
@@ -95,12 +100,24 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
 
 
 def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
-    """Make the config's relative paths absolute (against the current folder, where the user typed them)."""
-    updates: dict[str, Any] = {"output_dir": config.output_dir.expanduser().absolute()}
+    """Expand ``~`` and ``$VARS`` in the config's paths and make relative ones absolute (against the current
+    folder, where the user typed them). Paths of a Kaggle dataset stay relative to its downloaded folder."""
     data = config.data
-    if data.root is not None:
-        data = data.model_copy(update={"root": data.root.expanduser().absolute()})
-    return config.model_copy(update={**updates, "data": data})
+    updates = {}
+    for name in ("root", "csv", "image_dir", "cache_dir"):
+        value = getattr(data, name, None)
+        if value is not None:
+            relative_to_download = getattr(data, "kaggle", None) and name != "cache_dir"
+            updates[name] = expand_path(value, absolute=not relative_to_download)
+    return config.model_copy(
+        update={"output_dir": expand_path(config.output_dir), "data": data.model_copy(update=updates)}
+    )
+
+
+def expand_path(path: Path, absolute: bool = True) -> Path:
+    """``~`` and ``$VARS`` expanded; made absolute against the current folder unless told not to."""
+    expanded = Path(os.path.expandvars(str(path))).expanduser()
+    return expanded.absolute() if absolute else expanded
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
@@ -113,16 +130,19 @@ def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
-def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any]) -> str:
-    loc = tuple(str(p) for p in err["loc"])
+def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any], schema: type[BaseModel]) -> str:
+    loc = _user_loc(tuple(str(p) for p in err["loc"]))
     field = ".".join(loc) if loc else "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
+        model = _model_at(loc[:-1], data, schema)
         hint = suggest(loc[-1], model.model_fields) if model is not None else ""
         return f"{field}: unknown field{hint}"
     if kind == "missing":
         return f"{field}: required field is missing"
+    if kind == "union_tag_invalid":
+        tag = str(err.get("ctx", {}).get("tag", ""))
+        return f"{field}.source: unknown source {tag!r}{suggest(tag, SOURCE_CONFIGS)}; use {', '.join(SOURCE_CONFIGS)}"
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -131,10 +151,25 @@ def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     return f"{field}: {message}"
 
 
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+def _user_loc(loc: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop the union tag pydantic puts after ``data`` (data.folder.root -> data.root)."""
+    if len(loc) >= 2 and loc[0] == "data" and loc[1] in SOURCE_CONFIGS:
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _model_at(loc: tuple[str, ...], data: Mapping[str, Any], schema: type[BaseModel]) -> type[BaseModel] | None:
     """The schema class that holds the fields at ``loc`` (``()`` is the top level), or None."""
-    model: type[BaseModel] = ExperimentConfig
+    model: type[BaseModel] = schema
+    raw: Any = data
     for part in loc:
+        raw = raw.get(part) if isinstance(raw, Mapping) else None
+        if model is ExperimentConfig and part == "data":
+            source = raw.get("source", "medmnist") if isinstance(raw, Mapping) else "medmnist"
+            model = SOURCE_CONFIGS.get(source)
+            if model is None:
+                return None
+            continue
         field = model.model_fields.get(part)
         annotation = field.annotation if field is not None else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

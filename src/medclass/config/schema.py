@@ -9,54 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt
 
-AugmentationName = Literal["none", "light", "medical"]
+from medclass.config.base import StrictModel
+from medclass.config.data import DataConfig
+
 MonitorName = Literal["auc", "acc", "loss", "f1_macro", "balanced_acc"]
-
-
-class StrictModel(BaseModel):
-    """Base for every section: unknown keys are errors, values are re-validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(StrictModel):
-    """Where the images come from and how they are batched.
-
-    ``source`` names the dataset source (see ``medclass.data.sources``); the source-specific fields sit beside it.
-    """
-
-    source: Literal["medmnist"] = "medmnist"
-    flag: str = Field(description="MedMNIST dataset flag, e.g. bloodmnist (2D datasets only).")
-    size: Literal[28, 64, 128, 224] = Field(28, description="Resolution of the MedMNIST npz file to read.")
-    root: Path | None = Field(
-        None,
-        description="Folder holding the npz files; default: $MEDCLASS_DATA (or its medmnist/ subfolder), "
-        "else the medmnist package's folder (~/.medmnist).",
-    )
-    download: bool = Field(True, description="Download the npz through the medmnist package when it is missing.")
-    image_size: PositiveInt | None = Field(
-        None, description="Side length the model sees; images are resized to it. Default: the file's size."
-    )
-    batch_size: PositiveInt = 128
-    eval_batch_size: PositiveInt | None = Field(None, description="Batch size for val/test; default: 2 x batch_size.")
-    num_workers: NonNegativeInt = 0
-    augmentation: AugmentationName = "light"
-    mean: tuple[float, ...] | None = Field(
-        None, description="Per-channel normalisation mean in [0, 1]; default: the pretrained model's, else 0.5."
-    )
-    std: tuple[float, ...] | None = Field(None, description="Per-channel normalisation std; see mean.")
-
-    @model_validator(mode="after")
-    def _mean_std_together(self) -> DataConfig:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("give both data.mean and data.std, or neither")
-        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
-            raise ValueError("data.mean and data.std must have the same number of channels")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError("data.std values must be positive")
-        return self
 
 
 class ModelConfig(StrictModel):

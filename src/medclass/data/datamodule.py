@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from medclass.config.schema import DataConfig
+from medclass.config.data import DataConfig
 from medclass.data.dataset import ArrayDataset, LabelledImages
 from medclass.data.transforms import build_augmentation
 

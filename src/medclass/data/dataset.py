@@ -18,19 +18,37 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """One split: ``images`` uint8 of shape (N, H, W, C); ``labels`` int64 (N,) or, for multi-label, float32 (N, L)."""
+    """One split.
+
+    ``images`` is a uint8 (M, H, W, C) store, possibly a memory-mapped cache shared by all splits; ``rows`` says
+    which of its rows belong to this split, in order (None: all rows). ``labels`` are int64 (N,) or, for
+    multi-label, float32 (N, L), one per row of the split. ``files`` names each image's source file, when known.
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    rows: np.ndarray | None = None
+    files: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        n_images = len(self.images) if self.rows is None else len(self.rows)
+        if n_images != len(self.labels):
+            raise ValueError(f"{n_images} images but {len(self.labels)} labels")
+        if self.files is not None and len(self.files) != len(self.labels):
+            raise ValueError(f"{len(self.files)} file names but {len(self.labels)} labels")
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
+
+    def image(self, index: int) -> np.ndarray:
+        """The index-th image of this split, (H, W, C) uint8."""
+        return self.images[index if self.rows is None else self.rows[index]]
+
+    def array(self) -> np.ndarray:
+        """All images of this split as one in-memory array."""
+        return np.asarray(self.images if self.rows is None else self.images[self.rows])
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class LabelledImages:
     classes: list[str]
     splits: dict[str, ImageSplit]
     source: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # images left out: {"file", "reason"}
 
     @property
     def channels(self) -> int:
@@ -70,6 +89,7 @@ class LabelledImages:
             "image_shape": [int(height), int(width), self.channels],
             "splits": splits,
             "source": self.source,
+            "skipped": len(self.skipped),
         }
 
 
@@ -78,15 +98,17 @@ class ArrayDataset(Dataset):
     acts on each uint8 tensor. Conversion to float, resizing and normalisation happen later on whole batches."""
 
     def __init__(self, split: ImageSplit, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2)
-        self.labels = torch.from_numpy(split.labels)
+        self.images = split.images
+        self.rows = split.rows
+        self.labels = torch.from_numpy(np.asarray(split.labels))
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
+        row = index if self.rows is None else int(self.rows[index])
+        image = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)  # a copy: stores may be read-only
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]

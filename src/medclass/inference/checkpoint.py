@@ -32,7 +32,8 @@ def load_module(
 ) -> tuple[ClassificationModule, dict[str, Any]]:
     """The module the config describes with the checkpoint's weights, in eval mode, and the checkpoint's metadata."""
     checkpoint = read_checkpoint(checkpoint_path)
-    module = ClassificationModule.from_config(config, task, classes)  # type: ignore[arg-type]
+    meta = checkpoint.get("medclass", {})
+    module = ClassificationModule.from_config(config, task, classes, meta.get("mean"), meta.get("std"))  # type: ignore[arg-type]
     try:
         module.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as exc:

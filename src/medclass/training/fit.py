@@ -11,13 +11,15 @@ from pathlib import Path
 
 import lightning as L
 
-from medclass.config import ExperimentConfig
+from medclass.config import ExperimentConfig, MedMNISTData
 from medclass.data import ClassificationDataModule, load_dataset
+from medclass.data.cache import cache_root
+from medclass.data.stats import dataset_stats
 from medclass.environment import collect_environment
 from medclass.errors import UserError
 from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.models import check_model_name
-from medclass.run_dir import RunDir
+from medclass.run_dir import RunDir, write_split_files
 from medclass.training.module import ClassificationModule
 from medclass.training.trainer import build_trainer
 
@@ -44,18 +46,23 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
     check_model_name(config.model.name)  # fail before loading data when the model name is wrong
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data)
-    module = ClassificationModule.from_config(config, dataset.task, dataset.classes)
+    mean = std = None
+    if config.data.normalization == "dataset" and config.data.mean is None:
+        stats = dataset_stats(dataset, cache_root(getattr(config.data, "cache_dir", None)))
+        mean, std = stats["mean"], stats["std"]
+    module = ClassificationModule.from_config(config, dataset.task, dataset.classes, mean, std)
 
     run = RunDir.create(config.output_dir, config.experiment)
     log.info("run directory: %s", run.path)
     run.update_status(status="running", started=_now(), experiment=config.experiment)
-    if config.data.root is None and "root" in dataset.source:
+    if isinstance(config.data, MedMNISTData) and config.data.root is None and "root" in dataset.source:
         # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
         config = config.model_copy(
             update={"data": config.data.model_copy(update={"root": Path(dataset.source["root"])})}
         )
     run.write_config(config)
     run.write_json("data.json", dataset.summary())
+    write_split_files(run, dataset)
     run.write_json("preprocessing.json", {k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
     run.write_json("environment.json", collect_environment(config.seed))
     n_params = sum(p.numel() for p in module.parameters())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchmetrics import CatMetric
 
@@ -18,6 +20,20 @@ from medclass.training.losses import build_loss
 from medclass.training.optim import build_optimizer, build_scheduler
 
 CHECKPOINT_FORMAT_VERSION = 1
+
+
+def resolve_normalization(config: ExperimentConfig, net: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
+    """data.mean/std when given, else what data.normalization names ("dataset" needs the statistics passed in)."""
+    data = config.data
+    if data.mean is not None and data.std is not None:
+        return data.mean, data.std
+    if data.normalization == "imagenet":
+        return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    if data.normalization == "half":
+        return (0.5,) * 3, (0.5,) * 3
+    if data.normalization == "dataset":
+        raise ValueError("data.normalization=dataset: pass the training split's statistics (medclass.data.stats)")
+    return default_normalization(net, config.model)
 
 
 class ClassificationModule(L.LightningModule):
@@ -45,21 +61,31 @@ class ClassificationModule(L.LightningModule):
         self.val_targets = CatMetric(nan_strategy="disable")
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig, task: Task, classes: list[str]) -> ClassificationModule:
-        """Build the network and preprocessing the config describes, for a dataset with these classes."""
+    def from_config(
+        cls,
+        config: ExperimentConfig,
+        task: Task,
+        classes: list[str],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> ClassificationModule:
+        """Build the network and preprocessing the config describes, for a dataset with these classes.
+
+        ``mean``/``std`` are the normalisation to use when already known (the dataset's own statistics, or a
+        checkpoint's); otherwise they follow data.mean/std or data.normalization."""
         net = create_model(config.model, num_classes=len(classes))
-        if config.data.mean is not None and config.data.std is not None:
-            mean, std = config.data.mean, config.data.std
-        else:
-            mean, std = default_normalization(net, config.model)
-        preprocess = BatchPreprocess(config.model.in_chans, config.data.image_size, mean, std)
+        if mean is None or std is None:
+            mean, std = resolve_normalization(config, net)
+        if config.model.in_chans == 1 and len(mean) == 3:
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+        preprocess = BatchPreprocess(config.model.in_chans, config.data.input_size, mean, std)
         metadata = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "task": task,
             "classes": list(classes),
             "model": config.model.name,
             "in_chans": config.model.in_chans,
-            "image_size": config.data.image_size,
+            "image_size": config.data.input_size,
             "mean": [float(m) for m in mean],
             "std": [float(s) for s in std],
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from medclass.config.schema import DataConfig
+from medclass.config.data import DataConfig
 from medclass.data.dataset import LabelledImages
 from medclass.errors import ConfigError, suggest
 
@@ -33,4 +33,5 @@ def load_dataset(config: DataConfig) -> LabelledImages:
 
 
 # Built-in sources register themselves on import.
+from medclass.data.sources import files as _files  # noqa: E402,F401
 from medclass.data.sources import medmnist as _medmnist  # noqa: E402,F401

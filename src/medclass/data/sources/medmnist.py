@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.config.schema import DataConfig
+from medclass.config.data import MedMNISTData
 from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
 from medclass.data.sources import register_source
 from medclass.errors import ConfigError, DataError, suggest
@@ -134,7 +134,7 @@ def read_npz(path: Path, multilabel: bool) -> dict[str, ImageSplit]:
 
 
 @register_source("medmnist")
-def load_medmnist(config: DataConfig) -> LabelledImages:
+def load_medmnist(config: MedMNISTData) -> LabelledImages:
     flag = config.flag.lower()
     info = medmnist_info(flag)
     task = MEDMNIST_TASKS[info["task"]]

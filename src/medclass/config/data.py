@@ -1,0 +1,192 @@
+"""The ``data:`` section: one class per source (``source: medmnist | folder | csv``), sharing the loader fields.
+
+File sources (folder, csv) also share how images are decoded (size, resizing, channels), cached and split, and
+can take their files from a Kaggle dataset (``kaggle: owner/dataset``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, NonNegativeInt, PositiveInt, Tag, field_validator, model_validator
+
+from medclass.config.base import StrictModel
+
+AugmentationName = Literal["none", "light", "medical"]
+NormalizationName = Literal["auto", "dataset", "imagenet", "half"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+
+
+class LoaderFields(StrictModel):
+    """How batches are formed and normalised; the same for every source."""
+
+    image_size: PositiveInt | None = Field(
+        None,
+        description="Side length the model sees. MedMNIST default: the file's size; file sources default: 224.",
+    )
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt | None = Field(None, description="Batch size for val/test; default: 2 x batch_size.")
+    num_workers: NonNegativeInt = 0
+    augmentation: AugmentationName = "light"
+    normalization: NormalizationName = Field(
+        "auto",
+        description="auto: the pretrained model's statistics, else 0.5/0.5; dataset: the training split's own "
+        "per-channel mean/std (see `medclass data stats`); imagenet; half: 0.5/0.5. data.mean/std override it.",
+    )
+    mean: tuple[float, ...] | None = Field(None, description="Per-channel normalisation mean in [0, 1].")
+    std: tuple[float, ...] | None = Field(None, description="Per-channel normalisation std; see mean.")
+
+    @model_validator(mode="after")
+    def _mean_std_together(self) -> LoaderFields:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both data.mean and data.std, or neither")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError("data.mean and data.std must have the same number of channels")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError("data.std values must be positive")
+        return self
+
+
+class MedMNISTData(LoaderFields):
+    source: Literal["medmnist"] = "medmnist"
+    flag: str = Field(description="MedMNIST dataset flag, e.g. bloodmnist (2D datasets only).")
+    size: Literal[28, 64, 128, 224] = Field(28, description="Resolution of the MedMNIST npz file to read.")
+    root: Path | None = Field(
+        None,
+        description="Folder holding the npz files; default: $MEDCLASS_DATA (or its medmnist/ subfolder), "
+        "else the medmnist package's folder (~/.medmnist).",
+    )
+    download: bool = Field(True, description="Download the npz through the medmnist package when it is missing.")
+
+    @property
+    def input_size(self) -> int:
+        """The side length the model sees."""
+        return self.image_size or self.size
+
+
+class SplitConfig(StrictModel):
+    """How images without a given split are divided: seeded, stratified by class, grouped when groups are known."""
+
+    train: float = Field(0.8, gt=0.0, lt=1.0)
+    val: float = Field(0.1, gt=0.0, lt=1.0)
+    test: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = Field(0, description="Seed of the split, kept apart from the training seed so runs share a split.")
+    keep_duplicates_together: bool = Field(
+        True, description="Identical image files always land in the same split (no leakage through copies)."
+    )
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions train + val + test must add up to 1, not {total:g}")
+        return self
+
+
+class FileSourceFields(LoaderFields):
+    """Decoding, caching and splitting for sources made of image files."""
+
+    kaggle: str | None = Field(
+        None,
+        description="owner/dataset on Kaggle: downloaded (and cached) with kagglehub; relative paths below then "
+        "start in the downloaded folder.",
+    )
+    resize: Literal["squash", "crop", "pad"] = Field(
+        "squash",
+        description="How images become image_size x image_size: squash (ignore aspect), crop (centre), pad (black).",
+    )
+    channels: Literal["auto", 1, 3] = Field(
+        "auto", description="Stored channels; auto: 1 when every image is grey, else 3."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    strict: bool = Field(False, description="Stop at the first unreadable or missing image instead of skipping it.")
+    cache: bool = Field(True, description="Keep decoded, resized images in a memory-mapped file for later runs.")
+    cache_dir: Path | None = Field(None, description="Default: $MEDCLASS_CACHE, else ~/.cache/medclass.")
+    extensions: tuple[str, ...] = Field(IMAGE_EXTENSIONS, description="File endings read as images.")
+
+    @field_validator("kaggle")
+    @classmethod
+    def _kaggle_handle(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+(/versions/\d+)?", value):
+            raise ValueError(f"kaggle must look like owner/dataset, not {value!r}")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _lower_dotted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in value)
+
+    @property
+    def input_size(self) -> int:
+        """The side length the model sees; images are cached at this size."""
+        return self.image_size or 224
+
+
+class FolderData(FileSourceFields):
+    """``root/<class>/*`` (split by ``split``), or ``root/{train,val,test}/<class>/*`` (a missing val is carved
+    out of train)."""
+
+    source: Literal["folder"] = "folder"
+    root: Path
+
+
+class CsvData(FileSourceFields):
+    """Images plus a label CSV (HAM10000/ISIC style)."""
+
+    source: Literal["csv"] = "csv"
+    csv: Path = Field(description="The label file.")
+    image_dir: Path | None = Field(None, description="Folder of the images; default: the CSV's folder.")
+    image_column: str = Field(
+        "image_id", description="Column with the image file name or id (path relative to image_dir)."
+    )
+    label_column: str = Field("label", description="Column with the class name.")
+    label_separator: str | None = Field(
+        None, description="Separator of several labels in one cell (e.g. '|'): makes the task multi-label."
+    )
+    split_column: str | None = Field(None, description="Column with train/val/test per image.")
+    split_pattern: str | None = Field(
+        None,
+        description="Regular expression on the image name whose group 'split' (or first group) gives "
+        "train/val/test, e.g. '_(train|val|test)_'.",
+    )
+    group_column: str | None = Field(
+        None, description="Column with a patient or lesion id: every group lands in one split only."
+    )
+    image_suffix: str | None = Field(
+        None, description="Appended to ids that have no file ending, e.g. '.jpg'; default: try the known endings."
+    )
+    classes: list[str] | None = Field(None, description="Class order; default: sorted label values.")
+
+    @field_validator("split_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                pattern = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"split_pattern is not a valid regular expression: {exc}") from None
+            if pattern.groups == 0:
+                raise ValueError("split_pattern needs a group around the split name, e.g. '_(train|val|test)_'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_split_rule(self) -> CsvData:
+        if self.split_column and self.split_pattern:
+            raise ValueError("give split_column or split_pattern, not both")
+        return self
+
+
+def _source_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("source", "medmnist")
+    return getattr(value, "source", "medmnist")
+
+
+DataConfig = Annotated[
+    Annotated[MedMNISTData, Tag("medmnist")] | Annotated[FolderData, Tag("folder")] | Annotated[CsvData, Tag("csv")],
+    Discriminator(_source_tag),
+]
+SOURCE_CONFIGS: dict[str, type[LoaderFields]] = {"medmnist": MedMNISTData, "folder": FolderData, "csv": CsvData}
+FileDataConfig = FolderData | CsvData

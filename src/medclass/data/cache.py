@@ -1,0 +1,152 @@
+"""The preprocessing cache: images decoded and resized once into a memory-mapped uint8 ``.npy`` file, keyed by the
+files (path, size, modification time) and the decoding settings, so later epochs and later runs skip decoding.
+
+Decoding runs in parallel through a torch DataLoader's worker processes. The cache file appears only when it is
+complete (written under a temporary name, then renamed), so an interrupted build is simply redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from medclass.data.images import DECODE_ERRORS, GREY_MODES, ResizeMode, header_mode, load_image
+from medclass.io import atomic_write_json
+
+CACHE_FORMAT_VERSION = 1
+
+
+def cache_root(configured: Path | None = None) -> Path:
+    """data.cache_dir, else $MEDCLASS_CACHE, else ~/.cache/medclass."""
+    if configured is not None:
+        return Path(configured)
+    env = os.environ.get("MEDCLASS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medclass"
+
+
+@dataclass
+class DecodedImages:
+    images: np.ndarray  # (N, size, size, C) uint8, memory-mapped when cached
+    failures: dict[int, str]  # index -> why the file could not be decoded (its row is black)
+    from_cache: bool
+    path: Path | None
+
+
+def _fingerprint(paths: list[Path], settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps({"version": CACHE_FORMAT_VERSION, **settings}, sort_keys=True).encode())
+    for path in paths:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()[:24]
+
+
+class _Decode(Dataset):
+    def __init__(self, paths: list[Path], size: int, resize: ResizeMode, channels: int) -> None:
+        self.paths, self.size, self.resize, self.channels = paths, size, resize, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return index, load_image(self.paths[index], self.size, self.resize, self.channels), None
+        except DECODE_ERRORS as exc:
+            return index, None, f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _keep(item):
+    return item
+
+
+def _workers(n_images: int) -> int:
+    return 0 if n_images < 256 else min(8, os.cpu_count() or 1)
+
+
+def choose_channels(paths: list[Path]) -> int:
+    """1 when every readable file is grey (by its header), else 3."""
+    for path in paths:
+        try:
+            if header_mode(path) not in GREY_MODES:
+                return 3
+        except DECODE_ERRORS:
+            continue
+    return 1
+
+
+def decode_images(
+    paths: list[Path],
+    size: int,
+    resize: ResizeMode,
+    channels: int | str,
+    cache_dir: Path | None,
+) -> DecodedImages:
+    """Decode ``paths`` to (N, size, size, C); read from / write to ``cache_dir`` unless it is None."""
+    settings = {"size": size, "resize": resize, "channels": channels}
+    key = _fingerprint(paths, settings)
+    if cache_dir is not None:
+        array_path, meta_path = cache_dir / f"images-{key}.npy", cache_dir / f"images-{key}.json"
+        if array_path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            images = np.load(array_path, mmap_mode="r")
+            if len(images) == len(paths):
+                failures = {int(k): v for k, v in meta["failures"].items()}
+                return DecodedImages(images, failures, from_cache=True, path=array_path)
+
+    n_channels = choose_channels(paths) if channels == "auto" else int(channels)
+    shape = (len(paths), size, size, n_channels)
+    tmp_path = None
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp_path = cache_dir / f".images-{key}.{os.getpid()}.tmp.npy"
+        images = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        images = np.zeros(shape, dtype=np.uint8)
+    failures: dict[int, str] = {}
+    loader = DataLoader(
+        _Decode(paths, size, resize, n_channels), batch_size=None, num_workers=_workers(len(paths)), collate_fn=_keep
+    )
+    try:
+        for index, array, error in loader:
+            if error is not None:
+                failures[index] = error
+            else:
+                images[index] = array
+        if tmp_path is None:
+            return DecodedImages(images, failures, from_cache=False, path=None)
+        images.flush()
+        del images
+        os.replace(tmp_path, array_path)
+    finally:
+        if tmp_path is not None and tmp_path.exists():
+            tmp_path.unlink()
+    atomic_write_json(meta_path, {"version": CACHE_FORMAT_VERSION, "settings": settings, "n": len(paths),
+                                  "channels": n_channels, "failures": failures})  # fmt: skip
+    return DecodedImages(np.load(array_path, mmap_mode="r"), failures, from_cache=False, path=array_path)
+
+
+def file_hashes(paths: list[Path], cache_dir: Path | None) -> list[str]:
+    """MD5 of every file's bytes (exact-duplicate detection), remembered in the cache by path, size and mtime."""
+    key = _fingerprint(paths, {"kind": "md5"})
+    stored = cache_dir / f"md5-{key}.json" if cache_dir is not None else None
+    if stored is not None and stored.is_file():
+        hashes = json.loads(stored.read_text())
+        if len(hashes) == len(paths):
+            return hashes
+    hashes = []
+    for path in paths:
+        try:
+            hashes.append(hashlib.md5(path.read_bytes()).hexdigest())  # noqa: S324 - identity, not security
+        except OSError:
+            hashes.append(f"<unreadable {path}>")
+    if stored is not None:
+        atomic_write_json(stored, hashes)
+    return hashes

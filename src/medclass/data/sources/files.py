@@ -1,0 +1,131 @@
+"""File sources: an image folder or images plus a label CSV, optionally fetched from Kaggle.
+
+Both go the same way: index the files, assign splits (before decoding, so a damaged file never moves another
+image to a different split), decode once into the cache, and leave out what could not be read, with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medclass.config.data import CsvData, FileSourceFields, FolderData
+from medclass.data.cache import cache_root, decode_images, file_hashes
+from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
+from medclass.data.files import FileIndex, index_csv, index_folder
+from medclass.data.kaggle import download_kaggle
+from medclass.data.sources import register_source
+from medclass.data.splits import assign_splits, merge_groups
+from medclass.errors import DataError
+
+
+def _base(config: FileSourceFields) -> Path | None:
+    return download_kaggle(config.kaggle) if config.kaggle else None
+
+
+def _under(base: Path | None, path: Path) -> Path:
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+def build_index(config: FolderData | CsvData) -> FileIndex:
+    """The file index of a folder or CSV source (downloading from Kaggle first when asked)."""
+    base = _base(config)
+    if isinstance(config, FolderData):
+        return index_folder(config, _under(base, config.root))
+    csv_path = _under(base, config.csv)
+    image_dir = _under(base, config.image_dir) if config.image_dir is not None else csv_path.parent
+    return index_csv(config, csv_path, image_dir)
+
+
+def label_arrays(index: FileIndex) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels as int64 class numbers (single-label) or float32 multi-hot rows, and the strata for splitting."""
+    position = {name: i for i, name in enumerate(index.classes)}
+    if index.multilabel:
+        labels = np.zeros((len(index.records), len(index.classes)), dtype=np.float32)
+        for row, record in enumerate(index.records):
+            labels[row, [position[label] for label in record.label]] = 1.0
+        return labels, None
+    labels = np.array([position[record.label] for record in index.records], dtype=np.int64)
+    return labels, labels
+
+
+def split_index(index: FileIndex, config: FolderData | CsvData) -> tuple[np.ndarray, str]:
+    """The split of every record: as the data gives it, else seeded and stratified; images of one group (patient,
+    lesion) and identical files are kept in one split."""
+    _, strata = label_arrays(index)
+    given = [r.group for r in index.records]
+    group_name = getattr(config, "group_column", None) or "group"
+    splits_given = [r.split for r in index.records]
+    needs_split = None in splits_given or "val" not in splits_given
+    hashes = None
+    if config.split.keep_duplicates_together and needs_split:
+        hashes = file_hashes([r.path for r in index.records], cache_root(config.cache_dir) if config.cache else None)
+    if hashes is not None:
+        groups = merge_groups(given, hashes)
+        group_name = f"{group_name} and identical files" if any(g is not None for g in given) else "identical files"
+    elif any(g is not None for g in given):
+        groups = np.array([g if g is not None else f"<image {i}>" for i, g in enumerate(given)])
+    else:
+        groups = None
+    return assign_splits(splits_given, strata, groups, config.split, index.classes, group_name)
+
+
+def load_files(config: FolderData | CsvData) -> LabelledImages:
+    index = build_index(config)
+    labels, _ = label_arrays(index)
+    split, how = split_index(index, config)
+    decoded = decode_images(
+        [r.path for r in index.records],
+        config.input_size,
+        config.resize,
+        config.channels,
+        cache_root(config.cache_dir) if config.cache else None,
+    )
+    skipped = [{"file": index.name_of(Path(entry["file"])), "reason": entry["reason"]} for entry in index.skipped]
+    skipped += [
+        {"file": index.name_of(index.records[i].path), "reason": reason}
+        for i, reason in sorted(decoded.failures.items())
+    ]
+    if config.strict and skipped:
+        first = skipped[0]
+        raise DataError(
+            f"{len(skipped)} file(s) cannot be used and data.strict is true; first: {first['file']}: {first['reason']}"
+        )
+    usable = np.ones(len(index.records), dtype=bool)
+    usable[list(decoded.failures)] = False
+    splits = {}
+    for name in SPLITS:
+        rows = np.flatnonzero((split == name) & usable)
+        if len(rows) == 0:
+            raise DataError(f"no readable images are left in the {name} split ({len(skipped)} file(s) skipped)")
+        splits[name] = ImageSplit(
+            images=decoded.images,
+            labels=labels[rows],
+            rows=rows,
+            files=[index.name_of(index.records[i].path) for i in rows],
+        )
+    source = {
+        "type": config.source,
+        "root": str(index.base),
+        "layout": index.layout,
+        "kaggle": config.kaggle,
+        "split": how,
+        "images": len(index.records),
+        "image_size": config.input_size,
+        "resize": config.resize,
+        "cache": str(decoded.path) if decoded.path else None,
+    }
+    name = index.base.name if isinstance(config, FolderData) else index.base.parent.name
+    source = {k: v for k, v in source.items() if v is not None}
+    return LabelledImages(name, index.task, index.classes, splits, source=source, skipped=skipped)
+
+
+@register_source("folder")
+def load_folder(config: FolderData) -> LabelledImages:
+    return load_files(config)
+
+
+@register_source("csv")
+def load_csv(config: CsvData) -> LabelledImages:
+    return load_files(config)

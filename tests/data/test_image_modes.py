@@ -1,0 +1,88 @@
+"""Every PIL mode a medical image arrives in decodes to the right uint8 array; EXIF orientation is honoured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medclass.data.cache import choose_channels
+from medclass.data.images import load_image
+
+
+@pytest.fixture(scope="module")
+def mri(data_dir: Path) -> Image.Image:
+    with Image.open(data_dir / "brain_mri_4class" / "glioma" / "Te-glTr_0000.jpg") as image:
+        return image.convert("L").resize((64, 48))
+
+
+@pytest.fixture(scope="module")
+def xray_rgb(data_dir: Path) -> Image.Image:
+    path = sorted((data_dir / "chest_xray" / "test" / "NORMAL").iterdir())[0]
+    with Image.open(path) as image:
+        return image.convert("RGB").resize((64, 64))
+
+
+def save(image: Image.Image, path: Path, **kwargs) -> Path:
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [("L", ".png"), ("RGB", ".png"), ("RGBA", ".png"), ("P", ".png"), ("LA", ".png"), ("1", ".png"),
+     ("CMYK", ".jpg"), ("CMYK", ".tif"), ("I;16", ".png"), ("I", ".tif"), ("F", ".tif")],
+)  # fmt: skip
+def test_every_mode_decodes(tmp_path: Path, mri: Image.Image, mode: str, suffix: str) -> None:
+    if mode == "I;16":
+        source = Image.fromarray((np.asarray(mri, dtype=np.uint16) * 200 + 1000).astype(np.uint16))
+    elif mode == "F":
+        source = Image.fromarray(np.asarray(mri, dtype=np.float32) / 255.0 * 3.5 - 1.0)
+    else:
+        source = mri.convert(mode)
+    assert source.mode == mode
+    path = save(source, tmp_path / f"image{suffix}")
+    for channels in (1, 3):
+        array = load_image(path, 32, "squash", channels)
+        assert array.shape == (32, 32, channels) and array.dtype == np.uint8
+        assert array.max() > array.min(), "the content must survive the conversion"
+    if mode in ("I;16", "I", "F"):
+        # high bit depths are stretched from their own range: the darkest pixel becomes 0, the brightest 255
+        full = load_image(path, 64, "squash", 1)
+        assert full.min() == 0 and full.max() >= 250
+
+
+def test_sixteen_bit_keeps_contrast_order(tmp_path: Path, mri: Image.Image) -> None:
+    base = np.asarray(mri, dtype=np.uint16) * 16  # a 12-bit scan
+    path = save(Image.fromarray(base), tmp_path / "scan.png")
+    decoded = load_image(path, 48, "squash", 1)[..., 0].astype(int)
+    reference = np.asarray(mri.resize((48, 48), Image.Resampling.BILINEAR), dtype=int)
+    assert np.corrcoef(decoded.ravel(), reference.ravel())[0, 1] > 0.99
+
+
+def test_exif_orientation_is_honoured(tmp_path: Path, xray_rgb: Image.Image) -> None:
+    wide = xray_rgb.resize((80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = save(wide, tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    upright = np.asarray(wide.rotate(-90, expand=True), dtype=float)  # 40 x 80 -> displayed 40 wide, 80 high
+    decoded = load_image(path, 40, "pad", 3).astype(float)
+    # pad keeps the aspect ratio: the displayed image is tall, so black bars are left and right
+    assert decoded[:, :8].mean() < 2 and decoded[:, -8:].mean() < 2
+    centre = decoded[:, 10:30]
+    expected = np.asarray(Image.fromarray(upright.astype(np.uint8)).resize((20, 40)), dtype=float)
+    assert np.abs(centre - expected).mean() < 20
+
+
+@pytest.mark.parametrize("resize", ["squash", "crop", "pad"])
+def test_resize_modes_give_squares(tmp_path: Path, xray_rgb: Image.Image, resize: str) -> None:
+    path = save(xray_rgb.resize((90, 30)), tmp_path / "wide.png")
+    assert load_image(path, 24, resize, 3).shape == (24, 24, 3)
+
+
+def test_channels_auto(tmp_path: Path, mri: Image.Image, xray_rgb: Image.Image) -> None:
+    grey = [save(mri, tmp_path / "a.png"), save(mri.convert("I;16"), tmp_path / "b.png")]
+    assert choose_channels(grey) == 1
+    assert choose_channels([*grey, save(xray_rgb, tmp_path / "c.png")]) == 3

@@ -1,0 +1,66 @@
+"""Training and evaluation on file sources: the split is recorded, evaluation sees the same split."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from medclass import evaluate_run, load_config, train
+from medclass.data import load_dataset
+from medclass.data.cache import cache_root
+from medclass.data.stats import dataset_stats
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mri_run(tmp_path_factory: pytest.TempPathFactory):
+    config = load_config(
+        REPO / "configs" / "brain_mri.yaml",
+        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "data.image_size=32",
+         "trainer.progress_bar=false", "data.normalization=dataset"],
+    )  # fmt: skip
+    return config, train(config)
+
+
+def test_split_and_skipped_files_are_recorded(mri_run) -> None:
+    _, result = mri_run
+    with (result.run_dir / "splits.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 400 and {r["split"] for r in rows} == {"train", "val", "test"}
+    assert all(r["file"].split("/")[0] == r["label"] for r in rows)
+    assert "MD5SUMS.txt" in (result.run_dir / "skipped.csv").read_text()
+    data = json.loads((result.run_dir / "data.json").read_text())
+    assert data["source"]["type"] == "folder" and "seed 0" in data["source"]["split"] and data["skipped"] == 1
+
+
+def test_dataset_normalisation_is_used(mri_run) -> None:
+    config, result = mri_run
+    stats = dataset_stats(load_dataset(config.data), cache_root())
+    preprocessing = json.loads((result.run_dir / "preprocessing.json").read_text())
+    assert preprocessing["mean"] == pytest.approx(stats["mean"]) and preprocessing["image_size"] == 32
+
+
+def test_evaluate_sees_the_same_test_split(mri_run) -> None:
+    _, result = mri_run
+    again = evaluate_run(result.run_dir)
+    assert again.metrics == result.test.metrics and again.n_samples == result.test.n_samples
+    with (result.run_dir / "predictions_test.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == result.test.n_samples
+
+
+def test_csv_source_trains(tmp_path: Path) -> None:
+    config = load_config(
+        REPO / "configs" / "dermamnist_jpeg.yaml",
+        [
+            f"output_dir={tmp_path}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=5",
+            "trainer.progress_bar=false",
+        ],
+    )
+    result = train(config)
+    assert result.test.n_samples == 2005 and 0.0 <= result.test.metrics["auc"] <= 1.0
