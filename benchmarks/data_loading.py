@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="mobilenetv3_small_050")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (quick runs)")
+    parser.add_argument("--augmentation", choices=["light", "none"], default="light", help="the same for both")
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -68,21 +69,28 @@ def main() -> None:
         decoded = decode_images([r.path for r in records], args.size, "squash", 3, Path(cache_dir))
         build_s = time.perf_counter() - start
         cached = DataLoader(
-            ArrayDataset(ImageSplit(decoded.images, labels), build_augmentation("light")),
+            ArrayDataset(ImageSplit(decoded.images, labels), build_augmentation(args.augmentation)),
             batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=False,
         )  # fmt: skip
         model = timm.create_model(args.model, num_classes=len(index.classes))
         preprocess = BatchPreprocess(3, args.size, (0.5,) * 3, (0.5,) * 3)
         n_cache, t_cache = train_epoch(model, cached, preprocess)
 
+    augment = (
+        []
+        if args.augmentation == "none"
+        else [  # what medclass's "light" preset does
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05)),
+        ]
+    )
     folder = datasets.ImageFolder(
         str(args.root),
         transform=v2.Compose(
             [
                 v2.PILToTensor(),
                 v2.Resize((args.size, args.size), antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05)),
+                *augment,
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize((0.5,) * 3, (0.5,) * 3),
             ]
@@ -101,7 +109,7 @@ def main() -> None:
     )
     print(
         f"data: {args.root} ({n_cache} images), {args.size} px, batch {args.batch_size}, "
-        f"{args.workers} workers, model {args.model}"
+        f"{args.workers} workers, model {args.model}, augmentation {args.augmentation}"
     )
     print(f"cache build (once):          {build_s:7.1f} s  ({n_cache / build_s:6.1f} images/s)")
     print(f"epoch, medclass cache:       {t_cache:7.1f} s  ({n_cache / t_cache:6.1f} images/s)")

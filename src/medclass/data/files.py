@@ -36,6 +36,7 @@ class FileIndex:
     multilabel: bool = False
     skipped: list[dict[str, str]] = field(default_factory=list)
     layout: str = ""
+    name: str = ""
 
     @property
     def task(self) -> str:
@@ -119,7 +120,7 @@ def index_folder(config: FolderData, root: Path) -> FileIndex:
         if not classes:
             raise DataError(f"{root} has no class folders: put the images in {root}/<class>/")
         layout = "class folders"
-    return FileIndex(base=root, records=records, classes=sorted(classes), skipped=skipped, layout=layout)
+    return FileIndex(root, records, sorted(classes), skipped=skipped, layout=layout, name=root.name)
 
 
 def _read_csv(path: Path):
@@ -201,7 +202,7 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
     classes = _csv_classes(config, records, csv_path)
     return FileIndex(
         base=image_dir, records=records, classes=classes, multilabel=bool(config.label_separator), skipped=skipped,
-        layout=f"label CSV {csv_path.name}",
+        layout=f"label CSV {csv_path.name}", name=csv_path.parent.name,
     )  # fmt: skip
 
 

@@ -174,7 +174,7 @@ def _inspect_files(config: FileSourceFields) -> tuple[Inspection, dict[str, list
         for name, rows in _class_samples(labels[usable], index.classes, single).items()
     }
     inspection = Inspection(
-        name=index.base.name, task=index.task,
+        name=index.name, task=index.task,
         layout=index.layout, split_method=how, classes=index.classes, counts=counts,
         sizes=dict(Counter(f[1] for f in facts).most_common()), modes=dict(Counter(f[2] for f in facts).most_common()),
         duplicates=duplicates, cross_split_duplicates=crossing, unreadable=unreadable,

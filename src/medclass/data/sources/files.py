@@ -116,9 +116,8 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         "resize": config.resize,
         "cache": str(decoded.path) if decoded.path else None,
     }
-    name = index.base.name if isinstance(config, FolderData) else index.base.parent.name
     source = {k: v for k, v in source.items() if v is not None}
-    return LabelledImages(name, index.task, index.classes, splits, source=source, skipped=skipped)
+    return LabelledImages(index.name, index.task, index.classes, splits, source=source, skipped=skipped)
 
 
 @register_source("folder")
