@@ -17,17 +17,11 @@ from PIL import Image, ImageFilter
 
 from medclass.config.build import DegradationRanges
 from medclass.data.images import to_8bit
+from medclass.registry import Registry
 
 Degradation = Callable[[Image.Image, np.random.Generator, DegradationRanges], tuple[Image.Image, dict[str, Any]]]
-DEGRADATIONS: dict[str, Degradation] = {}
-
-
-def register_degradation(name: str) -> Callable[[Degradation], Degradation]:
-    def decorator(function: Degradation) -> Degradation:
-        DEGRADATIONS[name] = function
-        return function
-
-    return decorator
+DEGRADATIONS: Registry[Degradation] = Registry("degradation")
+register_degradation = DEGRADATIONS.register
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -103,6 +97,6 @@ def degrade(
     image = to_8bit(image)
     steps = []
     for name in names:
-        image, params = DEGRADATIONS[name](image, rng, ranges)
+        image, params = DEGRADATIONS.lookup(name, "low_quality.degradations")(image, rng, ranges)
         steps.append({"name": name, **params})
     return image, steps

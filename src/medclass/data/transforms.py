@@ -13,15 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-AUGMENTATIONS: dict[str, Callable[[], Callable[[torch.Tensor], torch.Tensor] | None]] = {}
+from medclass.registry import Registry
 
-
-def register_augmentation(name: str):
-    def decorator(factory):
-        AUGMENTATIONS[name] = factory
-        return factory
-
-    return decorator
+AUGMENTATIONS: Registry[Callable[[], Callable[[torch.Tensor], torch.Tensor] | None]] = Registry("augmentation")
+register_augmentation = AUGMENTATIONS.register
 
 
 @register_augmentation("none")
@@ -54,7 +49,7 @@ def _medical_augmentation() -> v2.Compose:
 
 
 def build_augmentation(name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    return AUGMENTATIONS[name]()
+    return AUGMENTATIONS.lookup(name, "data.augmentation")()
 
 
 class BatchPreprocess(nn.Module):

@@ -10,26 +10,16 @@ from collections.abc import Callable
 
 from medclass.config.data import DataConfig
 from medclass.data.dataset import LabelledImages
-from medclass.errors import ConfigError, suggest
+from medclass.registry import Registry
 
 SourceLoader = Callable[[DataConfig], LabelledImages]
-SOURCES: dict[str, SourceLoader] = {}
-
-
-def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
-    def decorator(loader: SourceLoader) -> SourceLoader:
-        SOURCES[name] = loader
-        return loader
-
-    return decorator
+SOURCES: Registry[SourceLoader] = Registry("source")
+register_source = SOURCES.register
 
 
 def load_dataset(config: DataConfig) -> LabelledImages:
     """Load the dataset the config describes, with its three splits."""
-    loader = SOURCES.get(config.source)
-    if loader is None:
-        raise ConfigError(f"data.source: unknown source {config.source!r}{suggest(config.source, SOURCES)}")
-    return loader(config)
+    return SOURCES.lookup(config.source, "data.source")(config)
 
 
 # Built-in sources register themselves on import.
