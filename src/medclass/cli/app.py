@@ -90,16 +90,37 @@ OverridesArgument = Annotated[
 
 @app.command()
 @user_errors
-def train(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgument = None) -> None:
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML file (see configs/).")] = None,
+    overrides: OverridesArgument = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run directory from its last checkpoint.")] = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Choose data, model and sizes at prompts.")
+    ] = False,
+) -> None:
     """Train a model, keep the best validation epoch, and evaluate it on the held-out test split."""
     from medclass.config import load_config
 
-    experiment = load_config(config, overrides or [])  # config mistakes surface before the heavy imports
+    if interactive:
+        from medclass.cli.guided import guided_config
+
+        config, overrides = guided_config(console, config, overrides or [])
+    if resume is not None:
+        if config is not None or overrides:
+            raise UserError("--resume continues a run with its own config.yaml; give no -c or overrides with it")
+    elif config is None and not overrides:
+        raise UserError("give an experiment config with -c (see configs/), --resume RUN_DIR, or --interactive")
+    else:
+        experiment = load_config(config, overrides or [])  # config mistakes surface before the heavy imports
     from medclass.cli.render import metrics_table
+    from medclass.training import resume as resume_training
     from medclass.training import train as run_training
 
     _quiet_lightning(ctx)
-    result = run_training(experiment)
+    result = resume_training(resume) if resume is not None else run_training(experiment)
+    if result is None:  # an extra process of a distributed run: rank 0 reports
+        return
     console.print(metrics_table(result.test))
     console.print(
         f"best epoch {result.best_epoch} ({result.monitor} = {result.best_score:.4f}) | "
@@ -124,6 +145,22 @@ def evaluate(
     _quiet_lightning(ctx)
     result = evaluate_run(run_dir, checkpoint=checkpoint, split=split)
     console.print(metrics_table(result))
+
+
+@app.command()
+@user_errors
+def benchmark(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgument = None) -> None:
+    """Train and evaluate every model of the config's models: list on the same split; write a leaderboard."""
+    from medclass.config import load_config
+
+    experiment = load_config(config, overrides or [])
+    from medclass.cli.render import leaderboard_table
+    from medclass.training.benchmark import run_benchmark
+
+    _quiet_lightning(ctx)
+    result = run_benchmark(experiment)
+    console.print(leaderboard_table(result.rows, experiment.checkpoint.monitor))
+    console.print(f"leaderboard: {result.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
 
 
 @app.command("config")

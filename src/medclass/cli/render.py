@@ -45,3 +45,21 @@ def inspection_tables(inspection: Inspection) -> list[Table]:
     )
     facts.add_row("skipped / unreadable", f"{len(inspection.skipped)} / {len(inspection.unreadable)}")
     return [counts, facts]
+
+
+def leaderboard_table(rows: list, metric: str) -> Table:
+    from medclass.evaluation.leaderboard import ranked
+
+    table = Table(title="benchmark: test split", title_justify="left")
+    for column in ("model", "ACC", "AUC", "F1", "params", "img/s", "train min", "status"):
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+    for row in ranked(rows, metric):
+        m = row.metrics
+        table.add_row(
+            row.label, *(f"{m[k]:.4f}" if k in m else "" for k in ("acc", "auc", "f1_macro")),
+            f"{row.parameters / 1e6:.1f}M" if row.parameters else "",
+            f"{row.images_per_second:.0f}" if row.images_per_second else "",
+            f"{row.train_minutes:.1f}" if row.train_minutes is not None else "",
+            row.status if row.status == "ok" else f"failed: {row.error}",
+        )  # fmt: skip
+    return table

@@ -2,7 +2,10 @@
 
 from medclass.config.data import CsvData, DataConfig, FileSourceFields, FolderData, MedMNISTData, SplitConfig
 from medclass.config.loading import apply_overrides, config_to_dict, dump_config, load_config, validate_config
+from medclass.config.model import HeadConfig
+from medclass.config.recipe import EarlyStoppingConfig, ResolvedStage, StageConfig
 from medclass.config.schema import (
+    BenchmarkEntry,
     CheckpointConfig,
     ExperimentConfig,
     LossConfig,
@@ -13,6 +16,11 @@ from medclass.config.schema import (
 )
 
 __all__ = [
+    "BenchmarkEntry",
+    "EarlyStoppingConfig",
+    "HeadConfig",
+    "ResolvedStage",
+    "StageConfig",
     "CheckpointConfig",
     "CsvData",
     "DataConfig",

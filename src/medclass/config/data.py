@@ -30,6 +30,9 @@ class LoaderFields(StrictModel):
     eval_batch_size: PositiveInt | None = Field(None, description="Batch size for val/test; default: 2 x batch_size.")
     num_workers: NonNegativeInt = 0
     augmentation: AugmentationName = "light"
+    sampler: Literal["random", "balanced"] = Field(
+        "random", description="balanced: draw training images so every class is seen equally often."
+    )
     normalization: NormalizationName = Field(
         "auto",
         description="auto: the pretrained model's statistics, else 0.5/0.5; dataset: the training split's own "

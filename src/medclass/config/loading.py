@@ -148,7 +148,7 @@ def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any], schema: typ
         message = message[len("Value error, ") :]
     if "input" in err and kind not in {"model_type", "dict_type"} and not kind.startswith("value_error"):
         return f"{field}: {message} (got {err['input']!r})"
-    return f"{field}: {message}"
+    return f"{field}: {message}" if loc else message
 
 
 def _user_loc(loc: tuple[str, ...]) -> tuple[str, ...]:

@@ -9,53 +9,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 
 from medclass.config.base import StrictModel
 from medclass.config.data import DataConfig
+from medclass.config.model import HeadConfig, ModelConfig
+from medclass.config.recipe import (
+    EarlyStoppingConfig,
+    LossConfig,
+    OptimizerConfig,
+    ResolvedStage,
+    SchedulerConfig,
+    StageConfig,
+)
+
+__all__ = ["HeadConfig", "ModelConfig", "OptimizerConfig", "SchedulerConfig", "LossConfig", "StageConfig"]
 
 MonitorName = Literal["auc", "acc", "loss", "f1_macro", "balanced_acc"]
-
-
-class ModelConfig(StrictModel):
-    """The network: any timm model name with its construction options."""
-
-    name: str = Field("resnet18", description="A timm model name (see `timm.list_models()`).")
-    pretrained: bool = False
-    in_chans: Literal[1, 3] = Field(3, description="Input channels; grey images are repeated to 3 when this is 3.")
-    drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
-    drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0, description="Stochastic depth, where supported.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for timm.create_model.")
-
-
-class OptimizerConfig(StrictModel):
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: NonNegativeFloat = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only.")
-
-
-class SchedulerConfig(StrictModel):
-    name: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: NonNegativeFloat = Field(1.0, description="Linear warm-up length in epochs (may be fractional).")
-    warmup_start_factor: float = Field(0.01, gt=0.0, le=1.0, description="Warm-up starts at lr x this.")
-    min_lr: NonNegativeFloat = Field(1e-6, description="Learning rate at the end of the cosine.")
-
-
-class LossConfig(StrictModel):
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class TrainerConfig(StrictModel):
     """Options passed to the Lightning Trainer."""
 
-    max_epochs: PositiveInt = 20
+    max_epochs: PositiveInt | None = Field(
+        None, description="Epochs; default 20, or the stages' total when stages are set."
+    )
     accelerator: str = "auto"
-    devices: int | str = "auto"
-    precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
+    devices: int | str = Field(
+        "auto", description="Devices per node, e.g. 2 GPUs (or 2 CPU processes with strategy ddp)."
+    )
+    num_nodes: PositiveInt = 1
+    strategy: str = Field(
+        "auto", description="Lightning strategy: auto, ddp, ddp_spawn, ... (multi-device and multi-node)."
+    )
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "64-true"] = Field(
+        "auto", description="auto: bf16-mixed on GPUs that support it, else 16-mixed on GPUs, else 32-true."
+    )
     gradient_clip_val: NonNegativeFloat | None = None
     deterministic: bool = False
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Keep an exponential moving average of the weights (e.g. 0.999); validation, "
+        "checkpoints and evaluation use the average.",
+    )
     limit_train_batches: PositiveInt | float | None = Field(
         None, description="Train on only this many batches (int) or this fraction (float) per epoch: for smoke tests."
     )
@@ -76,6 +74,16 @@ class CheckpointConfig(StrictModel):
         return "min" if self.monitor == "loss" else "max"
 
 
+class BenchmarkEntry(StrictModel):
+    """One model of a benchmark: its name plus any overrides (dotted keys) of the shared config."""
+
+    name: str
+    label: str | None = Field(None, description="Name in the leaderboard; default: the model name.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="e.g. {optimizer.lr: 1e-4, data.batch_size: 32}"
+    )
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: data, model, recipe and where the run directory goes."""
 
@@ -87,5 +95,61 @@ class ExperimentConfig(StrictModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    stages: list[StageConfig] | None = Field(
+        None, description="A staged recipe, e.g. two-stage fine-tuning; default: one stage of trainer.max_epochs."
+    )
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    models: list[BenchmarkEntry] | None = Field(None, description="`medclass benchmark`: the models to compare.")
+
+    @model_validator(mode="after")
+    def _stages_agree(self) -> ExperimentConfig:
+        if self.stages:
+            total = sum(stage.epochs for stage in self.stages)
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs != total:
+                raise ValueError(
+                    f"trainer.max_epochs ({self.trainer.max_epochs}) differs from the stages' total ({total}): "
+                    "set trainer.max_epochs to null (or remove it) or make them agree"
+                )
+            for stage in self.stages[:-1]:
+                if stage.early_stopping_patience is not None:
+                    raise ValueError("stages: early_stopping_patience is only allowed on the last stage")
+            if self.early_stopping.patience is not None:
+                raise ValueError("with stages, set early_stopping_patience on the last stage instead of early_stopping")
+        return self
+
+    @property
+    def total_epochs(self) -> int:
+        if self.stages:
+            return sum(stage.epochs for stage in self.stages)
+        return self.trainer.max_epochs or 20
+
+    def resolved_stages(self) -> list[ResolvedStage]:
+        """The stages with every default filled in (one stage for a plain recipe)."""
+        stages = self.stages or [
+            StageConfig(epochs=self.total_epochs, early_stopping_patience=self.early_stopping.patience)
+        ]
+        resolved, first = [], 0
+        for index, stage in enumerate(stages):
+            lr = stage.lr if stage.lr is not None else self.optimizer.lr
+            resolved.append(
+                ResolvedStage(
+                    index=index,
+                    name=stage.name or (f"stage{index + 1}" if self.stages else "train"),
+                    first_epoch=first,
+                    epochs=stage.epochs,
+                    train=stage.train,
+                    lr=lr,
+                    backbone_lr=stage.backbone_lr if stage.backbone_lr is not None else lr,
+                    weight_decay=stage.weight_decay if stage.weight_decay is not None else self.optimizer.weight_decay,
+                    scheduler=stage.scheduler or self.scheduler.name,
+                    warmup_epochs=stage.warmup_epochs
+                    if stage.warmup_epochs is not None
+                    else self.scheduler.warmup_epochs,
+                    min_lr=stage.min_lr if stage.min_lr is not None else self.scheduler.min_lr,
+                    early_stopping_patience=stage.early_stopping_patience,
+                )
+            )
+            first += stage.epochs
+        return resolved

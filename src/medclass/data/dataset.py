@@ -106,9 +106,17 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``key`` is an index, or (index, seed) from an EpochSampler: the augmentation then depends on the seed
+        alone, not on what else drew random numbers before."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         row = index if self.rows is None else int(self.rows[index])
         image = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)  # a copy: stores may be read-only
         if self.transform is not None:
-            image = self.transform(image)
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
         return image, self.labels[index]

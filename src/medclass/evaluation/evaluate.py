@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ def evaluate_run(
         raise UserError(f"split {split!r} does not exist; choose one of {', '.join(dataset.splits)}")
     module, info = load_module(config, dataset.task, dataset.classes, checkpoint_path)
     loader = ClassificationDataModule(dataset, config.data).split_dataloader(split)
+    started = time.perf_counter()
     scores, targets = predict_scores(module, loader, config.trainer, progress=progress)
+    seconds = time.perf_counter() - started
     metrics = classification_metrics(targets, scores, dataset.task)
     result = EvaluationResult(
         run_dir=run.path,
@@ -83,7 +86,11 @@ def evaluate_run(
         n_samples=len(targets),
         epoch=(info["epoch"] + 1) if info.get("epoch") is not None else None,
         task=dataset.task,
-        extra={"dataset": dataset.name, "split_source": dataset.source.get("split")},
+        extra={
+            "dataset": dataset.name,
+            "split_source": dataset.source.get("split"),
+            "images_per_second": round(len(targets) / seconds, 1) if seconds > 0 else None,
+        },
     )
     run.write_json(metrics_filename(split, checkpoint), result.as_dict())
     atomic_write_text(run.predictions_path(split), predictions_csv(targets, scores, dataset.classes, dataset.task))

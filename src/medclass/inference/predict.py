@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from medclass.config.schema import TrainerConfig
 from medclass.training.module import ClassificationModule
+from medclass.training.trainer import resolve_precision
 
 
 def predict_scores(
@@ -18,7 +19,7 @@ def predict_scores(
     trainer = L.Trainer(
         accelerator=trainer_config.accelerator,
         devices=1,
-        precision=trainer_config.precision,
+        precision=resolve_precision(trainer_config.precision, trainer_config.accelerator),
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,

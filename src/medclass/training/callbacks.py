@@ -1,4 +1,4 @@
-"""Callbacks that write the run directory's per-epoch record."""
+"""Callbacks: the run directory's per-epoch record, per-epoch seeding, and stage-aware early stopping."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
 
 EPOCH_COLUMNS = (
-    "epoch", "train_loss", "val_loss", "val_acc", "val_auc", "val_f1_macro", "val_balanced_acc", "lr", "seconds",
+    "epoch", "stage", "train_loss", "val_loss", "val_acc", "val_auc", "val_f1_macro", "val_balanced_acc",
+    "lr_head", "lr_backbone", "seconds",
 )  # fmt: skip
 
 
@@ -27,16 +29,29 @@ class EpochCSVLogger(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
+        self._rates: dict[str, float] = {}
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Remember the learning rates this batch trains with (the schedule moves on after the epoch's last one)."""
+        self._rates = {}
+        for group in trainer.optimizers[0].param_groups if trainer.optimizers else []:
+            self._rates.setdefault(group.get("part", "head"), group["lr"] / group.get("lr_scale", 1.0))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
-        for column in EPOCH_COLUMNS[1:-2]:
+        stage_for_epoch = getattr(pl_module, "stage_for_epoch", None)
+        row["stage"] = stage_for_epoch(trainer.current_epoch).name if stage_for_epoch else ""
+        for column in EPOCH_COLUMNS[2:-3]:
             value = metrics.get(column.replace("_", "/", 1))  # train_loss -> train/loss, val_f1_macro -> val/f1_macro
             row[column] = f"{float(value):.6g}" if value is not None else ""
-        row["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.6g}" if trainer.optimizers else ""
+        rates = getattr(self, "_rates", {})
+        row["lr_head"] = f"{rates['head']:.6g}" if "head" in rates else ""
+        row["lr_backbone"] = f"{rates['backbone']:.6g}" if "backbone" in rates else ""
         row["seconds"] = f"{time.perf_counter() - self._epoch_start:.2f}"
         new_file = not self.path.exists()
         with self.path.open("a", newline="", encoding="utf-8") as handle:
@@ -44,3 +59,30 @@ class EpochCSVLogger(L.Callback):
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
+
+
+class EpochSeed(L.Callback):
+    """Seed everything from (seed, epoch) before an epoch's first batch, so dropout and mixup draw the same numbers
+    whether the run went straight through or was resumed (Lightning skips epoch-start hooks on a resume; the data
+    order and augmentation are seeded by the sampler)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx == 0:
+            L.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class StageEarlyStopping(EarlyStopping):
+    """Early stopping that only counts epochs of the stage that asks for it (the last one), starting afresh there."""
+
+    def __init__(self, first_epoch: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.first_epoch = first_epoch
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        if trainer.current_epoch >= self.first_epoch:  # before its stage the counter and best score stay untouched
+            super()._run_early_stopping_check(trainer)

@@ -1,29 +1,35 @@
-"""``train``: config in, run directory out, with the held-out test evaluation of the best checkpoint."""
+"""``train``: config in, run directory out, with the held-out test evaluation of the best checkpoint.
+``resume``: continue a run directory from its last checkpoint."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 
 from medclass.config import ExperimentConfig, MedMNISTData
-from medclass.data import ClassificationDataModule, load_dataset
+from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
 from medclass.environment import collect_environment
 from medclass.errors import UserError
 from medclass.evaluation import EvaluationResult, evaluate_run
+from medclass.io import atomic_write_text
 from medclass.models import check_model_name
 from medclass.run_dir import RunDir, write_split_files
+from medclass.tasks import is_single_label
 from medclass.training.module import ClassificationModule
 from medclass.training.trainer import build_trainer
 
 log = logging.getLogger("medclass")
+RUN_DIR_ENV = "MEDCLASS_RUN_DIR"  # how processes launched for DDP find the run directory of rank 0
 
 
 @dataclass
@@ -40,68 +46,154 @@ def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult:
-    """Train the model the config describes, keep the best validation epoch, and evaluate it on the test split."""
-    started = time.perf_counter()
-    check_model_name(config.model.name)  # fail before loading data when the model name is wrong
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    dataset = load_dataset(config.data)
+def is_rank_zero() -> bool:
+    """True in the process that owns the run directory (always, without distributed training)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+def class_counts(dataset: LabelledImages) -> np.ndarray | tuple[np.ndarray, int]:
+    labels = dataset.splits["train"].labels
+    if is_single_label(dataset.task):
+        return np.bincount(labels, minlength=len(dataset.classes))
+    return labels.sum(axis=0), len(labels)  # type: ignore[return-value]
+
+
+def build_module(config: ExperimentConfig, dataset: LabelledImages) -> ClassificationModule:
     mean = std = None
     if config.data.normalization == "dataset" and config.data.mean is None:
         stats = dataset_stats(dataset, cache_root(getattr(config.data, "cache_dir", None)))
         mean, std = stats["mean"], stats["std"]
-    module = ClassificationModule.from_config(config, dataset.task, dataset.classes, mean, std)
+    return ClassificationModule.from_config(
+        config, dataset.task, dataset.classes, mean, std, class_counts=class_counts(dataset)
+    )
 
-    run = RunDir.create(config.output_dir, config.experiment)
-    log.info("run directory: %s", run.path)
-    run.update_status(status="running", started=_now(), experiment=config.experiment)
-    if isinstance(config.data, MedMNISTData) and config.data.root is None and "root" in dataset.source:
-        # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
-        config = config.model_copy(
-            update={"data": config.data.model_copy(update={"root": Path(dataset.source["root"])})}
-        )
+
+def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult | None:
+    """Train the model the config describes, keep the best validation epoch, and evaluate it on the test split.
+    Returns None in the extra processes of a distributed run (only rank 0 evaluates and reports)."""
+    started = time.perf_counter()
+    check_model_name(config.model.name)  # fail before loading data when the model name is wrong
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    dataset = load_dataset(config.data)
+    module = build_module(config, dataset)
+
+    if os.environ.get(RUN_DIR_ENV):
+        run = RunDir(os.environ[RUN_DIR_ENV])
+        run.path.mkdir(parents=True, exist_ok=True)
+    else:
+        run = RunDir.create(config.output_dir, config.experiment)
+    if is_rank_zero():
+        os.environ[RUN_DIR_ENV] = str(run.path)  # inherited by the processes Lightning launches for DDP
+        log.info("run directory: %s", run.path)
+        if isinstance(config.data, MedMNISTData) and config.data.root is None and "root" in dataset.source:
+            # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
+            data = config.data.model_copy(update={"root": Path(dataset.source["root"])})
+            config = config.model_copy(update={"data": data})
+        _write_run_files(run, config, dataset, module)
+    try:
+        return _fit_and_evaluate(run, config, dataset, module, progress, started, checkpoint=None)
+    finally:
+        if is_rank_zero():
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def resume(run_dir: str | Path, progress: bool | None = None) -> TrainResult | None:
+    """Continue a run from its last checkpoint: same config, data split, stage, schedule and epoch count."""
+    run = RunDir.open(run_dir)
+    checkpoint = run.existing_checkpoint("last")
+    config = run.load_config()
+    status = run.read_json("run.json") if run.file("run.json").is_file() else {}
+    if status.get("status") == "finished":
+        raise UserError(f"{run.path} finished already; there is nothing to resume")
+    started = time.perf_counter()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    dataset = load_dataset(config.data)
+    module = build_module(config, dataset)
+    if is_rank_zero():
+        os.environ[RUN_DIR_ENV] = str(run.path)
+        run.update_status(status="running", resumed=[*status.get("resumed", []), _now()])
+        _drop_epochs_after(run, _checkpoint_epoch(checkpoint))
+        log.info("resuming %s from %s", run.path, checkpoint.name)
+    try:
+        return _fit_and_evaluate(run, config, dataset, module, progress, started, checkpoint=checkpoint)
+    finally:
+        if is_rank_zero():
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _write_run_files(
+    run: RunDir, config: ExperimentConfig, dataset: LabelledImages, module: ClassificationModule
+) -> None:
+    n_params = sum(p.numel() for p in module.parameters())
+    run.update_status(status="running", started=_now(), experiment=config.experiment, parameters=n_params)
     run.write_config(config)
     run.write_json("data.json", dataset.summary())
     write_split_files(run, dataset)
     run.write_json("preprocessing.json", {k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
     run.write_json("environment.json", collect_environment(config.seed))
-    n_params = sum(p.numel() for p in module.parameters())
+    stages = config.resolved_stages()
     log.info(
-        "%s: %s task, %d classes, %s images | model %s, %.2fM parameters",
+        "%s: %s task, %d classes, %s images | model %s, %.2fM parameters | %s",
         dataset.name, dataset.task, len(dataset.classes),
         " / ".join(f"{len(s)} {n}" for n, s in dataset.splits.items()), config.model.name, n_params / 1e6,
+        ", ".join(f"{s.name}: {s.epochs} epochs ({s.train})" for s in stages),
     )  # fmt: skip
 
+
+def _fit_and_evaluate(
+    run: RunDir,
+    config: ExperimentConfig,
+    dataset: LabelledImages,
+    module: ClassificationModule,
+    progress: bool | None,
+    started: float,
+    checkpoint: Path | None,
+) -> TrainResult | None:
     try:
         trainer = build_trainer(config, run, progress)
         with warnings.catch_warnings():
             # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            trainer.fit(module, datamodule=ClassificationDataModule(dataset, config.data))
+            trainer.fit(
+                module, datamodule=ClassificationDataModule(dataset, config.data, config.seed), ckpt_path=checkpoint
+            )
     except UserError as exc:
-        run.update_status(status="failed", error=str(exc), finished=_now())
+        if is_rank_zero():
+            run.update_status(status="failed", error=str(exc), finished=_now())
         raise
+    if not trainer.is_global_zero:
+        return None
 
     checkpoint_cb = trainer.checkpoint_callback
     score = checkpoint_cb.best_model_score if checkpoint_cb is not None else None
     best_score = float(score) if score is not None else None
     best_epoch = _best_epoch(run)
     monitor = f"val/{config.checkpoint.monitor}"
+    stopped_early = trainer.current_epoch < config.total_epochs
     run.update_status(
-        status="trained", trained=_now(), epochs=trainer.current_epoch,
+        status="trained", trained=_now(), epochs=trainer.current_epoch, stopped_early=stopped_early,
         monitor=monitor, best_epoch=best_epoch, best_score=best_score,
     )  # fmt: skip
     test = evaluate_run(run.path, "best", "test", dataset=dataset)
     duration = time.perf_counter() - started
     run.update_status(status="finished", finished=_now(), duration_s=round(duration, 1))
-    return TrainResult(
-        run_dir=run.path,
-        best_epoch=best_epoch,
-        best_score=best_score,
-        monitor=monitor,
-        duration_s=duration,
-        test=test,
-    )
+    return TrainResult(run.path, best_epoch, best_score, monitor, duration, test)
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """Epochs completed when ``path`` was saved."""
+    from medclass.inference import read_checkpoint
+
+    return int(read_checkpoint(path).get("epoch", -1)) + 1
+
+
+def _drop_epochs_after(run: RunDir, epochs_done: int) -> None:
+    """Forget epoch-log rows the checkpoint does not contain (they are trained again)."""
+    if not run.epochs_csv.is_file():
+        return
+    lines = run.epochs_csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= epochs_done]
+    atomic_write_text(run.epochs_csv, "".join(kept))
 
 
 def _best_epoch(run: RunDir) -> int | None:

@@ -1,4 +1,4 @@
-"""The LightningModule: batch preprocessing + network, the loss, validation metrics and the optimiser recipe."""
+"""The LightningModule: batch preprocessing + network, the loss, validation metrics and the staged recipe."""
 
 from __future__ import annotations
 
@@ -6,23 +6,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torch import nn
 from torchmetrics import CatMetric
 
-from medclass.config.schema import ExperimentConfig, LossConfig, OptimizerConfig, SchedulerConfig
+from medclass.config.schema import ExperimentConfig
 from medclass.data.transforms import BatchPreprocess
 from medclass.evaluation.metrics import classification_metrics
-from medclass.models import create_model, default_normalization
-from medclass.tasks import Task, scores_from_logits
-from medclass.training.losses import build_loss
-from medclass.training.optim import build_optimizer, build_scheduler
+from medclass.models import Classifier, create_model, default_normalization
+from medclass.tasks import Task, is_single_label, scores_from_logits
+from medclass.training.losses import ClassificationLoss
+from medclass.training.schedule import StagedLR, build_optimizer
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
 
 
-def resolve_normalization(config: ExperimentConfig, net: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
+def resolve_normalization(config: ExperimentConfig, net: Classifier) -> tuple[Sequence[float], Sequence[float]]:
     """data.mean/std when given, else what data.normalization names ("dataset" needs the statistics passed in)."""
     data = config.data
     if data.mean is not None and data.std is not None:
@@ -41,24 +41,42 @@ class ClassificationModule(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: Classifier,
         preprocess: BatchPreprocess,
         task: Task,
-        optimizer: OptimizerConfig,
-        scheduler: SchedulerConfig,
-        loss: LossConfig,
+        classes: list[str],
+        config: ExperimentConfig,
+        class_counts: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.preprocess = preprocess
         self.task = task
-        self.optimizer_config = optimizer
-        self.scheduler_config = scheduler
-        self.criterion = build_loss(task, loss)
+        self.classes = list(classes)
+        self.config = config
+        self.stages = config.resolved_stages()
+        num_classes = len(classes)
+        self.criterion = ClassificationLoss(task, num_classes, config.loss, class_counts)
+        self.mixup = self._mixup(config, task, num_classes)
         self.metadata = dict(metadata or {})
+        self._backbone_trainable: bool | None = None
         self.val_scores = CatMetric(nan_strategy="disable")
         self.val_targets = CatMetric(nan_strategy="disable")
+
+    @staticmethod
+    def _mixup(config: ExperimentConfig, task: Task, num_classes: int):
+        loss = config.loss
+        if loss.mixup_alpha == 0 and loss.cutmix_alpha == 0:
+            return None
+        if not is_single_label(task):
+            from medclass.errors import ConfigError
+
+            raise ConfigError("loss.mixup_alpha/cutmix_alpha: mixing is for single-label tasks only")
+        from timm.data import Mixup
+
+        return Mixup(mixup_alpha=loss.mixup_alpha, cutmix_alpha=loss.cutmix_alpha, prob=loss.mix_prob,
+                     label_smoothing=loss.label_smoothing, num_classes=num_classes)  # fmt: skip
 
     @classmethod
     def from_config(
@@ -68,6 +86,7 @@ class ClassificationModule(L.LightningModule):
         classes: list[str],
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        class_counts: np.ndarray | None = None,
     ) -> ClassificationModule:
         """Build the network and preprocessing the config describes, for a dataset with these classes.
 
@@ -84,27 +103,45 @@ class ClassificationModule(L.LightningModule):
             "task": task,
             "classes": list(classes),
             "model": config.model.name,
+            "head": config.model.head.type,
             "in_chans": config.model.in_chans,
             "image_size": config.data.input_size,
             "mean": [float(m) for m in mean],
             "std": [float(s) for s in std],
         }
-        return cls(net, preprocess, task, config.optimizer, config.scheduler, config.loss, metadata)
+        return cls(net, preprocess, task, classes, config, class_counts, metadata)
 
+    # Stages ------------------------------------------------------------------------------------------------
+    def stage_for_epoch(self, epoch: int):
+        return next((s for s in self.stages if epoch <= s.last_epoch), self.stages[-1])
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Freeze or unfreeze the backbone for the current stage. Checked every batch: on a resume Lightning does
+        not call the epoch-start hooks, and a stage must hold from the first batch all the same."""
+        stage = self.stage_for_epoch(self.current_epoch)
+        trainable = stage.train == "all"
+        if self._backbone_trainable != trainable or self.net.backbone.training != trainable:
+            self.net.set_backbone_trainable(trainable)
+            self._backbone_trainable = trainable
+
+    # Steps -------------------------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.preprocess(images))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        loss = self.criterion(self(images), targets)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        inputs = self.preprocess(images)
+        if self.mixup is not None and len(inputs) % 2 == 0:
+            inputs, targets = self.mixup(inputs, targets)
+        loss = self.criterion(self.net(inputs), targets)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=len(images))  # live value for the progress bar
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
-        self.log("val/loss", self.criterion(logits, targets), on_epoch=True, batch_size=len(images))
+        self.log("val/loss", self.criterion(logits, targets), on_epoch=True, batch_size=len(images), sync_dist=True)
         self.val_scores.update(scores_from_logits(logits.float(), self.task))
         self.val_targets.update(targets)
 
@@ -115,19 +152,26 @@ class ClassificationModule(L.LightningModule):
         self.val_targets.reset()
         metrics = classification_metrics(targets, scores, self.task)
         for name, value in metrics.items():
-            self.log(f"val/{name}", float(value), prog_bar=name in ("acc", "auc"))
+            self.log(f"val/{name}", float(value), prog_bar=name in ("acc", "auc"), sync_dist=True)
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            scheduler = self.lr_schedulers()
+            if isinstance(scheduler, StagedLR):
+                monitor = self.config.checkpoint.monitor
+                value = float(self.trainer.callback_metrics[f"val/{monitor}"])
+                scheduler.observe(value, self.config.checkpoint.resolved_mode)
 
-    def predict_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, ...]:
         images, targets = batch
         return scores_from_logits(self(images).float(), self.task), targets
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.net, self.optimizer_config)
+        optimizer = build_optimizer(self.net, self.config.optimizer)
         total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        scheduler = build_scheduler(optimizer, self.scheduler_config, total_steps, steps_per_epoch)
+        steps_per_epoch = max(1, total_steps // max(1, self.config.total_epochs))
+        scheduler = StagedLR(
+            optimizer, self.stages, self.config.scheduler, steps_per_epoch,
+            adam_without_decay=self.config.optimizer.name == "adam",
+        )  # fmt: skip
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

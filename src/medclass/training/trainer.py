@@ -1,56 +1,89 @@
-"""Build the Lightning Trainer for a run: checkpoints, the epoch log, the progress bar."""
+"""Build the Lightning Trainer for a run: checkpoints, epoch log and seeding, early stopping, EMA, precision and
+the distribution strategy (Lightning's DDP for several devices or nodes)."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.strategies import DDPStrategy
 
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError
 from medclass.run_dir import RunDir
-from medclass.training.callbacks import EpochCSVLogger
+from medclass.training.callbacks import EpochCSVLogger, EpochSeed, StageEarlyStopping
+from medclass.training.checkpoint_io import AtomicCheckpointIO
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """auto: bf16-mixed on GPUs that support it, 16-mixed on other GPUs, 32-true on CPUs."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _strategy(config: ExperimentConfig):
+    """Freezing a backbone in one stage leaves parameters without gradients, which DDP must be told about."""
+    freezes = any(stage.train == "head" for stage in config.resolved_stages())
+    if config.trainer.strategy == "ddp" and freezes:
+        return DDPStrategy(find_unused_parameters=True)
+    return config.trainer.strategy
 
 
 def build_trainer(config: ExperimentConfig, run: RunDir, progress: bool | None = None) -> L.Trainer:
     trainer_config = config.trainer
     show_progress = trainer_config.progress_bar if progress is None else progress
+    monitor, mode = f"val/{config.checkpoint.monitor}", config.checkpoint.resolved_mode
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
-            dirpath=run.checkpoint_dir,
-            filename="best",
-            monitor=f"val/{config.checkpoint.monitor}",
-            mode=config.checkpoint.resolved_mode,
-            save_top_k=1,
-            save_last=True,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
+            dirpath=run.checkpoint_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+            auto_insert_metric_name=False, enable_version_counter=False,
+        ),
+        # A second checkpoint callback for last.ckpt: Lightning's save_last only writes when the best one changes.
+        ModelCheckpoint(
+            dirpath=run.checkpoint_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+            auto_insert_metric_name=False, enable_version_counter=False,
         ),
         EpochCSVLogger(run.epochs_csv),
-    ]
+        EpochSeed(config.seed),
+    ]  # fmt: skip
+    last_stage = config.resolved_stages()[-1]
+    if last_stage.early_stopping_patience is not None:
+        callbacks.append(
+            StageEarlyStopping(
+                first_epoch=last_stage.first_epoch,
+                monitor=monitor,
+                mode=mode,
+                patience=last_stage.early_stopping_patience,
+                min_delta=config.early_stopping.min_delta,
+            )  # fmt: skip
+        )
+    if trainer_config.ema_decay is not None:
+        callbacks.append(EMAWeightAveraging(decay=trainer_config.ema_decay))
     if show_progress:
         callbacks.append(RichProgressBar(leave=True))
     try:
-        return _trainer(config, run, callbacks, show_progress)
-    except MisconfigurationException as exc:
-        # e.g. accelerator=gpu without a GPU, or a precision the device cannot run
+        return L.Trainer(
+            default_root_dir=run.path,
+            max_epochs=config.total_epochs,
+            accelerator=trainer_config.accelerator,
+            devices=trainer_config.devices,
+            num_nodes=trainer_config.num_nodes,
+            strategy=_strategy(config),
+            precision=resolve_precision(trainer_config.precision, trainer_config.accelerator),
+            gradient_clip_val=trainer_config.gradient_clip_val,
+            deterministic=trainer_config.deterministic,
+            limit_train_batches=trainer_config.limit_train_batches,
+            log_every_n_steps=trainer_config.log_every_n_steps,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            logger=False,
+            enable_progress_bar=show_progress,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError) as exc:
+        # e.g. accelerator=gpu without a GPU, an unknown strategy, or a precision the device cannot run
         raise ConfigError(f"trainer: {exc}") from None
-
-
-def _trainer(config: ExperimentConfig, run: RunDir, callbacks: list[L.Callback], show_progress: bool) -> L.Trainer:
-    trainer_config = config.trainer
-    return L.Trainer(
-        default_root_dir=run.path,
-        max_epochs=trainer_config.max_epochs,
-        accelerator=trainer_config.accelerator,
-        devices=trainer_config.devices,
-        precision=trainer_config.precision,
-        gradient_clip_val=trainer_config.gradient_clip_val,
-        deterministic=trainer_config.deterministic,
-        limit_train_batches=trainer_config.limit_train_batches,
-        log_every_n_steps=trainer_config.log_every_n_steps,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=show_progress,
-        enable_model_summary=False,
-    )

@@ -1,0 +1,81 @@
+"""The benchmark leaderboard: CSV, Markdown and a bar chart of the test metric with parameters, throughput and
+training time."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from medclass.evaluation.metrics import HEADLINE_METRICS
+from medclass.io import atomic_write_text
+
+COLUMNS = ("rank", "model", "status", *HEADLINE_METRICS, "parameters_M", "images_per_s", "train_min", "best_epoch",
+           "run_dir", "error")  # fmt: skip
+
+
+def ranked(rows: list[Any], metric: str) -> list[Any]:
+    """Successful models by the test metric (best first; loss-like metrics are not ranked), then the failures."""
+    key = metric if metric in HEADLINE_METRICS else "auc"
+    ok = sorted((r for r in rows if r.status == "ok"), key=lambda r: -r.metrics.get(key, float("-inf")))
+    return ok + [r for r in rows if r.status != "ok"]
+
+
+def _record(rank: int | str, row: Any) -> dict[str, Any]:
+    return {
+        "rank": rank, "model": row.label, "status": row.status,
+        **{m: f"{row.metrics[m]:.4f}" if m in row.metrics else "" for m in HEADLINE_METRICS},
+        "parameters_M": f"{row.parameters / 1e6:.2f}" if row.parameters else "",
+        "images_per_s": f"{row.images_per_second:.0f}" if row.images_per_second else "",
+        "train_min": f"{row.train_minutes:.1f}" if row.train_minutes is not None else "",
+        "best_epoch": row.best_epoch or "", "run_dir": row.run_dir or "", "error": row.error or "",
+    }  # fmt: skip
+
+
+def write_leaderboard(folder: Path, rows: list[Any], metric: str) -> dict[str, Path]:
+    key = metric if metric in HEADLINE_METRICS else "auc"
+    records = [_record(i + 1 if r.status == "ok" else "-", r) for i, r in enumerate(ranked(rows, metric))]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(records)
+    files = {"csv": atomic_write_text(folder / "leaderboard.csv", buffer.getvalue())}
+    shown = [c for c in COLUMNS if c not in ("run_dir", "error")]
+    lines = [f"# Leaderboard (test split, ranked by {key.upper()})", "", "| " + " | ".join(shown) + " |",
+             "|" + "---|" * len(shown)]  # fmt: skip
+    lines += ["| " + " | ".join(str(r[c]) for c in shown) + " |" for r in records]
+    failures = [r for r in records if r["status"] != "ok"]
+    if failures:
+        lines += ["", "## Failed", *(f"- {r['model']}: {r['error']}" for r in failures)]
+    files["markdown"] = atomic_write_text(folder / "leaderboard.md", "\n".join(lines) + "\n")
+    files["chart"] = plot_leaderboard(folder / "leaderboard.png", ranked(rows, metric), key)
+    return files
+
+
+def plot_leaderboard(path: Path, rows: list[Any], metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == "ok"]
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.6 * max(1, len(rows))))
+    labels = [r.label for r in ok] + [f"{r.label} (failed)" for r in rows if r.status != "ok"]
+    values = [r.metrics.get(metric, 0.0) for r in ok] + [0.0] * (len(rows) - len(ok))
+    bars = ax.barh(range(len(labels)), values, color=["tab:blue"] * len(ok) + ["tab:gray"] * (len(rows) - len(ok)))
+    notes = []
+    for r in ok:
+        size = f"{r.parameters / 1e6:.1f}M params" if r.parameters else ""
+        speed = f"{r.images_per_second:.0f} img/s" if r.images_per_second else ""
+        notes.append(f"{r.metrics.get(metric, 0):.3f}  {size}, {speed}, {r.train_minutes:.1f} min")
+    ax.bar_label(bars, labels=notes + ["failed"] * (len(rows) - len(ok)), padding=3, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.45)
+    ax.set_xlabel(f"test {metric.upper()}")
+    ax.set_title("Benchmark (held-out test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

