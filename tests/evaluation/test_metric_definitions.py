@@ -80,3 +80,18 @@ def test_multilabel_headline_metrics() -> None:
     pred = (scores > 0.5).astype(int)
     assert metrics["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
     assert metrics["balanced_acc"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_per_label_thresholds_are_chosen_by_f1() -> None:
+    from medclass.evaluation.thresholds import best_f1_thresholds
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (400, 3))
+    scores = np.clip(y * 0.3 + rng.random((400, 3)) * 0.25, 0, 1)  # positives sit in 0.30..0.55, negatives below 0.25
+    scores[:, 2] = rng.random(400)  # an uninformative label
+    thresholds = best_f1_thresholds(y, scores)
+    assert 0.25 <= thresholds[0] <= 0.31 and 0.25 <= thresholds[1] <= 0.31
+    assert classification_metrics(y, scores, "multilabel", thresholds)["f1_macro"] > classification_metrics(
+        y, scores, "multilabel"
+    )["f1_macro"]
+    assert best_f1_thresholds(np.zeros((5, 1), int), np.random.rand(5, 1))[0] == 0.5

@@ -64,3 +64,28 @@ def test_csv_source_trains(tmp_path: Path) -> None:
     )
     result = train(config)
     assert result.test.n_samples == 2005 and 0.0 <= result.test.metrics["auc"] <= 1.0
+
+
+def test_multilabel_csv_trains_with_validation_thresholds(tmp_path: Path, data_dir: Path) -> None:
+    images = data_dir / "dermamnist_jpeg28" / "images"
+    rows = (data_dir / "dermamnist_jpeg28" / "labels.csv").read_text().splitlines()[1:1201]
+    lines = []
+    for row in rows:
+        name, dx, _ = row.split(",")
+        findings = [dx] + (["malignant"] if dx in ("mel", "bcc", "akiec") else [])
+        lines.append(f"{name},{'|'.join(findings)}")
+    (tmp_path / "labels.csv").write_text("image_id,findings\n" + "\n".join(lines) + "\n")
+    config = load_config(
+        None,
+        [f"output_dir={tmp_path / 'runs'}", "trainer.max_epochs=1", "trainer.progress_bar=false"],
+        experiment="multilabel",
+        data={"source": "csv", "csv": str(tmp_path / "labels.csv"), "image_dir": str(images),
+              "label_column": "findings", "label_separator": "|", "image_size": 28, "batch_size": 64},
+    )  # fmt: skip
+    result = train(config)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["task"] == "multilabel" and len(metrics["thresholds"]) == 8
+    assert all(0.0 <= t <= 1.0 for t in metrics["thresholds"])
+    with (result.run_dir / "predictions_test.csv").open() as handle:
+        header = next(csv.reader(handle))
+    assert "p:malignant" in header and "true:malignant" in header

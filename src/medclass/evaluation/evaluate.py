@@ -14,6 +14,7 @@ import numpy as np
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.errors import UserError
 from medclass.evaluation.metrics import classification_metrics, predicted_labels
+from medclass.evaluation.thresholds import best_f1_thresholds
 from medclass.io import atomic_write_text
 from medclass.run_dir import RunDir
 from medclass.tasks import Task
@@ -21,8 +22,8 @@ from medclass.tasks import Task
 METRIC_DEFINITIONS = {
     "acc": "accuracy as MedMNIST's evaluator computes it (binary: P(class 1) > 0.5; multi-label: mean per label)",
     "auc": "ROC AUC as MedMNIST's evaluator computes it (multi-class: mean of one-vs-rest AUCs)",
-    "f1_macro": "F1 averaged over classes (labels for multi-label)",
-    "balanced_acc": "mean recall over classes (mean per-label balanced accuracy for multi-label)",
+    "f1_macro": "F1 averaged over classes (multi-label: over labels, at per-label thresholds chosen on validation)",
+    "balanced_acc": "mean recall over classes (multi-label: mean per-label balanced accuracy at those thresholds)",
 }
 
 
@@ -77,7 +78,12 @@ def evaluate_run(
     started = time.perf_counter()
     scores, targets = predict_scores(module, loader, config.trainer, progress=progress)
     seconds = time.perf_counter() - started
-    metrics = classification_metrics(targets, scores, dataset.task)
+    thresholds = None
+    if dataset.task == "multilabel":  # per-label thresholds, chosen on validation and only applied to other splits
+        val_loader = ClassificationDataModule(dataset, config.data).split_dataloader("val")
+        val_scores, val_targets = predict_scores(module, val_loader, config.trainer)
+        thresholds = best_f1_thresholds(val_targets, val_scores)
+    metrics = classification_metrics(targets, scores, dataset.task, thresholds)
     result = EvaluationResult(
         run_dir=run.path,
         split=split,
@@ -90,6 +96,7 @@ def evaluate_run(
             "dataset": dataset.name,
             "split_source": dataset.source.get("split"),
             "images_per_second": round(len(targets) / seconds, 1) if seconds > 0 else None,
+            **({"thresholds": [round(float(t), 6) for t in thresholds]} if thresholds is not None else {}),
         },
     )
     run.write_json(metrics_filename(split, checkpoint), result.as_dict())

@@ -11,7 +11,7 @@ from medclass.tasks import Task
 HEADLINE_METRICS = ("acc", "auc", "f1_macro", "balanced_acc")
 
 
-def predicted_labels(y_score: np.ndarray, task: Task, threshold: float = 0.5) -> np.ndarray:
+def predicted_labels(y_score: np.ndarray, task: Task, threshold: float | np.ndarray = 0.5) -> np.ndarray:
     """Hard predictions, decided as MedMNIST's ACC decides them (threshold for binary/multi-label, else argmax)."""
     y_score = np.asarray(y_score)
     if task == "multilabel":
@@ -21,10 +21,15 @@ def predicted_labels(y_score: np.ndarray, task: Task, threshold: float = 0.5) ->
     return np.argmax(y_score, axis=1)
 
 
-def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, task: Task) -> dict[str, float]:
-    """ACC and AUC (MedMNIST definitions), macro F1 and balanced accuracy (mean over labels for multi-label)."""
+def classification_metrics(
+    y_true: np.ndarray, y_score: np.ndarray, task: Task, thresholds: np.ndarray | None = None
+) -> dict[str, float]:
+    """ACC and AUC (MedMNIST definitions), macro F1 and balanced accuracy (mean over labels for multi-label).
+
+    For multi-label tasks, ``thresholds`` (one per label, chosen on validation) decide F1 and balanced accuracy;
+    ACC keeps MedMNIST's 0.5 so it stays comparable with the papers."""
     y_true = np.asarray(y_true)
-    y_pred = predicted_labels(y_score, task)
+    y_pred = predicted_labels(y_score, task, 0.5 if thresholds is None else thresholds)
     if task == "multilabel":
         y_true = y_true.astype(np.int64)
         f1 = f1_score(y_true, y_pred, average="macro", zero_division=0)
