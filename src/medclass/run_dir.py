@@ -10,8 +10,12 @@ Layout (format version 1)::
         environment.json    python, platform, package versions, device, seed, git commit, command line
         epochs.csv          one row per epoch: losses, validation metrics, learning rate, time
         checkpoints/best.ckpt, checkpoints/last.ckpt   Lightning checkpoints (weights-only loadable)
-        metrics.json        test metrics of the evaluated checkpoint (written by `medclass evaluate` too)
+        metrics.json        test metrics of the best checkpoint: all metrics, 95% intervals, per-class table,
+                            calibration, binary operating point (other split/checkpoint: metrics_<split>_<ckpt>.json)
+        calibration.json    temperature and decision thresholds fitted on validation (applied by prediction on request)
         predictions_test.csv  per test image: true label, predicted label, score per class
+        report/             report.html (self-contained), summary.md and the plots (PNG)
+        tensorboard/, wandb/  tracker files when tracking is switched on
         splits.csv          file sources: every image file with its split and label (the split is part of the result)
         skipped.csv         files left out (unreadable, not an image, missing), with the reason
 
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medclass.config import ExperimentConfig, dump_config, load_config
-from medclass.errors import RunDirError
+from medclass.errors import ConfigError, RunDirError
 from medclass.io import atomic_write_json, atomic_write_text, read_json
 
 if TYPE_CHECKING:
@@ -99,7 +103,25 @@ class RunDir:
         atomic_write_text(self.config_path, dump_config(config))
 
     def load_config(self) -> ExperimentConfig:
-        return load_config(self.config_path)
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            raise RunDirError(
+                f"{exc} -- the run's config.yaml does not fit this medclass version's schema; it was written by "
+                "another version or edited by hand"
+            ) from None
+
+    def check_format(self) -> None:
+        """Refuse run directories written in another format version (they may lack or misname files)."""
+        path = self.file("run.json")
+        if not path.is_file():
+            raise RunDirError(f"{self.path} has no run.json; it is not a complete medclass run directory")
+        version = read_json(path).get("format_version")
+        if version != RUN_FORMAT_VERSION:
+            raise RunDirError(
+                f"{path} says run format version {version!r}; this medclass reads version {RUN_FORMAT_VERSION}: "
+                "evaluate it with the medclass version that wrote it"
+            )
 
     def write_json(self, name: str, obj: Any) -> Path:
         return atomic_write_json(self.file(name), obj)

@@ -55,8 +55,10 @@ def _quiet_lightning(ctx: typer.Context) -> None:
     import lightning  # noqa: F401
 
     verbose = bool(ctx.obj and ctx.obj.get("verbose"))
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # "Experiment with name ... not found. Creating it." is how every first MLflow run starts, not a problem.
+    logging.getLogger("lightning.pytorch.loggers.mlflow").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _version_callback(value: bool) -> None:
@@ -134,17 +136,49 @@ def train(
 @user_errors
 def evaluate(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    path: Annotated[
+        Path, typer.Argument(help="A run directory written by `medclass train`, or a folder of runs to compare.")
+    ],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     split: Annotated[str, typer.Option(help="Which split: test (default) or val.")] = "test",
+    metric: Annotated[str, typer.Option(help="Comparing runs: the metric that names the best run.")] = "auc",
+    bootstrap: Annotated[
+        int | None, typer.Option(help="Bootstrap resamples for the intervals (0: none); default: the run's config.")
+    ] = None,
+    report: Annotated[bool, typer.Option(help="Write the plots and the HTML/Markdown report.")] = True,
 ) -> None:
-    """Evaluate a run's checkpoint on the test split (MedMNIST ACC/AUC, macro F1, balanced accuracy)."""
-    from medclass.cli.render import metrics_table
-    from medclass.evaluation import evaluate_run
+    """Evaluate a run on its held-out split: metrics with 95% intervals, per-class table, calibration, plots and an
+    HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
+    from medclass.cli.render import comparison_table, metrics_table
+    from medclass.evaluation import compare_runs, evaluate_run
+    from medclass.evaluation.compare import check_metric, is_run_dir
 
+    check_metric(metric)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: give a run directory or a folder of runs")
+    settings: dict[str, Any] = {"report": report}
+    if bootstrap is not None:
+        settings["bootstrap"] = bootstrap
     _quiet_lightning(ctx)
-    result = evaluate_run(run_dir, checkpoint=checkpoint, split=split)
-    console.print(metrics_table(result))
+    if is_run_dir(path) or (path / "config.yaml").is_file():
+        from medclass.config import EvaluationConfig
+        from medclass.run_dir import RunDir
+
+        config = RunDir.open(path).load_config()
+        evaluation = EvaluationConfig(**{**config.evaluation.model_dump(), **settings})
+        result = evaluate_run(path, checkpoint=checkpoint, split=split, settings=evaluation)
+        console.print(metrics_table(result))
+        if "html" in result.files:
+            console.print(f"report: {result.files['html']}", highlight=False, soft_wrap=True)
+        return
+    comparison = compare_runs(path, metric, checkpoint, split, settings)
+    console.print(comparison_table(comparison))
+    for dataset, row in comparison.best.items():
+        console.print(f"best on {dataset}: {row.run_dir} ({row.model}, {metric} {row.metrics[metric]:.4f})",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(f"comparison: {comparison.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
+    if not comparison.best:
+        raise UserError(f"none of the {len(comparison.rows)} runs under {path} could be evaluated (see above)")
 
 
 @app.command()

@@ -7,17 +7,29 @@ from rich.table import Table
 from medclass.data.inspect import Inspection
 from medclass.evaluation.evaluate import EvaluationResult
 
-LABELS = {"acc": "ACC", "auc": "AUC", "f1_macro": "F1 (macro)", "balanced_acc": "Balanced ACC"}
-
 
 def metrics_table(result: EvaluationResult) -> Table:
+    from medclass.evaluation.report import METRIC_LABELS
+
     title = f"{result.split} split, {result.checkpoint} checkpoint (epoch {result.epoch})"
     table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
+    confidence = result.extra.get("bootstrap", {}).get("confidence", 0.95)
+    if result.intervals:
+        table.add_column(f"{confidence:.0%} CI", justify="right")
     for name, value in result.metrics.items():
-        table.add_row(LABELS.get(name, name), f"{value:.4f}")
-    table.caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
+        interval = result.intervals.get(name)
+        cells = [METRIC_LABELS.get(name, name), f"{value:.4f}"]
+        if result.intervals:
+            cells.append(f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else "")
+        table.add_row(*cells)
+    caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
+    if result.operating_point:
+        op = result.operating_point
+        caption += (f"; operating threshold {op['threshold']:.3f} ({op['rule']}, from validation): "
+                    f"sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}")  # fmt: skip
+    table.caption = caption
     return table
 
 
@@ -62,4 +74,23 @@ def leaderboard_table(rows: list, metric: str) -> Table:
             f"{row.train_minutes:.1f}" if row.train_minutes is not None else "",
             row.status if row.status == "ok" else f"failed: {row.error}",
         )  # fmt: skip
+    return table
+
+
+def comparison_table(comparison) -> Table:
+    metric = comparison.metric
+    table = Table(title=f"runs compared by {metric}", title_justify="left")
+    for column in ("run", "dataset", "model", metric, "95% CI", "ACC", "status"):
+        table.add_column(column, justify="left" if column in ("run", "dataset", "model", "status") else "right")
+    for row in comparison.rows:
+        interval = row.intervals.get(metric)
+        best = comparison.best.get(row.dataset) is row
+        table.add_row(
+            f"{row.run_dir}{' *' if best else ''}", row.dataset, row.model,
+            f"{row.metrics[metric]:.4f}" if metric in row.metrics else "",
+            f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else "",
+            f"{row.metrics['acc']:.4f}" if "acc" in row.metrics else "",
+            "ok" if row.status == "ok" else f"failed: {row.error}",
+        )  # fmt: skip
+    table.caption = "* best on its dataset"
     return table

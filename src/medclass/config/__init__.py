@@ -4,6 +4,7 @@ from medclass.config.data import CsvData, DataConfig, FileSourceFields, FolderDa
 from medclass.config.loading import apply_overrides, config_to_dict, dump_config, load_config, validate_config
 from medclass.config.model import HeadConfig
 from medclass.config.recipe import EarlyStoppingConfig, ResolvedStage, StageConfig
+from medclass.config.reporting import EvaluationConfig, TrackingConfig
 from medclass.config.schema import (
     BenchmarkEntry,
     CheckpointConfig,
@@ -18,6 +19,8 @@ from medclass.config.schema import (
 __all__ = [
     "BenchmarkEntry",
     "EarlyStoppingConfig",
+    "EvaluationConfig",
+    "TrackingConfig",
     "HeadConfig",
     "ResolvedStage",
     "StageConfig",

@@ -22,6 +22,7 @@ from medclass.config.recipe import (
     SchedulerConfig,
     StageConfig,
 )
+from medclass.config.reporting import EvaluationConfig, TrackingConfig
 
 __all__ = ["HeadConfig", "ModelConfig", "OptimizerConfig", "SchedulerConfig", "LossConfig", "StageConfig"]
 
@@ -101,6 +102,8 @@ class ExperimentConfig(StrictModel):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     models: list[BenchmarkEntry] | None = Field(None, description="`medclass benchmark`: the models to compare.")
 
     @model_validator(mode="after")

@@ -1,9 +1,10 @@
-"""Per-label decision thresholds for multi-label tasks, chosen on the validation split (never on test)."""
+"""Decision thresholds chosen on the validation split (never on test): per label for multi-label tasks, and the
+operating point of binary tasks."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 
 def best_f1_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 0.5) -> np.ndarray:
@@ -22,3 +23,30 @@ def best_f1_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 
         best = int(np.argmax(f1[:-1]))  # the last point has no threshold
         thresholds[label] = float(cuts[best])
     return thresholds
+
+
+def operating_threshold(
+    y_true: np.ndarray, positive_scores: np.ndarray, rule: str = "youden", target_sensitivity: float = 0.9
+) -> float:
+    """A binary decision threshold on the positive class's score, chosen on these (validation) labels.
+
+    ``youden``: the threshold maximising sensitivity + specificity - 1. ``sensitivity``: the highest threshold
+    whose sensitivity reaches ``target_sensitivity`` (so specificity is as high as that target allows)."""
+    y_true = np.asarray(y_true).reshape(-1)
+    if y_true.min() == y_true.max():
+        return 0.5
+    fpr, tpr, cuts = roc_curve(y_true, positive_scores)
+    cuts = np.minimum(cuts, 1.0)  # scikit-learn's first cut is +inf (nothing predicted positive)
+    if rule == "youden":
+        return float(cuts[int(np.argmax(tpr - fpr))])
+    reaching = np.flatnonzero(tpr >= target_sensitivity)
+    return float(cuts[reaching[0]])  # cuts fall as tpr rises, so the first is the highest
+
+
+def sensitivity_specificity(y_true: np.ndarray, positive_scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Decisions are ``score >= threshold`` (scikit-learn's convention for ROC thresholds)."""
+    y_true = np.asarray(y_true).reshape(-1).astype(bool)
+    predicted = np.asarray(positive_scores) >= threshold
+    sensitivity = float((predicted & y_true).sum() / max(1, y_true.sum()))
+    specificity = float((~predicted & ~y_true).sum() / max(1, (~y_true).sum()))
+    return sensitivity, specificity

@@ -1,4 +1,4 @@
-"""Run a module over a loader and collect class probabilities."""
+"""Run a module over a loader and collect logits or class probabilities."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medclass.config.schema import TrainerConfig
+from medclass.tasks import scores_from_logits
 from medclass.training.module import ClassificationModule
 from medclass.training.trainer import resolve_precision
 
@@ -15,7 +16,15 @@ from medclass.training.trainer import resolve_precision
 def predict_scores(
     module: ClassificationModule, loader: DataLoader, trainer_config: TrainerConfig, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, targets) for every batch of ``loader``, in order, on the configured accelerator and precision."""
+    """(class probabilities, targets) for every batch of ``loader``, in order."""
+    logits, targets = predict_logits(module, loader, trainer_config, progress)
+    return scores_from_logits(torch.from_numpy(logits), module.task).numpy(), targets
+
+
+def predict_logits(
+    module: ClassificationModule, loader: DataLoader, trainer_config: TrainerConfig, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, targets) for every batch of ``loader``, in order, on the configured accelerator and precision."""
     trainer = L.Trainer(
         accelerator=trainer_config.accelerator,
         devices=1,
@@ -26,6 +35,6 @@ def predict_scores(
         enable_progress_bar=progress,
     )
     batches = trainer.predict(module, dataloaders=loader)
-    scores = torch.cat([s for s, _ in batches]).float().cpu().numpy()
+    logits = torch.cat([s for s, _ in batches]).float().cpu().numpy()
     targets = torch.cat([t for _, t in batches]).cpu().numpy()
-    return scores, targets
+    return logits, targets

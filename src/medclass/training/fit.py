@@ -26,6 +26,7 @@ from medclass.models import check_model_name
 from medclass.run_dir import RunDir, write_split_files
 from medclass.tasks import is_single_label
 from medclass.training.module import ClassificationModule
+from medclass.training.tracking import build_loggers, log_results
 from medclass.training.trainer import build_trainer
 
 log = logging.getLogger("medclass")
@@ -149,8 +150,9 @@ def _fit_and_evaluate(
     started: float,
     checkpoint: Path | None,
 ) -> TrainResult | None:
+    loggers = build_loggers(config, run) if is_rank_zero() else []
     try:
-        trainer = build_trainer(config, run, progress)
+        trainer = build_trainer(config, run, progress, loggers)
         with warnings.catch_warnings():
             # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -175,6 +177,7 @@ def _fit_and_evaluate(
         monitor=monitor, best_epoch=best_epoch, best_score=best_score,
     )  # fmt: skip
     test = evaluate_run(run.path, "best", "test", dataset=dataset)
+    log_results(loggers, run, test.metrics, trainer.global_step)
     duration = time.perf_counter() - started
     run.update_status(status="finished", finished=_now(), duration_s=round(duration, 1))
     return TrainResult(run.path, best_epoch, best_score, monitor, duration, test)

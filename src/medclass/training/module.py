@@ -161,8 +161,9 @@ class ClassificationModule(L.LightningModule):
                 scheduler.observe(value, self.config.checkpoint.resolved_mode)
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, ...]:
+        """Logits (not probabilities), so evaluation can fit a temperature; see inference.predict_scores."""
         images, targets = batch
-        return scores_from_logits(self(images).float(), self.task), targets
+        return self(images).float(), targets
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.net, self.config.optimizer)

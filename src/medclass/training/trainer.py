@@ -1,12 +1,13 @@
-"""Build the Lightning Trainer for a run: checkpoints, epoch log and seeding, early stopping, EMA, precision and
-the distribution strategy (Lightning's DDP for several devices or nodes)."""
+"""Build the Lightning Trainer for a run: checkpoints, epoch log and seeding, early stopping, EMA, precision,
+experiment trackers and the distribution strategy (Lightning's DDP for several devices or nodes)."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
 
 from medclass.config.schema import ExperimentConfig
@@ -33,7 +34,9 @@ def _strategy(config: ExperimentConfig):
     return config.trainer.strategy
 
 
-def build_trainer(config: ExperimentConfig, run: RunDir, progress: bool | None = None) -> L.Trainer:
+def build_trainer(
+    config: ExperimentConfig, run: RunDir, progress: bool | None = None, loggers: list[Logger] | None = None
+) -> L.Trainer:
     trainer_config = config.trainer
     show_progress = trainer_config.progress_bar if progress is None else progress
     monitor, mode = f"val/{config.checkpoint.monitor}", config.checkpoint.resolved_mode
@@ -61,6 +64,8 @@ def build_trainer(config: ExperimentConfig, run: RunDir, progress: bool | None =
                 min_delta=config.early_stopping.min_delta,
             )  # fmt: skip
         )
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if trainer_config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=trainer_config.ema_decay))
     if show_progress:
@@ -80,7 +85,7 @@ def build_trainer(config: ExperimentConfig, run: RunDir, progress: bool | None =
             log_every_n_steps=trainer_config.log_every_n_steps,
             callbacks=callbacks,
             plugins=[AtomicCheckpointIO()],
-            logger=False,
+            logger=loggers or False,
             enable_progress_bar=show_progress,
             enable_model_summary=False,
         )

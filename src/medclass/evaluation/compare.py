@@ -1,0 +1,184 @@
+"""Evaluate every run under a folder and compare them: a table (CSV + Markdown) and a chart with intervals,
+naming the best run per dataset by a chosen metric. A run that cannot be evaluated is listed with its reason and
+the others go on."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from medclass.config import EvaluationConfig
+from medclass.errors import UserError, suggest
+from medclass.evaluation.clinical import METRIC_DEFINITIONS
+from medclass.evaluation.plots import save_figure
+from medclass.io import atomic_write_text
+from medclass.run_dir import RunDir
+
+log = logging.getLogger("medclass")
+LOWER_IS_BETTER = {"ece", "brier"}
+TABLE_METRICS = ("acc", "balanced_acc", "auc", "f1_macro", "kappa", "mcc", "ece")
+
+
+def check_metric(name: str) -> str:
+    if name not in METRIC_DEFINITIONS:
+        raise UserError(f"unknown metric {name!r}{suggest(name, METRIC_DEFINITIONS)}; choose one of "
+                        f"{', '.join(METRIC_DEFINITIONS)}")  # fmt: skip
+    return name
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "run.json").is_file()
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run directories under ``folder`` (any depth), in name order."""
+    return sorted(p.parent for p in Path(folder).rglob("run.json") if is_run_dir(p.parent))
+
+
+@dataclass
+class ComparedRun:
+    run_dir: Path
+    status: str
+    experiment: str = ""
+    dataset: str = ""
+    model: str = ""
+    epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class Comparison:
+    rows: list[ComparedRun]
+    metric: str
+    best: dict[str, ComparedRun]  # per dataset
+    files: dict[str, Path]
+
+
+def _sort_key(metric: str):
+    """Evaluated runs first, by dataset, best first; then the failures."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+
+    def key(row: ComparedRun) -> tuple[bool, str, float]:
+        value = row.metrics.get(metric, float("nan"))
+        unranked = row.status != "ok" or not np.isfinite(value)
+        return unranked, row.dataset, 0.0 if unranked else sign * value
+
+    return key
+
+
+def compare_runs(
+    folder: str | Path,
+    metric: str = "auc",
+    checkpoint: str = "best",
+    split: str = "test",
+    settings: dict[str, Any] | None = None,
+) -> Comparison:
+    """Evaluate each run under ``folder`` (its own evaluation settings, updated with ``settings``) and write
+    comparison.csv, comparison.md and comparison.png into ``folder``."""
+    from medclass.evaluation.evaluate import evaluate_run
+
+    folder = Path(folder)
+    check_metric(metric)
+    runs = find_runs(folder)
+    if not runs:
+        raise UserError(f"{folder} holds no run directories (folders with config.yaml and run.json)")
+    rows = []
+    for run_dir in runs:
+        name = run_dir.relative_to(folder) if run_dir != folder else Path(run_dir.name)
+        log.info("evaluating %s", name)
+        try:
+            config = RunDir.open(run_dir).load_config()
+            evaluation = EvaluationConfig(**{**config.evaluation.model_dump(), **(settings or {})})
+            result = evaluate_run(run_dir, checkpoint, split, settings=evaluation)
+        except UserError as exc:
+            log.warning("%s: %s", name, exc)
+            rows.append(ComparedRun(name, "failed", error=str(exc)))
+            continue
+        rows.append(
+            ComparedRun(
+                name,
+                "ok",
+                experiment=config.experiment,
+                dataset=str(result.extra.get("dataset", "")),
+                model=config.model.name,
+                epoch=result.epoch,
+                metrics=result.metrics,
+                intervals=result.intervals,
+            )  # fmt: skip
+        )
+    rows.sort(key=_sort_key(metric))
+    best: dict[str, ComparedRun] = {}
+    for row in rows:
+        if row.status == "ok" and metric in row.metrics and np.isfinite(row.metrics[metric]):
+            best.setdefault(row.dataset, row)
+    files = write_comparison(folder, rows, metric, best, split)
+    return Comparison(rows, metric, best, files)
+
+
+def _cell(row: ComparedRun, name: str) -> str:
+    return f"{row.metrics[name]:.4f}" if name in row.metrics else ""
+
+
+def write_comparison(
+    folder: Path, rows: list[ComparedRun], metric: str, best: dict[str, ComparedRun], split: str
+) -> dict[str, Path]:
+    columns = list(dict.fromkeys([metric, *TABLE_METRICS]))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "status", "experiment", "dataset", "model", "epoch", *columns,
+                     f"{metric}_low", f"{metric}_high", "best", "error"])  # fmt: skip
+    for row in rows:
+        low, high = row.intervals.get(metric, ("", ""))
+        is_best = best.get(row.dataset) is row
+        writer.writerow([row.run_dir, row.status, row.experiment, row.dataset, row.model, row.epoch or "",
+                         *(_cell(row, c) for c in columns), low, high, is_best, row.error])  # fmt: skip
+    files = {"csv": atomic_write_text(folder / "comparison.csv", buffer.getvalue())}
+
+    direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+    lines = [f"# Comparison of {len(rows)} runs ({split} split, by {metric}, {direction})", ""]
+    lines += [f"**Best on {dataset}: {row.run_dir}** ({row.model}, {metric} {row.metrics[metric]:.4f})"
+              for dataset, row in best.items()]  # fmt: skip
+    header = ["run", "dataset", "model", *columns, f"{metric} 95% CI"]
+    lines += ["", "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(columns) + 1)]
+    for row in rows:
+        if row.status != "ok":
+            continue
+        interval = row.intervals.get(metric)
+        ci = f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else ""
+        mark = " (best)" if best.get(row.dataset) is row else ""
+        lines.append(f"| {row.run_dir}{mark} | {row.dataset} | {row.model} | "
+                     + " | ".join(_cell(row, c) for c in columns) + f" | {ci} |")  # fmt: skip
+    failed = [row for row in rows if row.status != "ok"]
+    if failed:
+        lines += ["", "## Not evaluated", *(f"- {row.run_dir}: {row.error}" for row in failed)]
+    files["markdown"] = atomic_write_text(folder / "comparison.md", "\n".join(lines) + "\n")
+    files["chart"] = plot_comparison(folder / "comparison.png", rows, metric, best)
+    return files
+
+
+def plot_comparison(path: Path, rows: list[ComparedRun], metric: str, best: dict[str, ComparedRun]) -> Path:
+    ok = [row for row in rows if row.status == "ok" and metric in row.metrics]
+    fig = Figure(figsize=(9, 1.2 + 0.5 * max(1, len(ok))))
+    ax = fig.add_subplot()
+    values = np.array([row.metrics[metric] for row in ok])
+    lows = np.array([row.intervals.get(metric, (v, v))[0] for row, v in zip(ok, values, strict=True)])
+    highs = np.array([row.intervals.get(metric, (v, v))[1] for row, v in zip(ok, values, strict=True)])
+    colors = ["tab:green" if best.get(row.dataset) is row else "tab:blue" for row in ok]
+    positions = np.arange(len(ok))
+    ax.barh(positions, values, xerr=np.vstack([values - lows, highs - values]), color=colors, capsize=3)
+    for y, value in enumerate(values):
+        ax.text(value, y, f"  {value:.3f}", va="center", fontsize=8)
+    ax.set_yticks(positions, [f"{row.run_dir} ({row.model})" for row in ok], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (bars: 95% bootstrap interval; green: best per dataset)")
+    ax.set_title("Runs compared on the held-out split")
+    return save_figure(fig, path)
