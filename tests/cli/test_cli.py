@@ -57,10 +57,13 @@ def test_train_then_evaluate_prints_the_same_numbers(tmp_path: Path) -> None:
     assert evaluated.returncode == 0, evaluated.stderr
 
     def numbers(text: str) -> dict[str, str]:
-        return dict(re.findall(r"│ (ACC|AUC|F1 \(macro\)|Balanced ACC)\s*│\s*([0-9.]+) │", text))
+        return dict(re.findall(r"│ ([A-Za-z][^│]*?)\s*│\s*([0-9.]+) │", text))
 
-    assert len(numbers(trained.stdout)) == 4, trained.stdout
+    assert {"ACC", "AUC (MedMNIST)", "F1 macro", "balanced ACC", "MCC", "ECE"} <= set(numbers(trained.stdout))
     assert numbers(trained.stdout) == numbers(evaluated.stdout)
+    assert "95% CI" in evaluated.stdout and "operating threshold" in evaluated.stdout
+    assert (run_dir / "report" / "report.html").is_file()
+    assert_one_line_error(medclass("evaluate", str(run_dir), "--split=tset"), "split 'tset' does not exist")
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -95,21 +98,34 @@ def test_corrupted_npz(tmp_path: Path, medmnist_dir: Path) -> None:
     )
 
 
-def test_run_directory_without_checkpoint(tmp_path: Path) -> None:
+def unfinished_run(tmp_path: Path) -> Path:
+    """A run directory with its config and status but no checkpoint (training never finished an epoch)."""
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(BREAST, run / "config.yaml")
-    assert_one_line_error(medclass("evaluate", str(run)), "no best checkpoint")
+    (run / "run.json").write_text('{"format_version": 1, "status": "running"}')
+    return run
+
+
+def test_run_directory_without_checkpoint(tmp_path: Path) -> None:
+    assert_one_line_error(medclass("evaluate", str(unfinished_run(tmp_path))), "no best checkpoint")
+
+
+def test_run_directory_without_run_json(tmp_path: Path) -> None:
+    run = unfinished_run(tmp_path)
+    (run / "run.json").unlink()
+    assert_one_line_error(medclass("evaluate", str(run)), "has no run.json")
 
 
 def test_evaluate_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
-    assert_one_line_error(medclass("evaluate", str(tmp_path / "missing")), "is not a folder")
-    assert_one_line_error(medclass("evaluate", str(tmp_path)), "no config.yaml")
+    assert_one_line_error(medclass("evaluate", str(tmp_path / "missing")), "does not exist")
+    assert_one_line_error(medclass("evaluate", str(tmp_path)), "holds no run directories")
 
 
-@pytest.mark.parametrize("flag", ["--checkpoint=middle"])
-def test_bad_checkpoint_choice(tmp_path: Path, flag: str) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copy(BREAST, run / "config.yaml")
-    assert_one_line_error(medclass("evaluate", str(run), flag), "middle")
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("--checkpoint=middle", "checkpoint 'middle' is not one of best, last"),
+     ("--metric=sensitivty", "unknown metric 'sensitivty'"), ("--metric=acuracy", "did you mean auc, acc?")],
+)  # fmt: skip
+def test_bad_evaluate_options(tmp_path: Path, flag: str, message: str) -> None:
+    assert_one_line_error(medclass("evaluate", str(unfinished_run(tmp_path)), flag), message)

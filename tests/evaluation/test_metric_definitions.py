@@ -91,7 +91,8 @@ def test_per_label_thresholds_are_chosen_by_f1() -> None:
     scores[:, 2] = rng.random(400)  # an uninformative label
     thresholds = best_f1_thresholds(y, scores)
     assert 0.25 <= thresholds[0] <= 0.31 and 0.25 <= thresholds[1] <= 0.31
-    assert classification_metrics(y, scores, "multilabel", thresholds)["f1_macro"] > classification_metrics(
-        y, scores, "multilabel"
-    )["f1_macro"]
+    assert (
+        classification_metrics(y, scores, "multilabel", thresholds)["f1_macro"]
+        > classification_metrics(y, scores, "multilabel")["f1_macro"]
+    )
     assert best_f1_thresholds(np.zeros((5, 1), int), np.random.rand(5, 1))[0] == 0.5

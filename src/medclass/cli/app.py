@@ -115,7 +115,7 @@ def train(
         raise UserError("give an experiment config with -c (see configs/), --resume RUN_DIR, or --interactive")
     else:
         experiment = load_config(config, overrides or [])  # config mistakes surface before the heavy imports
-    from medclass.cli.render import metrics_table
+    from medclass.cli.render import metrics_table, result_notes
     from medclass.training import resume as resume_training
     from medclass.training import train as run_training
 
@@ -124,6 +124,8 @@ def train(
     if result is None:  # an extra process of a distributed run: rank 0 reports
         return
     console.print(metrics_table(result.test))
+    for note in result_notes(result.test):
+        console.print(note, highlight=False, soft_wrap=True)
     console.print(
         f"best epoch {result.best_epoch} ({result.monitor} = {result.best_score:.4f}) | "
         f"{result.duration_s / 60:.1f} min | run directory: {result.run_dir}",
@@ -149,7 +151,7 @@ def evaluate(
 ) -> None:
     """Evaluate a run on its held-out split: metrics with 95% intervals, per-class table, calibration, plots and an
     HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
-    from medclass.cli.render import comparison_table, metrics_table
+    from medclass.cli.render import comparison_table, metrics_table, result_notes
     from medclass.evaluation import compare_runs, evaluate_run
     from medclass.evaluation.compare import check_metric, is_run_dir
 
@@ -168,8 +170,8 @@ def evaluate(
         evaluation = EvaluationConfig(**{**config.evaluation.model_dump(), **settings})
         result = evaluate_run(path, checkpoint=checkpoint, split=split, settings=evaluation)
         console.print(metrics_table(result))
-        if "html" in result.files:
-            console.print(f"report: {result.files['html']}", highlight=False, soft_wrap=True)
+        for note in result_notes(result):
+            console.print(note, highlight=False, soft_wrap=True)
         return
     comparison = compare_runs(path, metric, checkpoint, split, settings)
     console.print(comparison_table(comparison))

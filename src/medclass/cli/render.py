@@ -24,13 +24,24 @@ def metrics_table(result: EvaluationResult) -> Table:
         if result.intervals:
             cells.append(f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else "")
         table.add_row(*cells)
-    caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
+    table.caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
+    return table
+
+
+def result_notes(result: EvaluationResult) -> list[str]:
+    """Lines printed under the metrics table: operating point, calibration, report location."""
+    notes = []
     if result.operating_point:
         op = result.operating_point
-        caption += (f"; operating threshold {op['threshold']:.3f} ({op['rule']}, from validation): "
-                    f"sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}")  # fmt: skip
-    table.caption = caption
-    return table
+        notes.append(f"operating threshold {op['threshold']:.3f} ({op['rule']}, chosen on validation): "
+                     f"sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}")  # fmt: skip
+    if result.calibration:
+        cal = result.calibration
+        notes.append(f"calibration: ECE {cal['ece']:.4f}; temperature {cal['temperature']:.3f} (fitted on validation) "
+                     f"gives ECE {cal['ece_scaled']:.4f}")  # fmt: skip
+    if "html" in result.files:
+        notes.append(f"report: {result.files['html']}")
+    return notes
 
 
 def inspection_tables(inspection: Inspection) -> list[Table]:

@@ -19,6 +19,7 @@ import torch
 
 from medclass.config import EvaluationConfig
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
+from medclass.data.dataset import SPLITS
 from medclass.errors import UserError
 from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.calibration import (
@@ -93,6 +94,8 @@ def evaluate_run(
     """Load the run's checkpoint, score every image of ``split`` and write metrics, predictions and the report."""
     from medclass.inference import load_module, predict_logits  # inference builds on training; import lazily
 
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(SPLITS)}")
     run = RunDir.open(run_dir)
     run.check_format()
     checkpoint_path = run.existing_checkpoint(checkpoint)

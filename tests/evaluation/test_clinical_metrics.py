@@ -1,0 +1,189 @@
+"""Every metric against scikit-learn (or a hand computation) on fixed predictions; intervals and calibration on
+synthetic data whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    brier_score_loss,
+    cohen_kappa_score,
+    f1_score,
+    matthews_corrcoef,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    top_k_accuracy_score,
+)
+
+from medclass.evaluation.bootstrap import bootstrap_intervals
+from medclass.evaluation.calibration import (
+    apply_temperature,
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_curve,
+)
+from medclass.evaluation.clinical import per_class_table, summary_metrics
+from medclass.evaluation.medmnist_metrics import column_aucs
+from medclass.evaluation.metrics import classification_metrics, predicted_labels
+from medclass.evaluation.thresholds import operating_threshold, sensitivity_specificity
+
+
+def multiclass_case(n: int = 300, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    scores = rng.dirichlet(np.ones(k), n)
+    scores[np.arange(n), y] += rng.random(n)  # informative but imperfect
+    return y, scores / scores.sum(axis=1, keepdims=True)
+
+
+def test_multiclass_summary_matches_scikit_learn() -> None:
+    y, scores = multiclass_case()
+    pred = scores.argmax(axis=1)
+    m = summary_metrics(y, scores, "multiclass")
+    assert m["acc"] == pytest.approx(np.mean(pred == y))
+    assert m["auc_macro_ovr"] == pytest.approx(roc_auc_score(y, scores, multi_class="ovr", average="macro"))
+    assert m["auc_weighted_ovr"] == pytest.approx(roc_auc_score(y, scores, multi_class="ovr", average="weighted"))
+    assert m["auc"] == pytest.approx(m["auc_macro_ovr"])  # MedMNIST's AUC is the macro one-vs-rest AUC
+    assert m["top3_acc"] == pytest.approx(top_k_accuracy_score(y, scores, k=3))
+    assert m["top5_acc"] == pytest.approx(top_k_accuracy_score(y, scores, k=5))
+    assert m["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["f1_weighted"] == pytest.approx(f1_score(y, pred, average="weighted"))
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(y, pred))
+
+
+def test_top_k_only_where_there_are_enough_classes() -> None:
+    y, scores = multiclass_case(k=4)
+    m = summary_metrics(y, scores, "multiclass")
+    assert "top3_acc" in m and "top5_acc" not in m
+    y, scores = multiclass_case(k=3)
+    assert "top3_acc" not in summary_metrics(y, scores, "multiclass")
+
+
+def test_ordinal_kappa_is_quadratic() -> None:
+    y, scores = multiclass_case(k=5)
+    pred = scores.argmax(axis=1)
+    m = summary_metrics(y, scores, "ordinal")
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"))
+    assert m["kappa"] != pytest.approx(cohen_kappa_score(y, pred))
+
+
+def test_binary_summary() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    p1 = np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1)
+    scores = np.stack([1 - p1, p1], axis=1)
+    m = summary_metrics(y, scores, "binary")
+    pred = (p1 > 0.5).astype(int)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p1))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(y, pred))
+    assert "top3_acc" not in m and "auc_macro_ovr" not in m
+
+
+def test_multilabel_summary_and_per_label_table() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (300, 4))
+    scores = np.clip(0.4 * y + 0.6 * rng.random((300, 4)), 0, 1)
+    thresholds = np.array([0.5, 0.4, 0.6, 0.5])
+    m = summary_metrics(y, scores, "multilabel", thresholds)
+    pred = (scores > thresholds).astype(int)
+    assert m["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["f1_weighted"] == pytest.approx(f1_score(y, pred, average="weighted"))
+    assert m["mcc"] == pytest.approx(np.mean([matthews_corrcoef(y[:, i], pred[:, i]) for i in range(4)]))
+    table = per_class_table(y, scores, pred, "multilabel", ["a", "b", "c", "d"])
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, zero_division=0)
+    for i, row in enumerate(table):
+        assert row["support"] == support[i]
+        assert row["sensitivity"] == pytest.approx(recall[i])
+        assert row["ppv"] == pytest.approx(precision[i])
+        assert row["f1"] == pytest.approx(f1[i])
+        assert row["auc"] == pytest.approx(roc_auc_score(y[:, i], scores[:, i]))
+
+
+def test_per_class_table_by_hand() -> None:
+    # 3 classes; true [0,0,1,1,2,2], predicted [0,1,1,1,2,0]
+    y = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0])
+    scores = np.eye(3)[pred] * 0.8 + 0.2 / 3
+    rows = {row["class"]: row for row in per_class_table(y, scores, pred, "multiclass", ["a", "b", "c"])}
+    # class a: TP 1, FN 1, FP 1, TN 3
+    assert rows["a"]["sensitivity"] == pytest.approx(0.5) and rows["a"]["specificity"] == pytest.approx(0.75)
+    assert rows["a"]["ppv"] == pytest.approx(0.5) and rows["a"]["npv"] == pytest.approx(0.75)
+    # class b: TP 2, FN 0, FP 1, TN 3
+    assert rows["b"]["sensitivity"] == 1.0 and rows["b"]["ppv"] == pytest.approx(2 / 3)
+    assert rows["b"]["npv"] == 1.0 and rows["b"]["f1"] == pytest.approx(0.8)
+    # class c: TP 1, FN 1, FP 0, TN 4
+    assert rows["c"]["ppv"] == 1.0 and rows["c"]["specificity"] == 1.0 and rows["c"]["support"] == 2
+
+
+def test_undefined_values_are_none_not_zero() -> None:
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([0, 0, 0, 0])  # class 1 is never predicted: its PPV is undefined
+    scores = np.eye(2)[pred].astype(float)
+    rows = per_class_table(y, scores, pred, "multiclass", ["a", "b"])
+    assert rows[1]["ppv"] is None and rows[1]["sensitivity"] == 0.0
+
+
+def test_rank_auc_equals_scikit_learn_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, (500, 5))
+    scores = np.round(rng.random((500, 5)), 1)  # many ties
+    expected = [roc_auc_score(truth[:, i], scores[:, i]) for i in range(5)]
+    assert column_aucs(truth, scores) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(column_aucs(np.ones((10, 1)), rng.random((10, 1)))[0])
+
+
+def headline(task: str):
+    return lambda t, s: classification_metrics(t, s, task)
+
+
+def test_bootstrap_contains_the_estimate_narrows_with_more_data_and_is_seeded() -> None:
+    widths = []
+    for n in (150, 1500):
+        y, scores = multiclass_case(n=n, seed=4)
+        point = classification_metrics(y, scores, "multiclass")
+        intervals = bootstrap_intervals(y, scores, headline("multiclass"), ["acc", "auc"], resamples=300, seed=7)
+        for name, (low, high) in intervals.items():
+            assert low <= point[name] <= high, (name, low, point[name], high)
+        widths.append(intervals["auc"][1] - intervals["auc"][0])
+        again = bootstrap_intervals(y, scores, headline("multiclass"), ["acc", "auc"], resamples=300, seed=7)
+        assert again == intervals
+    assert widths[1] < widths[0] * 0.6  # ~ 1/sqrt(10) in theory
+
+
+def test_calibration_of_known_models() -> None:
+    rng = np.random.default_rng(5)
+    n, k, true_temperature = 4000, 4, 2.5
+    logits = rng.normal(size=(n, k)) * 3
+    probabilities = apply_temperature(logits, "multiclass", true_temperature)  # the data-generating model
+    y = np.array([rng.choice(k, p=p) for p in probabilities])
+    # The generating model is calibrated; the raw logits are over-confident by the factor 2.5.
+    assert expected_calibration_error(y, probabilities, "multiclass") < 0.03
+    overconfident = apply_temperature(logits, "multiclass", 1.0)
+    assert expected_calibration_error(y, overconfident, "multiclass") > 0.1
+    temperature, before, after = fit_temperature(logits, y, "multiclass")
+    assert temperature == pytest.approx(true_temperature, rel=0.1) and after < before
+    curve = reliability_curve(y, overconfident, "multiclass", bins=10)
+    assert curve.counts.sum() == n and np.all(curve.accuracy <= curve.confidence + 0.05)
+
+
+def test_brier_against_scikit_learn() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, 200)
+    p1 = rng.random(200)
+    assert brier_score(y, np.stack([1 - p1, p1], 1), "binary") == pytest.approx(brier_score_loss(y, p1))
+    y3, scores = multiclass_case(n=200, k=3)
+    expected = np.mean(np.sum((scores - np.eye(3)[y3]) ** 2, axis=1))
+    assert brier_score(y3, scores, "multiclass") == pytest.approx(expected)
+
+
+def test_operating_points() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    youden = operating_threshold(y, p, "youden")
+    assert youden == pytest.approx(0.7)  # sensitivity 3/4, specificity 1 -> J = 0.75 (0.4 gives 1 + 3/4 - 1 too)
+    assert sensitivity_specificity(y, p, youden) == (0.75, 1.0)
+    strict = operating_threshold(y, p, "sensitivity", target_sensitivity=1.0)
+    assert strict == pytest.approx(0.4) and sensitivity_specificity(y, p, strict) == (1.0, 0.75)
+    assert predicted_labels(np.stack([1 - p, p], 1), "binary").tolist() == [0, 0, 0, 1, 0, 1, 1, 1]
