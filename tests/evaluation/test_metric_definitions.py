@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from medclass.evaluation import classification_metrics, medmnist_acc, medmnist_auc
+from medclass.evaluation import classification_metrics, medmnist_acc, medmnist_auc, predicted_labels
 
 MEDMNIST_TASK = {"binary": "binary-class", "multiclass": "multi-class", "ordinal": "ordinal-regression",
                  "multilabel": "multi-label, binary-class"}  # fmt: skip
@@ -96,3 +98,32 @@ def test_per_label_thresholds_are_chosen_by_f1() -> None:
         > classification_metrics(y, scores, "multilabel")["f1_macro"]
     )
     assert best_f1_thresholds(np.zeros((5, 1), int), np.random.rand(5, 1))[0] == 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_f1_and_balanced_accuracy_equal_scikit_learn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 9))
+    n = int(rng.integers(5, 200))
+    y = rng.integers(0, k, n)
+    y[: n // 3] = 0  # imbalance; small n also leaves classes absent from truth or predictions
+    scores = rng.dirichlet(np.ones(k) * 0.3, n)
+    pred = scores.argmax(1)
+    task = "binary" if k == 2 else "multiclass"
+    pred = predicted_labels(scores, task)
+    metrics = classification_metrics(y, scores, task)
+    expected_f1 = f1_score(y, pred, labels=np.arange(k), average="macro", zero_division=0)
+    assert metrics["f1_macro"] == pytest.approx(expected_f1, abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns about classes predicted but absent
+        assert metrics["balanced_acc"] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    labels = rng.integers(0, 2, (n, k))
+    labels[:, 0] = 0  # a label without positives
+    label_scores = rng.random((n, k))
+    label_pred = (label_scores > 0.5).astype(int)
+    metrics = classification_metrics(labels, label_scores, "multilabel")
+    assert metrics["f1_macro"] == pytest.approx(f1_score(labels, label_pred, average="macro", zero_division=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = np.mean([balanced_accuracy_score(labels[:, i], label_pred[:, i]) for i in range(k)])
+    assert metrics["balanced_acc"] == pytest.approx(expected, abs=1e-12)

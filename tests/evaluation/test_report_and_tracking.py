@@ -117,7 +117,8 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("store", ["unreachable-server", "unwritable-database"])
-def test_a_failing_tracker_warns_and_training_goes_on(tmp_path: Path, store: str, caplog) -> None:
+def test_a_failing_tracker_warns_and_training_goes_on(tmp_path: Path, store: str, caplog, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # W&B then logs offline
     if store == "unreachable-server":
         uri = f"http://127.0.0.1:{closed_port()}"
     else:
@@ -127,14 +128,16 @@ def test_a_failing_tracker_warns_and_training_goes_on(tmp_path: Path, store: str
         REPO / "configs" / "breastmnist.yaml",
         [f"output_dir={tmp_path / 'runs'}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.progress_bar=false", "evaluation.bootstrap=0", "evaluation.report=false", "tracking.mlflow=true",
-         f"tracking.mlflow_tracking_uri={uri}", "tracking.tensorboard=true"],
+         f"tracking.mlflow_tracking_uri={uri}", "tracking.tensorboard=true", "tracking.wandb=true"],
     )  # fmt: skip
     result = train(config)
     assert json.loads((result.run_dir / "run.json").read_text())["status"] == "finished"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "MLflow" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "training goes on without" in warnings[0]
-    assert (result.run_dir / "tensorboard").is_dir()  # the other tracker still worked
+    assert (result.run_dir / "tensorboard").is_dir()  # the other trackers still worked
+    (offline_log,) = (result.run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    assert offline_log.stat().st_size > 1000
 
 
 def test_guarded_logger_turns_a_dying_tracker_into_one_warning(caplog) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from medclass.evaluation.medmnist_metrics import medmnist_acc, medmnist_auc
 from medclass.tasks import Task
@@ -31,17 +30,40 @@ def classification_metrics(
     y_true = np.asarray(y_true)
     y_pred = predicted_labels(y_score, task, 0.5 if thresholds is None else thresholds)
     if task == "multilabel":
-        y_true = y_true.astype(np.int64)
-        f1 = f1_score(y_true, y_pred, average="macro", zero_division=0)
-        balanced = np.mean([balanced_accuracy_score(y_true[:, i], y_pred[:, i]) for i in range(y_true.shape[1])])
+        f1, balanced = _multilabel_f1_balanced(y_true.astype(np.int64), y_pred)
     else:
         y_true = y_true.reshape(-1)
-        labels = np.arange(np.asarray(y_score).shape[1])
-        f1 = f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-        balanced = balanced_accuracy_score(y_true, y_pred)
+        f1, balanced = _f1_balanced(y_true, y_pred, np.asarray(y_score).shape[1])
     return {
         "acc": medmnist_acc(y_true, y_score, task),
         "auc": medmnist_auc(y_true, y_score, task),
-        "f1_macro": float(f1),
-        "balanced_acc": float(balanced),
+        "f1_macro": f1,
+        "balanced_acc": balanced,
     }
+
+
+# Macro F1 and balanced accuracy from the confusion counts. They equal scikit-learn's
+# f1_score(average="macro", labels=all classes, zero_division=0) and balanced_accuracy_score (the tests check
+# this), but skip scikit-learn's per-call input validation, which dominates when the bootstrap recomputes them
+# a thousand times per evaluation (and per validation epoch).
+def _f1_balanced(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple[float, float]:
+    counts = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    hits = np.diag(counts).astype(np.float64)
+    support, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    f1 = np.divide(2 * hits, support + predicted, out=np.zeros(n_classes), where=support + predicted > 0)
+    present = support > 0
+    balanced = float(np.mean(hits[present] / support[present])) if present.any() else float("nan")
+    return float(f1.mean()), balanced
+
+
+def _multilabel_f1_balanced(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
+    tp = (y_true & y_pred).sum(axis=0).astype(np.float64)
+    positives, negatives = y_true.sum(axis=0), (1 - y_true).sum(axis=0)
+    fp = y_pred.sum(axis=0) - tp
+    tn = negatives - fp
+    denominator = positives + tp + fp  # 2tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+    tpr = np.divide(tp, positives, out=np.full(len(tp), np.nan), where=positives > 0)
+    tnr = np.divide(tn, negatives, out=np.full(len(tp), np.nan), where=negatives > 0)
+    balanced = np.nanmean(np.stack([tpr, tnr]), axis=0)  # a label with one class present: that class's recall
+    return float(f1.mean()), float(np.mean(balanced))
