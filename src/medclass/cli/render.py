@@ -75,7 +75,10 @@ def leaderboard_table(rows: list, metric: str) -> Table:
 
     table = Table(title="benchmark: test split", title_justify="left")
     for column in ("model", "ACC", "AUC", "F1", "params", "img/s", "train min", "status"):
-        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+        if column in ("model", "status"):
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for row in ranked(rows, metric):
         m = row.metrics
         table.add_row(
@@ -90,18 +93,29 @@ def leaderboard_table(rows: list, metric: str) -> Table:
 
 def comparison_table(comparison) -> Table:
     metric = comparison.metric
-    table = Table(title=f"runs compared by {metric}", title_justify="left")
-    for column in ("run", "dataset", "model", metric, "95% CI", "ACC", "status"):
-        table.add_column(column, justify="left" if column in ("run", "dataset", "model", "status") else "right")
+    datasets = {row.dataset for row in comparison.rows if row.status == "ok"}
+    failures = any(row.status != "ok" for row in comparison.rows)
+    table = Table(title=f"runs compared by {metric}", title_justify="left", caption="* best on its dataset")
+    table.add_column("run", overflow="fold")
+    if len(datasets) > 1:
+        table.add_column("dataset", overflow="fold")
+    table.add_column("model", overflow="fold")
+    for column in (metric, "95% CI", "ACC"):
+        table.add_column(column, justify="right", no_wrap=True)
+    if failures:
+        table.add_column("status", overflow="fold")
     for row in comparison.rows:
         interval = row.intervals.get(metric)
-        best = comparison.best.get(row.dataset) is row
-        table.add_row(
-            f"{row.run_dir}{' *' if best else ''}", row.dataset, row.model,
+        cells = [f"{row.run_dir}{' *' if comparison.best.get(row.dataset) is row else ''}"]
+        if len(datasets) > 1:
+            cells.append(row.dataset)
+        cells += [
+            row.model,
             f"{row.metrics[metric]:.4f}" if metric in row.metrics else "",
-            f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else "",
+            f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "",
             f"{row.metrics['acc']:.4f}" if "acc" in row.metrics else "",
-            "ok" if row.status == "ok" else f"failed: {row.error}",
-        )  # fmt: skip
-    table.caption = "* best on its dataset"
+        ]
+        if failures:
+            cells.append("ok" if row.status == "ok" else f"failed: {row.error}")
+        table.add_row(*cells)
     return table

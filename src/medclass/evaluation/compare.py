@@ -172,13 +172,17 @@ def plot_comparison(path: Path, rows: list[ComparedRun], metric: str, best: dict
     values = np.array([row.metrics[metric] for row in ok])
     lows = np.array([row.intervals.get(metric, (v, v))[0] for row, v in zip(ok, values, strict=True)])
     highs = np.array([row.intervals.get(metric, (v, v))[1] for row, v in zip(ok, values, strict=True)])
-    colors = ["tab:green" if best.get(row.dataset) is row else "tab:blue" for row in ok]
     positions = np.arange(len(ok))
-    ax.barh(positions, values, xerr=np.vstack([values - lows, highs - values]), color=colors, capsize=3)
-    for y, value in enumerate(values):
-        ax.text(value, y, f"  {value:.3f}", va="center", fontsize=8)
+    # Points with their intervals rather than bars: the differences that matter are small next to the metric's
+    # range, and a bar axis starting at 0 would hide them.
+    for y, (row, value, low, high) in enumerate(zip(ok, values, lows, highs, strict=True)):
+        color = "tab:green" if best.get(row.dataset) is row else "tab:blue"
+        ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
+        ax.annotate(f"{value:.4f}", (value, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.set_yticks(positions, [f"{row.run_dir} ({row.model})" for row in ok], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} (bars: 95% bootstrap interval; green: best per dataset)")
+    ax.set_ylim(len(ok) - 0.5, -0.7)
+    ax.margins(x=0.15)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(f"{metric} (95% bootstrap interval; green: best per dataset)")
     ax.set_title("Runs compared on the held-out split")
     return save_figure(fig, path)
