@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_cli import REPO, assert_one_line_error, medclass
+from cli_runner import assert_one_line_error, medclass
+from test_cli import REPO
 
 
 def test_inspect_a_folder(tmp_path: Path, data_dir: Path) -> None:

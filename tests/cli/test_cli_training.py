@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import yaml
-from test_cli import REPO, assert_one_line_error, medclass
+from cli_runner import assert_one_line_error, medclass
+from test_cli import REPO
 
 TWO_STAGE = {
     "experiment": "resume",

@@ -306,6 +306,9 @@ def data_build(
     console.print(f"manifest: {result.manifest}", highlight=False, soft_wrap=True)
 
 
+from medclass.cli import use as _use  # noqa: E402,F401 -- registers export, predict, serve, features, register
+
+
 def main() -> None:
     # Lightning 2.6 calls a torch API that newer torch deprecates; the warning is noise for our users.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

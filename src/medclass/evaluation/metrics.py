@@ -32,7 +32,7 @@ def classification_metrics(
     if task == "multilabel":
         f1, balanced = _multilabel_f1_balanced(y_true.astype(np.int64), y_pred)
     else:
-        y_true = y_true.reshape(-1)
+        y_true = y_true.reshape(-1).astype(np.int64)  # labels may arrive as floats (gathered metric states)
         f1, balanced = _f1_balanced(y_true, y_pred, np.asarray(y_score).shape[1])
     return {
         "acc": medmnist_acc(y_true, y_score, task),

@@ -1,0 +1,177 @@
+"""Commands for using trained models: export, predict, serve, features, register. Registered on the app by
+medclass.cli.app; like the rest of the CLI they only parse, call the Python API and print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medclass.cli.app import (
+    OverridesArgument,
+    TargetArgument,
+    _data_config,
+    _quiet_lightning,
+    app,
+    console,
+    err_console,
+    user_errors,
+)
+from medclass.errors import UserError
+
+ModelArgument = Annotated[
+    str,
+    typer.Argument(help="A model package, a run directory, an exported .onnx file, or models:/<name>/<version>."),
+]
+TrackingOption = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or runs/mlflow.db).")
+]
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    out: Annotated[Path | None, typer.Option(help="Package folder; default RUN_DIR/model.")] = None,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Also write model.onnx into the package, checked with onnxruntime.")
+    ] = False,
+) -> None:
+    """Export a run's checkpoint as a model package (JSON + safetensors), optionally with an ONNX file."""
+    from medclass.inference.package import load_package, package_from_run
+
+    folder = package_from_run(run_dir, checkpoint, out)
+    console.print(f"model package: {folder}", highlight=False, soft_wrap=True)
+    if onnx:
+        from medclass.inference.onnx_export import export_onnx
+
+        report = export_onnx(load_package(folder), folder / "model.onnx")
+        console.print(
+            f"ONNX: {report.path} (onnxruntime vs PyTorch on {report.images_checked} images: max abs difference "
+            f"{report.max_abs_difference:.2e})",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
+@app.command()
+@user_errors
+def predict(
+    model: ModelArgument,
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    out: Annotated[Path, typer.Option(help="Results file: .csv or .json.")] = Path("predictions.csv"),
+    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    tta: Annotated[bool, typer.Option("--tta", help="Average with the horizontally mirrored image.")] = False,
+    calibrated: Annotated[
+        bool, typer.Option("--calibrated", help="Apply the temperature and thresholds fitted on validation.")
+    ] = False,
+    heatmaps: Annotated[Path | None, typer.Option(help="Write Grad-CAM overlays (PNG) of the top class here.")] = None,
+    method: Annotated[str, typer.Option(help="Heatmap method: gradcam, gradcam++ or eigencam.")] = "gradcam",
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Predict classes for new images; unreadable files are listed and the rest are still predicted."""
+    from medclass.inference.predictor import load_predictor, predict_files, write_predictions
+    from medclass.tasks import is_single_label
+
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out {out}: give a .csv or .json file name")
+    predictor = load_predictor(model, tracking_uri)
+    result = predict_files(predictor, inputs, batch_size, top_k, tta, calibrated, progress=True)
+    write_predictions(result, out, predictor.classes, is_single_label(predictor.task))
+    for p in result.predictions[:10]:
+        top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
+        console.print(f"{p.file}: [bold]{'|'.join(p.predicted) or '-'}[/] ({top})", highlight=False, soft_wrap=True)
+    if len(result.predictions) > 10:
+        console.print(f"... and {len(result.predictions) - 10} more", highlight=False)
+    if heatmaps is not None:
+        _write_heatmaps(predictor, result, heatmaps, method)
+    for item in result.unreadable:
+        err_console.print(f"[bold yellow]skipped:[/] {item['file']}: {item['reason']}", highlight=False, soft_wrap=True)
+    console.print(f"{len(result.predictions)} image(s) predicted, {len(result.unreadable)} skipped: {out}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    if not result.predictions:
+        raise UserError("no image could be read (see the skipped list above)")
+
+
+def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
+    from medclass.inference.explain import heatmaps as cam_maps
+    from medclass.inference.explain import overlay, png_bytes
+    from medclass.inference.predictor import decode
+    from medclass.io import atomic_write_bytes
+
+    if not hasattr(predictor, "package"):
+        raise UserError("--heatmaps needs a PyTorch model (package or run directory), not an ONNX file")
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in result.predictions:
+        image = decode(predictor, p.file)
+        index = predictor.classes.index(p.top[0][0])
+        cam = cam_maps(predictor.package, image[None], [index], method)[0]
+        atomic_write_bytes(folder / f"{Path(p.file).stem}_{method}.png", png_bytes(overlay(image, cam)))
+    console.print(f"heatmaps ({method}): {folder}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def serve(
+    ctx: typer.Context,
+    model: ModelArgument,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image accepted, in pixels (width x height).")] = 40_000_000,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a web page at /."""
+    from medclass.inference.predictor import load_predictor
+    from medclass.inference.serve import serve as run_server
+
+    predictor = load_predictor(model, tracking_uri)
+    console.print(f"serving {predictor.description} on http://{host}:{port}/", highlight=False, soft_wrap=True)
+    run_server(predictor, host, port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+
+
+@app.command()
+@user_errors
+def features(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="A model package or run directory, or a backbone name (pretrained).")],
+    target: TargetArgument,
+    overrides: OverridesArgument = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default features/<experiment>-<model>.")] = None,
+) -> None:
+    """Embeddings of every split, then logistic regression, linear SVM, kNN (k=11) and random forest on them,
+    tuned on val and scored on test, in a table beside the fine-tuned model."""
+    config = _data_config(target, overrides or [])
+    from medclass.inference.features import TABLE_METRICS, run_features
+
+    _quiet_lightning(ctx)
+    folder = out or Path("features") / f"{config.experiment}-{Path(model).name.replace(':', '_')}"
+    result = run_features(model, config.data, folder, config.seed)
+    from rich.table import Table
+
+    table = Table(title=f"classical baselines on {model} features (test split)", title_justify="left")
+    table.add_column("classifier")
+    for metric in TABLE_METRICS:
+        table.add_column(metric, justify="right")
+    for row in result.rows:
+        table.add_row(row.name, *(f"{row.test[m]:.4f}" for m in TABLE_METRICS))
+    if result.fine_tuned:
+        table.add_row("fine-tuned network", *(f"{result.fine_tuned.get(m, float('nan')):.4f}" for m in TABLE_METRICS))
+    console.print(table)
+    console.print(f"features and tables: {folder}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def register(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    name: Annotated[str, typer.Option(help="Registered model name in MLflow.")],
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Register a run's model package in the MLflow model registry as a new version of NAME."""
+    from medclass.inference.registry import register_run
+
+    name, version, uri = register_run(run_dir, name, tracking_uri)
+    console.print(f"registered models:/{name}/{version} in {uri}", highlight=False, soft_wrap=True)

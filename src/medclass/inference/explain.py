@@ -1,0 +1,112 @@
+"""Why the model decided: class-activation heatmaps from pytorch-grad-cam (Grad-CAM, Grad-CAM++, Eigen-CAM)
+overlaid on the image, for CNNs and for transformers (ViT/DeiT tokens and Swin feature maps reshaped to a grid).
+
+What medclass adds is only the choice of layer (the last feature stage timm reports, or the last transformer
+block's first norm) and the token reshaping; the CAM methods are the library's."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from medclass.errors import ModelError
+
+METHODS = ("gradcam", "gradcam++", "eigencam")
+
+
+class _PreprocessedNet(nn.Module):
+    """uint8 images -> logits in one module, so the CAM library sees the same graph prediction uses."""
+
+    def __init__(self, package) -> None:
+        super().__init__()
+        self.preprocess = package.preprocess
+        self.net = package.net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(images))
+
+
+def target_layer(
+    net: nn.Module, image_size: int | None = None
+) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """(layer whose activations and gradients make the heatmap, reshape for token outputs or None).
+
+    For CNNs, the deepest feature stage whose map is still at least 3 x 3 at this input size (at 28 px the last
+    stage of a ResNet is 1 x 1, and a heatmap from it is a single value)."""
+    backbone = getattr(net, "backbone", net)
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is not None and len(blocks) and hasattr(blocks[-1], "norm1"):  # ViT / DeiT / BEiT style
+        prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+        return blocks[-1].norm1, _tokens_to_grid(prefix)
+    feature_info = getattr(backbone, "feature_info", None)
+    if feature_info is not None:
+        modules = dict(backbone.named_modules())
+        stages = feature_info if isinstance(feature_info, list) else feature_info.get_dicts()
+        usable = [s for s in stages if image_size is None or image_size // int(s.get("reduction", 1)) >= 3]
+        name = (usable or stages[:1])[-1]["module"]
+        layer = modules.get(name)
+        if layer is not None:
+            nhwc = type(backbone).__name__.lower().startswith(("swin", "maxvit"))  # timm keeps these channels-last
+            return layer, (_channels_last_to_first if nhwc else None)
+    raise ModelError(f"cannot find a layer for heatmaps in {type(backbone).__name__}; heatmaps need a timm model")
+
+
+def _tokens_to_grid(prefix: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, prefix:, :]
+        side = int(math.isqrt(patches.shape[1]))
+        return patches.reshape(tokens.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def _channels_last_to_first(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2) if x.ndim == 4 else x
+
+
+def _cam_class(method: str):
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
+    if method not in classes:
+        raise ModelError(f"unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}")
+    return classes[method]
+
+
+def heatmaps(package, images: np.ndarray, class_indices: list[int], method: str = "gradcam") -> np.ndarray:
+    """(B, H, W) maps in [0, 1] at the decode size, for the given class of each uint8 (B, C, H, W) image."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer, reshape = target_layer(package.net, package.preprocessing.get("input_size"))
+    model = _PreprocessedNet(package).eval()
+    inputs = torch.from_numpy(np.ascontiguousarray(images)).float()  # float so gradients can flow to the input
+    with _cam_class(method)(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(i) for i in class_indices])
+    return np.nan_to_num(maps).astype(np.float32)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the image (C, H, W uint8, grey or RGB) with the heatmap in the jet colour map."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = np.transpose(image, (1, 2, 0)).astype(np.float32) / 255.0
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    return show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=weight)
+
+
+def png_bytes(array: np.ndarray, min_side: int = 224) -> bytes:
+    """PNG of an (H, W, 3) uint8 array, enlarged (nearest) to at least ``min_side`` so small images stay visible."""
+    image = Image.fromarray(array)
+    if min(image.size) < min_side:
+        scale = math.ceil(min_side / min(image.size))
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,220 @@
+"""The model package: everything needed to use a trained model without its run directory or the training stack's
+pickles. A directory holding
+
+    medclass-model.json   what the model is: architecture (the model config), class names, task, preprocessing,
+                          calibration (temperature and thresholds fitted on validation), where it came from
+    weights.safetensors   the network's weights (safetensors: tensors only, nothing executable)
+
+Loading reads JSON and safetensors only; no pickle is ever involved, so a package from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from medclass.config import ModelConfig
+from medclass.data.transforms import BatchPreprocess
+from medclass.errors import ModelError
+from medclass.io import atomic_write_json
+from medclass.models import Classifier, create_model
+from medclass.tasks import Task
+
+PACKAGE_FORMAT = "medclass-model"
+PACKAGE_FORMAT_VERSION = 1
+MANIFEST = "medclass-model.json"
+WEIGHTS = "weights.safetensors"
+
+
+@dataclass
+class ModelPackage:
+    """A loaded package: the network with its preprocessing, in eval mode, and what the manifest says."""
+
+    net: Classifier
+    preprocess: BatchPreprocess
+    manifest: dict[str, Any]
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def task(self) -> Task:
+        return self.manifest["task"]
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """decode_size, resize, channels (how files are read), in_chans, input_size, mean, std (what the net sees)."""
+        return self.manifest["preprocessing"]
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return self.manifest.get("calibration") or {}
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) images at decode size -> logits."""
+        with torch.inference_mode():
+            return self.net(self.preprocess(images))
+
+
+def save_package(
+    folder: Path,
+    net: Classifier,
+    model_config: ModelConfig,
+    task: Task,
+    classes: list[str],
+    preprocessing: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Write a package directory (created if needed); returns its path."""
+    from medclass import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    architecture = model_config.model_dump(mode="json")
+    architecture.update(pretrained=False, weights=None)  # the package's weights replace any pretrained ones
+    manifest: dict[str, Any] = {
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
+        "medclass_version": __version__,
+        "model": architecture,
+        "task": task,
+        "classes": list(classes),
+        "preprocessing": preprocessing,
+        "calibration": calibration or {},
+        "source": source or {},
+    }
+    hf_model = getattr(net.backbone, "model", None)
+    if net.family == "hf" and hf_model is not None:
+        manifest["hf_config"] = hf_model.config.to_dict()  # rebuild the architecture offline, without the hub
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in net.state_dict().items()}
+    partial = folder / f".{WEIGHTS}.partial"
+    save_file(state, str(partial), metadata={"format": PACKAGE_FORMAT})
+    os.replace(partial, folder / WEIGHTS)  # atomic: readers see the old file or the whole new one
+    atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
+    return folder
+
+
+def is_package(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    manifest_path = path / MANIFEST if path.is_dir() else path
+    if not manifest_path.is_file():
+        raise ModelError(f"{path} is not a medclass model package (no {MANIFEST}); export one with `medclass export`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{manifest_path} is not valid JSON ({exc}); the package is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+        raise ModelError(f"{manifest_path} is not a medclass model manifest (format is not {PACKAGE_FORMAT!r})")
+    if manifest.get("format_version") != PACKAGE_FORMAT_VERSION:
+        raise ModelError(
+            f"{manifest_path} has package format version {manifest.get('format_version')!r}; this medclass reads "
+            f"version {PACKAGE_FORMAT_VERSION}"
+        )
+    missing = [key for key in ("model", "task", "classes", "preprocessing") if key not in manifest]
+    if missing:
+        raise ModelError(f"{manifest_path} lacks {', '.join(missing)}; the package is damaged")
+    return manifest
+
+
+def _build_net(manifest: dict[str, Any]) -> Classifier:
+    model_config = ModelConfig(**manifest["model"])
+    num_classes = len(manifest["classes"])
+    if model_config.family == "hf" and "hf_config" in manifest:
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        from medclass.models.heads import build_head
+        from medclass.models.hf_models import HFFeatures
+
+        hf_dict = dict(manifest["hf_config"])
+        hf_config = AutoConfig.for_model(hf_dict.pop("model_type"), **hf_dict)
+        model = AutoModelForImageClassification.from_config(hf_config)
+        width = model.classifier.in_features if hasattr(model.classifier, "in_features") else None
+        model.classifier = torch.nn.Identity()
+        head = build_head(model_config.head, width, num_classes)
+        pre = manifest["preprocessing"]
+        return Classifier(HFFeatures(model), head, width, pre["input_size"], pre["mean"], pre["std"], "hf")
+    return create_model(model_config, num_classes)
+
+
+def load_package(path: str | Path) -> ModelPackage:
+    """Rebuild the network from the manifest and load the safetensors weights (strictly: every key must match)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    folder = path if path.is_dir() else path.parent
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise ModelError(f"{folder} has no {WEIGHTS}; the package is incomplete")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{weights} is not a readable safetensors file ({exc}); the package is damaged") from None
+    net = _build_net(manifest)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"{weights} does not fit the architecture in {MANIFEST} (missing {len(result.missing_keys)} keys, e.g. "
+            f"{result.missing_keys[:2]}; unexpected {len(result.unexpected_keys)}, e.g. {result.unexpected_keys[:2]})"
+        )
+    net.eval()
+    pre = manifest["preprocessing"]
+    preprocess = BatchPreprocess(pre["in_chans"], pre["input_size"], pre["mean"], pre["std"]).eval()
+    return ModelPackage(net, preprocess, manifest, folder)
+
+
+def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | Path | None = None) -> Path:
+    """Export a run's checkpoint as a package (default: RUN_DIR/model for the best checkpoint). The calibration
+    stored by the last evaluation of that checkpoint (fitted on validation) goes with it."""
+    from medclass.config import MedMNISTData
+    from medclass.inference.checkpoint import load_module
+    from medclass.run_dir import RunDir
+
+    run = RunDir.open(run_dir)
+    run.check_format()
+    checkpoint_path = run.existing_checkpoint(checkpoint)
+    config = run.load_config()
+    data = run.read_json("data.json")
+    module, info = load_module(config, data["task"], data["classes"], checkpoint_path)
+    if isinstance(config.data, MedMNISTData):  # the npz resolution; the net may see a resized version of it
+        decode_size, resize = config.data.size, "squash"
+    else:
+        decode_size, resize = config.data.input_size, config.data.resize
+    preprocessing = {
+        "decode_size": decode_size,
+        "resize": resize,
+        "channels": int(data["image_shape"][-1]),
+        "in_chans": module.preprocess.in_chans,
+        "input_size": module.preprocess.image_size,
+        "mean": [float(v) for v in module.preprocess.mean.flatten()],
+        "std": [float(v) for v in module.preprocess.std.flatten()],
+    }
+    calibration_name = "calibration.json" if checkpoint == "best" else f"calibration_{checkpoint}.json"
+    calibration = run.read_json(calibration_name) if run.file(calibration_name).is_file() else {}
+    metrics_name = "metrics.json" if checkpoint == "best" else f"metrics_test_{checkpoint}.json"
+    test = run.read_json(metrics_name).get("metrics", {}) if run.file(metrics_name).is_file() else {}
+    source = {
+        "run_dir": str(run.path.resolve()),
+        "experiment": config.experiment,
+        "checkpoint": checkpoint,
+        "epoch": (info["epoch"] + 1) if info.get("epoch") is not None else None,
+        "dataset": data.get("name"),
+        "split": data.get("source", {}).get("split"),
+        "seed": config.seed,
+        "test_metrics": test,
+    }
+    folder = Path(out) if out is not None else run.file("model" if checkpoint == "best" else f"model_{checkpoint}")
+    return save_package(folder, module.net, config.model, data["task"], data["classes"], preprocessing,
+                        calibration, source)  # fmt: skip

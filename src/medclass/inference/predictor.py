@@ -1,0 +1,255 @@
+"""Predict on image files with a model package, a run directory or an exported ONNX file, all behind one small
+interface: uint8 image batches in, logits out, plus the classes, task, preprocessing and calibration."""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from medclass.config.data import IMAGE_EXTENSIONS
+from medclass.data.images import DECODE_ERRORS, load_image
+from medclass.errors import ModelError, UserError
+from medclass.tasks import Task, scores_from_logits
+
+
+class Predictor(Protocol):
+    classes: list[str]
+    task: Task
+    preprocessing: dict[str, Any]
+    calibration: dict[str, Any]
+    description: str
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (B, C, H, W) at the decode size -> float logits (B, classes)."""
+        ...
+
+
+@dataclass
+class TorchPredictor:
+    package: Any  # ModelPackage
+    description: str
+
+    def __post_init__(self) -> None:
+        self.classes = self.package.classes
+        self.task = self.package.task
+        self.preprocessing = self.package.preprocessing
+        self.calibration = self.package.calibration
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.package.logits(torch.from_numpy(np.ascontiguousarray(images))).float().numpy()
+
+
+def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predictor:
+    """A package directory, a run directory (its packaged best checkpoint, made on first use), an .onnx file, or a
+    registered MLflow model (``models:/<name>/<version>``)."""
+    from medclass.inference.package import is_package, load_package, package_from_run
+
+    if str(spec).startswith("models:/"):
+        from medclass.inference.registry import fetch_registered
+
+        return TorchPredictor(load_package(fetch_registered(str(spec), tracking_uri)), f"registered model {spec}")
+    path = Path(spec)
+    if path.suffix.lower() == ".onnx":
+        from medclass.inference.onnx_export import OnnxPredictor
+
+        return OnnxPredictor.open(path)
+    if path.is_dir() and is_package(path):
+        return TorchPredictor(load_package(path), f"package {path}")
+    if path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+        packaged = path / "model"
+        if not is_package(packaged):
+            package_from_run(path)
+        return TorchPredictor(load_package(packaged), f"run {path} (best checkpoint)")
+    if not path.exists():
+        raise ModelError(f"{path} does not exist: give a model package, a run directory or an .onnx file")
+    raise ModelError(
+        f"{path} is not a medclass model: give a model package (medclass export), a run directory or an .onnx file"
+    )
+
+
+def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Files, folders (searched recursively for image files) and glob patterns -> image paths in a stable order,
+    plus the inputs that matched nothing (reported, not fatal, unless nothing at all was found)."""
+    found: list[Path] = []
+    missing: list[dict[str, str]] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                missing.append({"file": item, "reason": "folder holds no image files"})
+            found.extend(files)
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not matches:
+                missing.append({"file": item, "reason": "pattern matched no files"})
+            found.extend(matches)
+        else:
+            missing.append({"file": item, "reason": "no such file or folder"})
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        detail = "; ".join(f"{m['file']}: {m['reason']}" for m in missing) or "no inputs given"
+        raise UserError(f"no images to predict ({detail})")
+    return unique, missing
+
+
+@dataclass
+class Prediction:
+    file: str
+    predicted: list[str]  # one class, or the labels present for multi-label tasks
+    probabilities: dict[str, float]
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class PredictionResult:
+    predictions: list[Prediction]
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    model: str = ""
+    calibrated: bool = False
+    tta: bool = False
+
+
+def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def decode(predictor: Predictor, source: Any) -> np.ndarray:
+    """One image (path or file object) as uint8 (C, H, W) at the predictor's decode size."""
+    pre = predictor.preprocessing
+    array = load_image(source, pre["decode_size"], pre["resize"], pre["channels"])
+    return np.transpose(array, (2, 0, 1))
+
+
+def probabilities(predictor: Predictor, images: np.ndarray, tta: bool, calibrated: bool) -> np.ndarray:
+    """Class probabilities for a uint8 (B, C, H, W) batch. TTA averages the probabilities of the image and its
+    horizontal mirror; calibrated divides the logits by the temperature fitted on validation."""
+    views = [images, images[..., ::-1]] if tta else [images]
+    temperature = float(predictor.calibration.get("temperature", 1.0)) if calibrated else 1.0
+    scores = [
+        scores_from_logits(torch.from_numpy(predictor.logits(np.ascontiguousarray(v)) / temperature), predictor.task)
+        for v in views
+    ]
+    return torch.stack(scores).mean(dim=0).numpy()
+
+
+def decide(predictor: Predictor, scores: np.ndarray, calibrated: bool) -> list[list[str]]:
+    """Predicted class per image (argmax; binary at 0.5 or, calibrated, at the operating threshold chosen on
+    validation), or the labels over their thresholds for multi-label tasks."""
+    classes = predictor.classes
+    calibration = predictor.calibration if calibrated else {}
+    if predictor.task == "multilabel":
+        thresholds = np.asarray(calibration.get("label_thresholds", [0.5] * len(classes)))
+        return [[c for c, on in zip(classes, row > thresholds, strict=True) if on] for row in scores]
+    if predictor.task == "binary":
+        threshold = float(calibration.get("threshold", 0.5))
+        positive = scores[:, -1] >= threshold if "threshold" in calibration else scores[:, -1] > threshold
+        return [[classes[int(p)]] for p in positive]
+    return [[classes[int(i)]] for i in scores.argmax(axis=1)]
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: list[str],
+    batch_size: int = 32,
+    top_k: int = 3,
+    tta: bool = False,
+    calibrated: bool = False,
+    progress: bool = False,
+) -> PredictionResult:
+    """Predict every image the inputs name; files that cannot be read are listed in ``unreadable``."""
+    if calibrated and not predictor.calibration:
+        raise UserError(f"{predictor.description} has no calibration; evaluate its run first (medclass evaluate)")
+    files, unreadable = collect_images(inputs)
+    result = PredictionResult([], unreadable, predictor.description, calibrated, tta)
+    k = max(1, min(top_k, len(predictor.classes)))
+    track = _progress(len(files)) if progress else None
+    for batch in _batches(files, batch_size):
+        images, kept = [], []
+        for path in batch:
+            try:
+                images.append(decode(predictor, path))
+                kept.append(path)
+            except DECODE_ERRORS as exc:
+                result.unreadable.append({"file": str(path), "reason": f"{type(exc).__name__}: {exc}"[:300]})
+        if images:
+            scores = probabilities(predictor, np.stack(images), tta, calibrated)
+            for path, row, labels in zip(kept, scores, decide(predictor, scores, calibrated), strict=True):
+                order = np.argsort(-row)[:k]
+                result.predictions.append(
+                    Prediction(
+                        file=str(path),
+                        predicted=labels,
+                        probabilities={c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
+                        top=[(predictor.classes[i], float(row[i])) for i in order],
+                    )
+                )
+        if track is not None:
+            track(len(batch))
+    if track is not None:
+        track(0, done=True)
+    return result
+
+
+def _progress(total: int):
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("predicting", total=total)
+    bar.start()
+
+    def advance(n: int, done: bool = False) -> None:
+        bar.advance(task, n)
+        if done:
+            bar.stop()
+
+    return advance
+
+
+def write_predictions(result: PredictionResult, path: Path, classes: list[str], single_label: bool) -> Path:
+    """CSV (one row per image: file, prediction, top-k, every probability) or JSON (by the file's suffix)."""
+    import csv
+    import io
+
+    from medclass.io import atomic_write_text
+
+    if path.suffix.lower() == ".json":
+        payload = {
+            "model": result.model,
+            "calibrated": result.calibrated,
+            "tta": result.tta,
+            "predictions": [p.__dict__ for p in result.predictions],
+            "unreadable": result.unreadable,
+        }
+        return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    k = len(result.predictions[0].top) if result.predictions else 0
+    top_columns = [c for i in range(1, k + 1) for c in (f"top{i}", f"p_top{i}")]
+    writer.writerow(["file", "predicted" if single_label else "labels", *top_columns, *(f"p:{c}" for c in classes)])
+    for p in result.predictions:
+        top = [v for name, prob in p.top for v in (name, f"{prob:.6f}")]
+        writer.writerow([p.file, "|".join(p.predicted), *top, *(f"{p.probabilities[c]:.6f}" for c in classes)])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+__all__ = [
+    "Prediction",
+    "PredictionResult",
+    "Predictor",
+    "TorchPredictor",
+    "collect_images",
+    "load_predictor",
+    "predict_files",
+    "write_predictions",
+]

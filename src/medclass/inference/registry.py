@@ -1,0 +1,92 @@
+"""The MLflow model registry: register a run's model package as a new version of a named model, and fetch a
+registered version (``models:/<name>/<version>`` or ``models:/<name>@<alias>``) to predict or serve with it.
+
+What is registered is the model package (JSON + safetensors), logged as artifacts of the run's MLflow run; it is
+loaded back with medclass's safe loader, never through MLflow's pickled Python models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from medclass.errors import UserError
+
+PACKAGE_ARTIFACT = "medclass-model"
+DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
+
+
+def resolve_tracking_uri(explicit: str | None, run_dir: Path | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the run's own store, else sqlite:///runs/mlflow.db."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if run_dir is not None:
+        from medclass.run_dir import RunDir
+        from medclass.training.tracking import mlflow_tracking_uri
+
+        return mlflow_tracking_uri(RunDir.open(run_dir).load_config())
+    return DEFAULT_TRACKING_URI
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None) -> tuple[str, str, str]:
+    """(name, version, tracking URI). The run's MLflow run (from training with tracking.mlflow) receives the
+    package; a run trained without MLflow gets a new MLflow run in an experiment named after it."""
+    from mlflow.exceptions import MlflowException
+
+    from medclass.inference.package import package_from_run
+    from medclass.run_dir import RunDir
+
+    run = RunDir.open(run_dir)
+    config = run.load_config()
+    uri = resolve_tracking_uri(tracking_uri, run.path)
+    package = package_from_run(run.path)
+    try:
+        client = _client(uri)
+        status = run.read_json("run.json")
+        run_id = status.get("mlflow_run_id")
+        if run_id is None:
+            experiment = client.get_experiment_by_name(config.experiment)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.experiment)
+            mlflow_run = client.create_run(experiment_id, run_name=f"{config.experiment}/{run.path.name}",
+                                           tags={"run_dir": str(run.path.resolve())})  # fmt: skip
+            run_id = mlflow_run.info.run_id
+            client.set_terminated(run_id)
+            run.update_status(mlflow_run_id=run_id)
+        client.log_artifacts(run_id, str(package), PACKAGE_ARTIFACT)
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        source = f"{client.get_run(run_id).info.artifact_uri}/{PACKAGE_ARTIFACT}"
+        version = client.create_model_version(name, source, run_id=run_id)
+    except MlflowException as exc:
+        raise UserError(f"MLflow at {uri}: {str(exc).splitlines()[0][:300]}") from None
+    return name, str(version.version), uri
+
+
+def fetch_registered(model_uri: str, tracking_uri: str | None = None) -> Path:
+    """Download a registered version's package to a temporary folder and return it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri)
+    destination = Path(tempfile.mkdtemp(prefix="medclass-model-"))
+    try:
+        mlflow.set_registry_uri(uri)
+        mlflow.set_tracking_uri(uri)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination))
+    except MlflowException as exc:
+        raise UserError(
+            f"cannot fetch {model_uri} from MLflow at {uri} ({str(exc).splitlines()[0][:200]}); register it with "
+            "`medclass register RUN_DIR --name NAME`, or pass --tracking-uri"
+        ) from None
+    return Path(path)

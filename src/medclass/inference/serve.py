@@ -1,0 +1,127 @@
+"""``medclass serve``: a FastAPI service around one model, with a small page for people.
+
+- ``POST /predict``: one uploaded image -> classes and probabilities (top-k), optional Grad-CAM heatmap (PNG,
+  base64). Uploads above ``max_upload_bytes`` get 413, images above ``max_pixels`` (decompression bombs
+  included) 413, files that are not images or are truncated 422; a request without a file is FastAPI's 422.
+- ``GET /health``, ``GET /model`` (classes, task, preprocessing, calibration, where the model came from).
+- ``GET /``: the page: choose an image, see the prediction and the heatmap.
+
+A bad request never affects the next one: each is decoded and predicted on its own, under a lock (the PyTorch
+model is shared; Grad-CAM hooks are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from importlib import resources
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.responses import HTMLResponse
+from PIL import Image
+
+from medclass.data.images import DECODE_ERRORS
+from medclass.inference.predictor import Predictor, decide, decode, probabilities
+
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def create_app(
+    predictor: Predictor,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    top_k: int = 5,
+):
+    app = FastAPI(title="medclass", description=f"Image classifier: {predictor.description}")
+    lock = threading.Lock()
+    can_explain = hasattr(predictor, "package")
+
+    def read_upload(upload: UploadFile) -> bytes:
+        data = upload.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload larger than the limit of {max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(422, "the uploaded file is empty")
+        return data
+
+    def check_pixels(data: bytes) -> None:
+        """Read the header only: refuse huge images before any pixel is decoded."""
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        except DECODE_ERRORS as exc:
+            raise HTTPException(422, f"not a readable image ({type(exc).__name__})") from None
+        if width * height > max_pixels:
+            raise HTTPException(413, f"image of {width}x{height} pixels is over the limit of {max_pixels} pixels")
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        manifest = getattr(predictor, "manifest", None) or getattr(getattr(predictor, "package", None), "manifest", {})
+        return {
+            "description": predictor.description,
+            "task": predictor.task,
+            "classes": predictor.classes,
+            "preprocessing": predictor.preprocessing,
+            "calibration": predictor.calibration,
+            "source": manifest.get("source", {}),
+            "model": manifest.get("model", {}),
+            "heatmaps": can_explain,
+            "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels},
+        }
+
+    @app.post("/predict")
+    def predict(
+        file: Annotated[UploadFile, File(description="An image file (PNG, JPEG, TIFF, BMP, ...).")],
+        heatmap: Annotated[bool, Query(description="Also return a Grad-CAM heatmap of the top class.")] = False,
+        calibrated: Annotated[bool, Query(description="Apply the temperature fitted on validation.")] = False,
+    ) -> dict[str, Any]:
+        data = read_upload(file)
+        check_pixels(data)
+        if calibrated and not predictor.calibration:
+            raise HTTPException(409, "this model has no calibration; evaluate its run first")
+        if heatmap and not can_explain:
+            raise HTTPException(409, "heatmaps need a PyTorch model package, not an ONNX file")
+        try:
+            image = decode(predictor, io.BytesIO(data))
+        except DECODE_ERRORS as exc:
+            raise HTTPException(422, f"not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
+        with lock:
+            scores = probabilities(predictor, image[None], tta=False, calibrated=calibrated)
+            row = scores[0]
+            order = np.argsort(-row)[: max(1, min(top_k, len(row)))]
+            response: dict[str, Any] = {
+                "file": file.filename,
+                "predicted": decide(predictor, scores, calibrated)[0],
+                "top": [{"class": predictor.classes[i], "probability": float(row[i])} for i in order],
+                "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
+                "calibrated": calibrated,
+            }
+            if heatmap:
+                from medclass.inference.explain import heatmaps, overlay, png_bytes
+
+                cam = heatmaps(predictor.package, image[None], [int(order[0])])[0]  # type: ignore[attr-defined]
+                response["heatmap_png"] = base64.b64encode(png_bytes(overlay(image, cam))).decode("ascii")
+                response["heatmap_class"] = predictor.classes[int(order[0])]
+        return response
+
+    page = resources.files("medclass.inference").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    return app
+
+
+def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(predictor, **limits), host=host, port=port, log_level="info")
