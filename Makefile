@@ -12,6 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# The web page's browser test drives Debian's chromium; install it when we can (root with apt).
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "note: install chromium (apt-get install chromium) for the browser test"
 	touch $@
 
 install: $(VENV)/.installed
