@@ -116,13 +116,17 @@ def test_predict_command_writes_csv_json_and_heatmaps(blood_run: Path, blood_ima
     assert len(payload["predictions"]) == 1 and payload["predictions"][0]["file"].endswith("cell_1.png")
 
 
-def test_heatmaps_for_a_vision_transformer(tmp_path: Path, blood_images) -> None:
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("vit_tiny_patch16_224", {"img_size": 64}), ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 4})],
+)
+def test_heatmaps_for_transformers(tmp_path: Path, blood_images, name: str, kwargs: dict) -> None:
     from medclass.config import ModelConfig
     from medclass.inference.explain import heatmaps
     from medclass.inference.package import save_package
     from medclass.models import create_model
 
-    config = ModelConfig(name="vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 64})
+    config = ModelConfig(name=name, pretrained=False, kwargs=kwargs)
     net = create_model(config, 8)
     preprocessing = {"decode_size": 28, "resize": "squash", "channels": 3, "in_chans": 3, "input_size": 64,
                      "mean": [0.5] * 3, "std": [0.5] * 3}  # fmt: skip
