@@ -14,6 +14,9 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 MEDCLASS_DATA=/data MEDCLASS_CACHE=/app/cache
 
 WORKDIR /app
+# OpenCV (used by pytorch-grad-cam for heatmaps) needs these shared libraries, absent from slim images.
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
 # torch from the chosen index first (CPU wheels are a fraction of the CUDA ones), then medclass and the rest.
 RUN pip install --index-url "$TORCH_INDEX" torch torchvision
 COPY pyproject.toml README.md ./
