@@ -306,6 +306,7 @@ def data_build(
     console.print(f"manifest: {result.manifest}", highlight=False, soft_wrap=True)
 
 
+from medclass.cli import memory as _memory  # noqa: E402,F401 -- registers memory
 from medclass.cli import use as _use  # noqa: E402,F401 -- registers export, predict, serve, features, register
 
 

@@ -1,0 +1,61 @@
+"""``medclass memory``: measured memory of a training step and the largest batch that fits. Registered on the app by
+medclass.cli.app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from medclass.cli.app import app, console, user_errors
+from medclass.errors import UserError
+
+GIB = 1024**3
+
+
+@app.command()
+@user_errors
+def memory(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Model name(s); repeat or separate by commas.")],
+    image_size: Annotated[int, typer.Option(min=8, help="Input size in pixels.")] = 224,
+    batch_size: Annotated[int, typer.Option(min=1, help="The batch size you plan to train with.")] = 32,
+    precision: Annotated[str, typer.Option(help="32-true, bf16-mixed or 16-mixed (GPU).")] = "32-true",
+    memory_gb: Annotated[
+        float | None, typer.Option(help="Memory budget in GiB; default: the GPU's memory, or the RAM available now.")
+    ] = None,
+    measure: Annotated[str, typer.Option(help="Batch sizes measured to fit the line, comma-separated.")] = "4,16",
+) -> None:
+    """Measure the peak memory of real training steps at a few batch sizes, fit it against batch size, and print
+    the memory your batch size needs and the largest batch that fits."""
+    from medclass.training.memory import MAX_REPORTED_BATCH, estimate_memory
+
+    if precision not in ("32-true", "bf16-mixed", "16-mixed"):
+        raise UserError(f"--precision {precision!r}: use 32-true, bf16-mixed or 16-mixed")
+    try:
+        sizes = tuple(int(v) for v in measure.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--measure {measure!r}: give batch sizes separated by commas, e.g. 2,4,8") from None
+    names = [name.strip() for item in model for name in item.split(",") if name.strip()]
+    budget = int(memory_gb * GIB) if memory_gb else None
+    table = Table(title=f"training-step memory at {image_size} px, {precision}", title_justify="left")
+    for column in ("model", "params", "measured GiB", "fixed GiB", "MiB/img", f"batch {batch_size}", "max batch"):
+        table.add_column(column, justify="left" if column in ("model", "measured GiB") else "right", overflow="fold")
+    device, budget_used = "", 0
+    for name in names:
+        estimate = estimate_memory(name, image_size, precision, sizes, budget)
+        device, budget_used = estimate.device, estimate.budget_bytes
+        need = estimate.predict(batch_size)
+        largest = estimate.max_batch_size
+        largest_text = f">={largest}" if largest >= MAX_REPORTED_BATCH else str(largest)
+        fits = "fits" if need <= estimate.budget_bytes else "too big"
+        table.add_row(
+            name, f"{estimate.parameters / 1e6:.1f}M",
+            " ".join(f"{b}:{m / GIB:.2f}" if m > 0 else f"{b}:OOM" for b, m in estimate.measured.items()),
+            f"{estimate.fixed_bytes / GIB:.2f}", f"{estimate.bytes_per_image / 2**20:.1f}",
+            f"{need / GIB:.2f} {fits}",
+            largest_text,
+        )  # fmt: skip
+    what = "GPU memory" if device == "cuda" else "process memory (peak RSS of a fresh process)"
+    table.caption = f"{what}; budget {budget_used / GIB:.1f} GiB on {device}"
+    console.print(table)

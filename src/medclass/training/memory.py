@@ -1,0 +1,140 @@
+"""How much memory a training step needs, measured rather than guessed: one real step (forward, backward, AdamW
+update) per batch size, peak memory recorded, a straight line fitted through the points, and the largest batch
+that fits a memory budget read off it.
+
+On a GPU the peak is ``torch.cuda.max_memory_allocated``; on a CPU it is the peak resident memory of a fresh
+process that does nothing else (each batch size is measured in its own fresh process, since a process's peak
+never goes down)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medclass.errors import UserError
+
+GIB = 1024**3
+MAX_REPORTED_BATCH = 65536  # beyond this the straight line says nothing useful
+
+
+@dataclass
+class MemoryEstimate:
+    model: str
+    device: str
+    image_size: int
+    precision: str
+    parameters: int
+    measured: dict[int, int]  # batch size -> peak bytes
+    fixed_bytes: float  # intercept: weights, optimizer state, framework
+    bytes_per_image: float  # slope
+    budget_bytes: int
+    max_batch_size: int
+
+    def predict(self, batch_size: int) -> float:
+        return self.fixed_bytes + self.bytes_per_image * batch_size
+
+
+def _step(model_name: str, image_size: int, batch_size: int, precision: str, device: str, in_chans: int) -> int:
+    """Peak bytes of one training step (after one warm-up step, so lazy allocations are counted once)."""
+    from medclass.config import ModelConfig
+    from medclass.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model(ModelConfig(name=model_name, pretrained=False, in_chans=in_chans), num_classes=10).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    images = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
+    targets = torch.randint(0, 10, (batch_size,), device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(net(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated())
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak_kib if sys.platform == "darwin" else peak_kib * 1024)
+
+
+def _child(queue, *args) -> None:
+    try:
+        queue.put(("ok", _step(*args)))
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent, which turns it into a clear error
+        queue.put(("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+
+
+def measure_step(model: str, image_size: int, batch_size: int, precision: str, device: str, in_chans: int = 3) -> int:
+    if device == "cuda":
+        try:
+            return _step(model, image_size, batch_size, precision, device, in_chans)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return -1
+    # A spawned process starts clean (a forked one inherits its parent's peak), so its peak is this step's.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, model, image_size, batch_size, precision, device, in_chans))
+    process.start()
+    process.join()
+    if process.exitcode != 0 or queue.empty():
+        return -1  # killed (out of memory) or crashed: this batch size does not fit
+    status, value = queue.get()
+    if status != "ok":
+        raise UserError(f"measuring {model} at batch size {batch_size} failed: {value}")
+    return int(value)
+
+
+def default_budget(device: str) -> int:
+    if device == "cuda":
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))  # memory available now
+
+
+def estimate_memory(
+    model: str,
+    image_size: int,
+    precision: str = "32-true",
+    batch_sizes: tuple[int, ...] = (2, 4, 8, 16),
+    budget_bytes: int | None = None,
+    device: str | None = None,
+    in_chans: int = 3,
+) -> MemoryEstimate:
+    """Measure, fit peak = fixed + per_image * batch, and find the largest batch within the budget."""
+    from medclass.models import check_model_name
+
+    check_model_name(model)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if precision == "16-mixed" and device == "cpu":
+        raise UserError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on a CPU")
+    if len(set(batch_sizes)) < 2:
+        raise UserError("give at least two different batch sizes to measure")
+    measured = {b: measure_step(model, image_size, b, precision, device, in_chans) for b in sorted(set(batch_sizes))}
+    fitted = {b: m for b, m in measured.items() if m > 0}
+    if len(fitted) < 2:
+        raise UserError(f"{model} at {image_size} px does not fit even at batch size {min(batch_sizes)} on {device}")
+    sizes = np.array(list(fitted), dtype=np.float64)
+    peaks = np.array(list(fitted.values()), dtype=np.float64)
+    slope, intercept = (float(v) for v in np.polyfit(sizes, peaks, 1))
+    if slope <= 0:
+        raise UserError(
+            f"{model}: peak memory did not grow from batch {int(sizes[0])} to {int(sizes[-1])} (measurement noise "
+            "is larger than the images' share); measure larger batch sizes, e.g. --measure 16,64"
+        )
+    budget = budget_bytes or default_budget(device)
+    max_batch = min(MAX_REPORTED_BATCH, int((budget - intercept) // slope)) if budget > intercept else 0
+    from medclass.config import ModelConfig
+    from medclass.models import create_model
+
+    parameters = sum(p.numel() for p in create_model(ModelConfig(name=model, pretrained=False), 10).parameters())
+    return MemoryEstimate(model, device, image_size, precision, parameters, measured, float(intercept), slope,
+                          int(budget), max(0, max_batch))  # fmt: skip
