@@ -11,7 +11,7 @@ from medclass.training.memory import estimate_memory, measure_step
 
 @pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
 def test_prediction_matches_a_measured_larger_batch(model: str) -> None:
-    estimate = estimate_memory(model, 96, batch_sizes=(2, 8), budget_bytes=8 * 1024**3, device="cpu")
+    estimate = estimate_memory(model, 96, batch_sizes=(4, 16), budget_bytes=8 * 1024**3, device="cpu")
     assert estimate.bytes_per_image > 0 and estimate.fixed_bytes > 0
     measured = measure_step(model, 96, 32, "32-true", "cpu")
     predicted = estimate.predict(32)
