@@ -163,12 +163,7 @@ def evaluate(
         settings["bootstrap"] = bootstrap
     _quiet_lightning(ctx)
     if is_run_dir(path) or (path / "config.yaml").is_file():
-        from medclass.config import EvaluationConfig
-        from medclass.run_dir import RunDir
-
-        config = RunDir.open(path).load_config()
-        evaluation = EvaluationConfig(**{**config.evaluation.model_dump(), **settings})
-        result = evaluate_run(path, checkpoint=checkpoint, split=split, settings=evaluation)
+        result = evaluate_run(path, checkpoint=checkpoint, split=split, overrides=settings)
         console.print(metrics_table(result))
         for note in result_notes(result):
             console.print(note, highlight=False, soft_wrap=True)

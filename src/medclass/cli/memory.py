@@ -11,7 +11,7 @@ from rich.table import Table
 from medclass.cli.app import app, console, user_errors
 from medclass.errors import UserError
 
-GIB = 1024**3
+GIB = 1024**3  # not imported from medclass.training.memory: that would load torch on every CLI start
 
 
 @app.command()

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from medclass.config import EvaluationConfig
 from medclass.errors import UserError, suggest
 from medclass.evaluation.clinical import METRIC_DEFINITIONS
 from medclass.evaluation.plots import save_figure
@@ -97,8 +96,7 @@ def compare_runs(
         log.info("evaluating %s", name)
         try:
             config = RunDir.open(run_dir).load_config()
-            evaluation = EvaluationConfig(**{**config.evaluation.model_dump(), **(settings or {})})
-            result = evaluate_run(run_dir, checkpoint, split, settings=evaluation)
+            result = evaluate_run(run_dir, checkpoint, split, overrides=settings)
         except UserError as exc:
             log.warning("%s: %s", name, exc)
             rows.append(ComparedRun(name, "failed", error=str(exc)))

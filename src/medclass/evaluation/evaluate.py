@@ -90,8 +90,11 @@ def evaluate_run(
     dataset: LabelledImages | None = None,
     progress: bool = False,
     settings: EvaluationConfig | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> EvaluationResult:
-    """Load the run's checkpoint, score every image of ``split`` and write metrics, predictions and the report."""
+    """Load the run's checkpoint, score every image of ``split`` and write metrics, predictions and the report.
+
+    ``settings`` replace the run's own evaluation settings; ``overrides`` change single fields of them."""
     from medclass.inference import load_module, predict_logits  # inference builds on training; import lazily
 
     if split not in SPLITS:
@@ -101,6 +104,8 @@ def evaluate_run(
     checkpoint_path = run.existing_checkpoint(checkpoint)
     config = run.load_config()
     settings = settings or config.evaluation
+    if overrides:
+        settings = EvaluationConfig(**{**settings.model_dump(), **overrides})
     if dataset is None:
         dataset = load_dataset(config.data)
     if split not in dataset.splits:
@@ -120,7 +125,7 @@ def evaluate_run(
 
     thresholds = best_f1_thresholds(val_targets, val_scores) if task == "multilabel" else None
     metrics = summary_metrics(targets, scores, task, thresholds)
-    calibration = _calibration(logits, targets, val_logits, val_targets, task, settings)
+    calibration = _calibration(logits, scores, targets, val_logits, val_targets, task, settings)
     metrics["ece"], metrics["brier"] = calibration["ece"], calibration["brier"]
     intervals = {}
     if settings.bootstrap:
@@ -182,10 +187,9 @@ def _scores(logits: np.ndarray, task: Task) -> np.ndarray:
 
 
 def _calibration(
-    logits: np.ndarray, targets: np.ndarray, val_logits: np.ndarray, val_targets: np.ndarray, task: Task,
-    settings: EvaluationConfig,
+    logits: np.ndarray, scores: np.ndarray, targets: np.ndarray, val_logits: np.ndarray, val_targets: np.ndarray,
+    task: Task, settings: EvaluationConfig,
 ) -> dict[str, Any]:  # fmt: skip
-    scores = _scores(logits, task)
     temperature, val_nll_before, val_nll_after = fit_temperature(val_logits, val_targets, task)
     scaled = apply_temperature(logits, task, temperature)
     bins = settings.calibration_bins

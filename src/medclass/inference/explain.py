@@ -20,18 +20,6 @@ from medclass.errors import ModelError
 METHODS = ("gradcam", "gradcam++", "eigencam")
 
 
-class _PreprocessedNet(nn.Module):
-    """uint8 images -> logits in one module, so the CAM library sees the same graph prediction uses."""
-
-    def __init__(self, package) -> None:
-        super().__init__()
-        self.preprocess = package.preprocess
-        self.net = package.net
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(images))
-
-
 def target_layer(
     net: nn.Module, image_size: int | None = None
 ) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor] | None]:
@@ -84,7 +72,7 @@ def heatmaps(package, images: np.ndarray, class_indices: list[int], method: str 
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer, reshape = target_layer(package.net, package.preprocessing.get("input_size"))
-    model = _PreprocessedNet(package).eval()
+    model = package.module()  # the CAM library sees the same graph prediction uses
     inputs = torch.from_numpy(np.ascontiguousarray(images)).float()  # float so gradients can flow to the input
     with _cam_class(method)(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(i) for i in class_indices])

@@ -48,16 +48,14 @@ class FeatureModel:
 def feature_model(spec: str, data: DataConfig) -> FeatureModel:
     """A medclass model (package or run directory), or a backbone by name (``timm:name``/bare name, pretrained
     weights when available offline) with its own normalisation at the data's input size."""
-    from medclass.inference.package import is_package, load_package, package_from_run
+    from medclass.inference.package import is_package, load_package, run_package
 
     path = Path(spec)
     if path.is_dir():
         if not is_package(path):
             if not (path / "config.yaml").is_file():
                 raise UserError(f"{path} is neither a model package nor a run directory")
-            if not is_package(path / "model"):
-                package_from_run(path)
-            path = path / "model"
+            path = run_package(path)
         package = load_package(path)
         test = package.manifest.get("source", {}).get("test_metrics", {})
         return FeatureModel(package.net, package.preprocess, f"medclass model {spec}", test)

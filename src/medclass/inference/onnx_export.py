@@ -11,22 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from medclass.errors import ModelError
-from medclass.inference.package import MANIFEST, ModelPackage
+from medclass.inference.package import MANIFEST, ManifestView, ModelPackage
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
-
-
-class _Exported(nn.Module):
-    def __init__(self, package: ModelPackage) -> None:
-        super().__init__()
-        self.preprocess = package.preprocess
-        self.net = package.net
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(images))
 
 
 @dataclass
@@ -46,7 +35,7 @@ def export_onnx(
     pre = package.preprocessing
     size, channels = pre["decode_size"], pre["channels"]
     example = torch.zeros((2, channels, size, size), dtype=torch.uint8)
-    module = _Exported(package).eval()
+    module = package.module()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -71,7 +60,7 @@ def export_onnx(
 
 
 @dataclass
-class OnnxPredictor:
+class OnnxPredictor(ManifestView):
     """Predicts with onnxruntime on CPU (or CUDA when onnxruntime-gpu is installed)."""
 
     session: Any
@@ -93,22 +82,6 @@ class OnnxPredictor:
         if raw is None:
             raise ModelError(f"{path} is an ONNX model but not one medclass exported (no {MANIFEST} metadata)")
         return cls(session, json.loads(raw), f"onnx {path}")
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
-    @property
-    def task(self):
-        return self.manifest["task"]
-
-    @property
-    def preprocessing(self) -> dict[str, Any]:
-        return self.manifest["preprocessing"]
-
-    @property
-    def calibration(self) -> dict[str, Any]:
-        return self.manifest.get("calibration") or {}
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})[0]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from medclass.config import ModelConfig
 from medclass.data.transforms import BatchPreprocess
@@ -33,14 +34,10 @@ MANIFEST = "medclass-model.json"
 WEIGHTS = "weights.safetensors"
 
 
-@dataclass
-class ModelPackage:
-    """A loaded package: the network with its preprocessing, in eval mode, and what the manifest says."""
+class ManifestView:
+    """What every predictor reads from its manifest (a package's, or the copy in an ONNX file's metadata)."""
 
-    net: Classifier
-    preprocess: BatchPreprocess
     manifest: dict[str, Any]
-    path: Path
 
     @property
     def classes(self) -> list[str]:
@@ -58,6 +55,31 @@ class ModelPackage:
     @property
     def calibration(self) -> dict[str, Any]:
         return self.manifest.get("calibration") or {}
+
+
+class PreprocessedNet(nn.Module):
+    """uint8 (B, C, H, W) images at decode size -> logits, as one module (for ONNX export and heatmaps)."""
+
+    def __init__(self, net: Classifier, preprocess: BatchPreprocess) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(images))
+
+
+@dataclass
+class ModelPackage(ManifestView):
+    """A loaded package: the network with its preprocessing, in eval mode, and what the manifest says."""
+
+    net: Classifier
+    preprocess: BatchPreprocess
+    manifest: dict[str, Any]
+    path: Path
+
+    def module(self) -> PreprocessedNet:
+        return PreprocessedNet(self.net, self.preprocess).eval()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) images at decode size -> logits."""
@@ -179,6 +201,7 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
     """Export a run's checkpoint as a package (default: RUN_DIR/model for the best checkpoint). The calibration
     stored by the last evaluation of that checkpoint (fitted on validation) goes with it."""
     from medclass.config import MedMNISTData
+    from medclass.evaluation.evaluate import calibration_filename, metrics_filename
     from medclass.inference.checkpoint import load_module
     from medclass.run_dir import RunDir
 
@@ -201,9 +224,9 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "mean": [float(v) for v in module.preprocess.mean.flatten()],
         "std": [float(v) for v in module.preprocess.std.flatten()],
     }
-    calibration_name = "calibration.json" if checkpoint == "best" else f"calibration_{checkpoint}.json"
+    calibration_name = calibration_filename(checkpoint)
     calibration = run.read_json(calibration_name) if run.file(calibration_name).is_file() else {}
-    metrics_name = "metrics.json" if checkpoint == "best" else f"metrics_test_{checkpoint}.json"
+    metrics_name = metrics_filename("test", checkpoint)
     test = run.read_json(metrics_name).get("metrics", {}) if run.file(metrics_name).is_file() else {}
     source = {
         "run_dir": str(run.path.resolve()),
@@ -218,3 +241,11 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
     folder = Path(out) if out is not None else run.file("model" if checkpoint == "best" else f"model_{checkpoint}")
     return save_package(folder, module.net, config.model, data["task"], data["classes"], preprocessing,
                         calibration, source)  # fmt: skip
+
+
+def run_package(run_dir: str | Path) -> Path:
+    """RUN_DIR/model, exported from the run's best checkpoint on first use."""
+    packaged = Path(run_dir) / "model"
+    if not is_package(packaged):
+        package_from_run(run_dir)
+    return packaged

@@ -16,6 +16,7 @@ import torch
 from medclass.config.data import IMAGE_EXTENSIONS
 from medclass.data.images import DECODE_ERRORS, load_image
 from medclass.errors import ModelError, UserError
+from medclass.inference.package import ManifestView
 from medclass.tasks import Task, scores_from_logits
 
 
@@ -24,6 +25,7 @@ class Predictor(Protocol):
     task: Task
     preprocessing: dict[str, Any]
     calibration: dict[str, Any]
+    manifest: dict[str, Any]
     description: str
 
     def logits(self, images: np.ndarray) -> np.ndarray:
@@ -32,15 +34,12 @@ class Predictor(Protocol):
 
 
 @dataclass
-class TorchPredictor:
+class TorchPredictor(ManifestView):
     package: Any  # ModelPackage
     description: str
 
     def __post_init__(self) -> None:
-        self.classes = self.package.classes
-        self.task = self.package.task
-        self.preprocessing = self.package.preprocessing
-        self.calibration = self.package.calibration
+        self.manifest = self.package.manifest
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.package.logits(torch.from_numpy(np.ascontiguousarray(images))).float().numpy()
@@ -49,7 +48,7 @@ class TorchPredictor:
 def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predictor:
     """A package directory, a run directory (its packaged best checkpoint, made on first use), an .onnx file, or a
     registered MLflow model (``models:/<name>/<version>``)."""
-    from medclass.inference.package import is_package, load_package, package_from_run
+    from medclass.inference.package import is_package, load_package, run_package
 
     if str(spec).startswith("models:/"):
         from medclass.inference.registry import fetch_registered
@@ -63,10 +62,7 @@ def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predict
     if path.is_dir() and is_package(path):
         return TorchPredictor(load_package(path), f"package {path}")
     if path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
-        packaged = path / "model"
-        if not is_package(packaged):
-            package_from_run(path)
-        return TorchPredictor(load_package(packaged), f"run {path} (best checkpoint)")
+        return TorchPredictor(load_package(run_package(path)), f"run {path} (best checkpoint)")
     if not path.exists():
         raise ModelError(f"{path} does not exist: give a model package, a run directory or an .onnx file")
     raise ModelError(

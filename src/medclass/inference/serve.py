@@ -64,7 +64,7 @@ def create_app(
 
     @app.get("/model")
     def model() -> dict[str, Any]:
-        manifest = getattr(predictor, "manifest", None) or getattr(getattr(predictor, "package", None), "manifest", {})
+        manifest = predictor.manifest
         return {
             "description": predictor.description,
             "task": predictor.task,
