@@ -137,10 +137,15 @@ def test_heatmaps_for_transformers(tmp_path: Path, blood_images, name: str, kwar
     assert maps.shape == (2, 28, 28) and np.all(maps >= 0) and np.all(maps <= 1) and maps.std() > 0
 
 
-def test_registered_model_predicts_the_same(blood_run: Path, blood_images, tmp_path: Path) -> None:
+def test_registered_model_predicts_the_same(
+    blood_run: Path, blood_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from medclass.inference.registry import register_run
 
     folder, _ = blood_images
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)  # MLflow's default artifact folder is ./mlruns: nothing may land there
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
     name, version, _ = register_run(blood_run, "blood-cells", uri)
     assert (name, version) == ("blood-cells", "1")
@@ -150,6 +155,8 @@ def test_registered_model_predicts_the_same(blood_run: Path, blood_images, tmp_p
     assert registered.predictions[0].probabilities == pytest.approx(local.predictions[0].probabilities)
     with pytest.raises(UserError, match="cannot fetch models:/nope/1"):
         load_predictor("models:/nope/1", uri)
+    assert list(workdir.iterdir()) == []
+    assert list((tmp_path / "mlartifacts").rglob("weights.safetensors"))
 
 
 def test_model_files_from_something_else(blood_run: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
 
     from medclass.inference.package import package_from_run
     from medclass.run_dir import RunDir
+    from medclass.training.tracking import artifact_location
 
     run = RunDir.open(run_dir)
     config = run.load_config()
@@ -53,8 +54,13 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
         status = run.read_json("run.json")
         run_id = status.get("mlflow_run_id")
         if run_id is None:
-            experiment = client.get_experiment_by_name(config.experiment)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.experiment)
+            experiment_name = config.tracking.mlflow_experiment or config.experiment
+            experiment = client.get_experiment_by_name(experiment_name)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(experiment_name, artifact_location=artifact_location(uri))
+            )
             mlflow_run = client.create_run(experiment_id, run_name=f"{config.experiment}/{run.path.name}",
                                            tags={"run_dir": str(run.path.resolve())})  # fmt: skip
             run_id = mlflow_run.info.run_id

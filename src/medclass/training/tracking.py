@@ -100,6 +100,14 @@ def mlflow_tracking_uri(config: ExperimentConfig) -> str:
     return f"sqlite:///{Path(config.output_dir).resolve() / 'mlflow.db'}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: beside a SQLite store (<store folder>/mlartifacts), not
+    MLflow's default ./mlruns of whatever folder the command runs in; None (the server decides) otherwise."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 def _mlflow_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) -> Logger | None:
     uri = mlflow_tracking_uri(config)
     if uri.startswith(("http://", "https://")):
@@ -109,14 +117,11 @@ def _mlflow_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) ->
             return None
     from lightning.pytorch.loggers import MLFlowLogger
 
-    artifacts = None
-    if config.tracking.mlflow_tracking_uri is None:
-        artifacts = (Path(config.output_dir).resolve() / "mlartifacts").as_uri()
     return MLFlowLogger(
         experiment_name=config.tracking.mlflow_experiment or config.experiment,
         run_name=f"{config.experiment}/{run.path.name}",
         tracking_uri=uri,
-        artifact_location=artifacts,
+        artifact_location=artifact_location(uri),
         tags={"run_dir": str(run.path.resolve()), "model": config.model.name},
         run_id=run_id,
         synchronous=not uri.startswith(("http://", "https://")),  # remote servers: log in the background
