@@ -45,3 +45,13 @@ def test_readme_configs_and_overrides_validate() -> None:
             load_config(REPO / args[0], overrides)
         else:
             load_config(REPO / args[args.index("-c") + 1], overrides)
+
+
+def test_readme_benchmark_scripts_exist_and_parse() -> None:
+    import ast
+
+    scripts = [c.split()[1] for c in COMMANDS if c.startswith("python benchmarks/")]
+    assert len(scripts) >= 3
+    for script in scripts:
+        source = (REPO / script).read_text()
+        assert ast.get_docstring(ast.parse(source)), f"{script} says what it measures"

@@ -31,6 +31,10 @@ class ModelError(UserError):
     """A model cannot be built or its weights cannot be loaded."""
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
 class RunDirError(UserError):
     """A run directory is missing files that a command needs."""
 

@@ -1,5 +1,6 @@
 """Name -> factory registries (sources, augmentations, degradations, ...), as timm registers its models:
-adding an entry is decorating one function."""
+adding an entry is decorating one function
+(or registering one value)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Generic, TypeVar
 
 from medclass.errors import ConfigError, suggest
 
-T = TypeVar("T", bound=Callable)
+T = TypeVar("T")
 
 
 class Registry(dict[str, T], Generic[T]):

@@ -59,7 +59,8 @@ def guided_config(console: Console, config: Path | None, overrides: list[str]) -
         config, overrides = _choose_data(console, configs)
     current = load_config(config, overrides) if config is not None else None
     model = _choose_model(console, current.model.name if current else "resnet18")
-    batch = _choose_int(console, "Batch size", current.data.batch_size if current else 64, 1, 4096)
+    default_batch = current.data.batch_size if current and current.data.batch_size != "auto" else 64
+    batch = _choose_int(console, "Batch size", default_batch, 1, 4096)
     workers = _choose_int(console, "Data loader workers", 0, 0, max(1, os.cpu_count() or 1) * 2)
     overrides = [*overrides, f"model.name={model}", f"data.batch_size={batch}", f"data.num_workers={workers}"]
     load_config(config, overrides)  # validate the whole answer before showing or running it

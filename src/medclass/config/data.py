@@ -26,9 +26,23 @@ class LoaderFields(StrictModel):
         None,
         description="Side length the model sees. MedMNIST default: the file's size; file sources default: 224.",
     )
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt | Literal["auto"] = Field(
+        128,
+        description="Images per training step. auto: the largest power of two up to 256 whose measured training "
+        "step fits in 80% of the device's memory (as `medclass memory` measures it; single-device runs).",
+    )
     eval_batch_size: PositiveInt | None = Field(None, description="Batch size for val/test; default: 2 x batch_size.")
-    num_workers: NonNegativeInt = 0
+    num_workers: NonNegativeInt | Literal["auto"] = Field(
+        "auto",
+        description="DataLoader worker processes. auto: none on a CPU (in-memory arrays; workers would take the "
+        "cores the model needs) or when batches are formed on the device, else up to 8 on a GPU machine.",
+    )
+    on_device: Literal["auto"] | bool = Field(
+        "auto",
+        description="Hold the training images on the training device and form and augment whole batches there "
+        "(kornia) instead of image by image in a DataLoader. auto: on one GPU when they take at most a quarter "
+        "of its memory; on a CPU (no workers asked for) for images up to 64 px, where it is ~10x cheaper.",
+    )
     augmentation: AugmentationName = "light"
     sampler: Literal["random", "balanced"] = Field(
         "random", description="balanced: draw training images so every class is seen equally often."

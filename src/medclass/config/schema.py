@@ -46,6 +46,12 @@ class TrainerConfig(StrictModel):
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "64-true"] = Field(
         "auto", description="auto: bf16-mixed on GPUs that support it, else 16-mixed on GPUs, else 32-true."
     )
+    channels_last: Literal["auto"] | bool = Field(
+        "auto", description="Channels-last memory layout for the network and its inputs; auto: on GPUs."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the network (slow first steps, faster later ones; mostly GPUs)."
+    )
     gradient_clip_val: NonNegativeFloat | None = None
     deterministic: bool = False
     ema_decay: float | None = Field(

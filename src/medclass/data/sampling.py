@@ -15,6 +15,17 @@ import torch
 from torch.utils.data import Sampler
 
 
+def epoch_order(
+    n: int, seed: int, epoch: int, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Generator]:
+    """The epoch's order of the n images (a permutation, or a weighted draw with replacement), and the generator
+    that drew it, to draw the epoch's augmentation seeds from next."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is None:
+        return torch.randperm(n, generator=generator), generator
+    return torch.multinomial(weights, n, replacement=True, generator=generator), generator
+
+
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields (index, augmentation seed): a permutation (or, with ``weights``, a weighted draw with replacement)
     seeded by (seed, epoch)."""
@@ -29,11 +40,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
-        if self.weights is None:
-            order = torch.randperm(self.n, generator=generator)
-        else:
-            order = torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
+        order, generator = epoch_order(self.n, self.seed, self.epoch(), self.weights)
         seeds = torch.randint(0, 2**62, (self.n,), generator=generator)
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
 

@@ -1,12 +1,15 @@
-"""Training augmentation presets (per image, on uint8 tensors) and the batch preprocessing every model sees.
+"""Training augmentation presets and the batch preprocessing every model sees.
 
-Augmentation is the only per-image work; conversion to float, channel adaptation, resizing and normalisation run
-on whole batches on the model's device (:class:`BatchPreprocess`), and travel with the model's weights.
+A preset is a spec (:class:`AugmentationSpec`) built per image (torchvision, in the DataLoader) or per batch
+(kornia, on the training device; see medclass.data.resident). Conversion to float, channel adaptation, resizing
+and normalisation always run on whole batches on the model's device (:class:`BatchPreprocess`), and travel with
+the model's weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,41 +18,64 @@ from torchvision.transforms import v2
 
 from medclass.registry import Registry
 
-AUGMENTATIONS: Registry[Callable[[], Callable[[torch.Tensor], torch.Tensor] | None]] = Registry("augmentation")
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """One preset's random transforms, built two ways from the same numbers: per image with torchvision
+    (:func:`build_augmentation`, in loader workers) and per batch with kornia (:func:`build_batch_augmentation`,
+    on the training device)."""
+
+    hflip: bool = True
+    vflip: bool = False
+    degrees: float = 10.0
+    translate: float = 0.05
+    scale: tuple[float, float] = (0.95, 1.05)
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+
+AUGMENTATIONS: Registry[AugmentationSpec | None] = Registry("augmentation")
+AUGMENTATIONS.register("none")(None)
+# Horizontal flips and small shifts/rotations/scaling: safe for almost every modality.
+AUGMENTATIONS.register("light")(AugmentationSpec())
+# Flips both ways, rotations, crop-and-scale and mild intensity jitter (microscopy, dermatoscopy, fundus).
+AUGMENTATIONS.register("medical")(
+    AugmentationSpec(vflip=True, degrees=15.0, scale=(0.9, 1.1), brightness=0.1, contrast=0.1, saturation=0.05)
+)
 register_augmentation = AUGMENTATIONS.register
 
 
-@register_augmentation("none")
-def _no_augmentation() -> None:
-    return None
-
-
-@register_augmentation("light")
-def _light_augmentation() -> v2.Compose:
-    """Horizontal flips and small shifts/rotations/scaling: safe for almost every modality."""
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05)),
-        ]
-    )
-
-
-@register_augmentation("medical")
-def _medical_augmentation() -> v2.Compose:
-    """Flips both ways, rotations, crop-and-scale and mild intensity jitter (microscopy, dermatoscopy, fundus)."""
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.RandomAffine(degrees=15, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.05),
-        ]
-    )
-
-
 def build_augmentation(name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    return AUGMENTATIONS.lookup(name, "data.augmentation")()
+    """Per-image transform on uint8 (C, H, W) tensors."""
+    spec = AUGMENTATIONS.lookup(name, "data.augmentation")
+    if spec is None:
+        return None
+    steps: list[Callable] = [v2.RandomHorizontalFlip()] if spec.hflip else []
+    if spec.vflip:
+        steps.append(v2.RandomVerticalFlip())
+    steps.append(v2.RandomAffine(degrees=spec.degrees, translate=(spec.translate,) * 2, scale=spec.scale))
+    if spec.brightness or spec.contrast or spec.saturation:
+        steps.append(v2.ColorJitter(brightness=spec.brightness, contrast=spec.contrast, saturation=spec.saturation))
+    return v2.Compose(steps)
+
+
+def build_batch_augmentation(name: str, channels: int) -> nn.Module | None:
+    """The same preset on whole float batches in [0, 1] (B, C, H, W), each image with its own random draw: kornia
+    does on the GPU (or CPU) in one call what torchvision does image by image."""
+    import kornia.augmentation as K
+
+    spec = AUGMENTATIONS.lookup(name, "data.augmentation")
+    if spec is None:
+        return None
+    steps: list[nn.Module] = [K.RandomHorizontalFlip()] if spec.hflip else []
+    if spec.vflip:
+        steps.append(K.RandomVerticalFlip())
+    steps.append(K.RandomAffine(degrees=spec.degrees, translate=(spec.translate,) * 2, scale=spec.scale, p=1.0))
+    saturation = spec.saturation if channels == 3 else 0.0  # saturation means nothing for grey images
+    if spec.brightness or spec.contrast or saturation:
+        steps.append(K.ColorJitter(brightness=spec.brightness, contrast=spec.contrast, saturation=saturation, p=1.0))
+    return K.AugmentationSequential(*steps)
 
 
 class BatchPreprocess(nn.Module):

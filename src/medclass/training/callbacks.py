@@ -1,4 +1,5 @@
-"""Callbacks: the run directory's per-epoch record, per-epoch seeding, and stage-aware early stopping."""
+"""Callbacks: the run directory's per-epoch record, per-epoch seeding, stage-aware early stopping and the stop on a
+diverged loss."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping
+
+from medclass.errors import TrainingDiverged
 
 EPOCH_COLUMNS = (
     "epoch", "stage", "train_loss", "val_loss", "val_acc", "val_auc", "val_f1_macro", "val_balanced_acc",
@@ -86,3 +90,37 @@ class StageEarlyStopping(EarlyStopping):
     def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
         if trainer.current_epoch >= self.first_epoch:  # before its stage the counter and best score stay untouched
             super()._run_early_stopping_check(trainer)
+
+
+class DivergenceStop(L.Callback):
+    """Stop with a clear message when the training loss is NaN or infinite, before an epoch-end checkpoint could
+    save the broken weights: last.ckpt stays the last good epoch. Checked every step on a CPU; on a GPU every
+    ``every_n`` steps and at each epoch's last step (each check waits for the GPU)."""
+
+    def __init__(self, last_checkpoint: Path, hint: str, every_n: int = 10) -> None:
+        self.last_checkpoint = Path(last_checkpoint)
+        self.hint = hint
+        self.every_n = every_n
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        if loss.device.type != "cpu" and not last_of_epoch and trainer.global_step % self.every_n:
+            return
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        kept = (
+            f"the last good checkpoint is {self.last_checkpoint} (resume with `medclass train --resume "
+            f"{self.last_checkpoint.parent.parent}`)"
+            if self.last_checkpoint.is_file()
+            else "no epoch finished before it, so there is no checkpoint"
+        )
+        value = float(loss.detach().float().mean())
+        raise TrainingDiverged(
+            f"training diverged: the loss is {value} at epoch {trainer.current_epoch + 1}, step "
+            f"{trainer.global_step}; {kept}. {self.hint}"
+        )

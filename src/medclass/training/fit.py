@@ -13,13 +13,14 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 
 from medclass.config import ExperimentConfig, MedMNISTData
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
 from medclass.environment import collect_environment
-from medclass.errors import UserError
+from medclass.errors import ConfigError, UserError
 from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.io import atomic_write_text
 from medclass.models import check_model_name
@@ -69,6 +70,43 @@ def build_module(config: ExperimentConfig, dataset: LabelledImages) -> Classific
     )
 
 
+def resolve_batch_size(config: ExperimentConfig, n_train: int) -> tuple[ExperimentConfig, dict | None]:
+    """Replace ``data.batch_size: auto`` by the measured choice (saved in the run's config, so a resume keeps it);
+    the measurement goes to run.json."""
+    if config.data.batch_size != "auto":
+        return config, None
+    trainer = config.trainer
+    accelerator = trainer.accelerator
+    device = "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    several = trainer.devices not in (1, "1") and not (
+        trainer.devices == "auto" and (device == "cpu" or torch.cuda.device_count() == 1)
+    )
+    if trainer.num_nodes > 1 or several or trainer.strategy.startswith("ddp"):
+        raise ConfigError(
+            "data.batch_size auto is for single-device runs; give a number (`medclass memory` prints the largest "
+            "that fits)"
+        )
+    from medclass.training.memory import auto_batch_size
+    from medclass.training.trainer import resolve_precision
+
+    precision = resolve_precision(trainer.precision, accelerator)
+    size, estimate = auto_batch_size(
+        config.model.name, config.data.input_size, precision, device, config.model.in_chans, n_train
+    )
+    log.info(
+        "data.batch_size auto: %d (a %s step at %d px needs %.2f GiB + %.1f MiB per image; %d would fit in 80%% "
+        "of %.1f GiB)", size, device, config.data.input_size, estimate.fixed_bytes / 2**30,
+        estimate.bytes_per_image / 2**20, estimate.max_batch_size, estimate.budget_bytes / 0.8 / 2**30,
+    )  # fmt: skip
+    data = config.data.model_copy(update={"batch_size": size})
+    info = {
+        "chosen": size, "device": device, "precision": precision, "max_fitting": estimate.max_batch_size,
+        "fixed_bytes": round(estimate.fixed_bytes), "bytes_per_image": round(estimate.bytes_per_image),
+        "measured": {str(b): m for b, m in estimate.measured.items()},
+    }  # fmt: skip
+    return config.model_copy(update={"data": data}), info
+
+
 def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult | None:
     """Train the model the config describes, keep the best validation epoch, and evaluate it on the test split.
     Returns None in the extra processes of a distributed run (only rank 0 evaluates and reports)."""
@@ -76,6 +114,7 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
     check_model_name(config.model.name)  # fail before loading data when the model name is wrong
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data)
+    config, auto_batch = resolve_batch_size(config, len(dataset.splits["train"]))
     module = build_module(config, dataset)
 
     if os.environ.get(RUN_DIR_ENV):
@@ -91,6 +130,8 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
             data = config.data.model_copy(update={"root": Path(dataset.source["root"])})
             config = config.model_copy(update={"data": data})
         _write_run_files(run, config, dataset, module)
+        if auto_batch:
+            run.update_status(batch_size_auto=auto_batch)
     try:
         return _fit_and_evaluate(run, config, dataset, module, progress, started, checkpoint=None)
     finally:

@@ -3,14 +3,15 @@ update) per batch size, peak memory recorded, a straight line fitted through the
 that fits a memory budget read off it.
 
 On a GPU the peak is ``torch.cuda.max_memory_allocated``; on a CPU it is the peak resident memory of a fresh
-process during the steps (each batch size in its own spawned process; on Linux the peak is reset after imports and
+process during the steps (each batch size in its own Python process; on Linux the peak is reset after imports and
 model creation, which can peak higher than small training steps do)."""
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import resource
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +87,13 @@ def _peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _child(queue, *args) -> None:
+def _child_main() -> None:
+    """Entry of the measuring process: arguments as JSON on argv, the peak (or the error) as JSON on stdout."""
+    args = json.loads(sys.argv[1])
     try:
-        queue.put(("ok", _step(*args)))
+        print(json.dumps({"peak": _step(*args)}))
     except Exception as exc:  # noqa: BLE001 -- reported to the parent, which turns it into a clear error
-        queue.put(("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}))
 
 
 def measure_step(model: str, image_size: int, batch_size: int, precision: str, device: str, in_chans: int = 3) -> int:
@@ -100,18 +103,19 @@ def measure_step(model: str, image_size: int, batch_size: int, precision: str, d
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             return -1
-    # A spawned process starts clean (a forked one inherits its parent's peak), so its peak is this step's.
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, model, image_size, batch_size, precision, device, in_chans))
-    process.start()
-    process.join()
-    if process.exitcode != 0 or queue.empty():
+    # A fresh interpreter starts clean (a forked process inherits its parent's peak). Not multiprocessing's spawn:
+    # that re-imports the caller's __main__, which re-runs a script or notebook cell without a __main__ guard.
+    args = json.dumps([model, image_size, batch_size, precision, device, in_chans])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    code = "from medclass.training.memory import _child_main; _child_main()"
+    done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
         return -1  # killed (out of memory) or crashed: this batch size does not fit
-    status, value = queue.get()
-    if status != "ok":
-        raise UserError(f"measuring {model} at batch size {batch_size} failed: {value}")
-    return int(value)
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise UserError(f"measuring {model} at batch size {batch_size} failed: {result['error']}")
+    return int(result["peak"])
 
 
 def default_budget(device: str) -> int:
@@ -158,3 +162,26 @@ def estimate_memory(
     parameters = sum(p.numel() for p in create_model(ModelConfig(name=model, pretrained=False), 10).parameters())
     return MemoryEstimate(model, device, image_size, precision, parameters, measured, float(intercept), slope,
                           int(budget), max(0, max_batch))  # fmt: skip
+
+
+AUTO_BATCH_CAP = 256  # larger batches rarely train better and need the learning rate retuned
+AUTO_BUDGET_SHARE = 0.8  # headroom for the data, validation and allocator fragmentation
+
+
+def auto_batch_size(
+    model: str, image_size: int, precision: str, device: str, in_chans: int, n_train: int
+) -> tuple[int, MemoryEstimate]:
+    """``data.batch_size: auto``: the largest power of two up to 256 (and the training split's size) whose
+    measured step fits in 80% of the device's memory."""
+    measured_precision = precision if precision in ("32-true", "bf16-mixed", "16-mixed") else "32-true"
+    estimate = estimate_memory(
+        model, image_size, measured_precision, budget_bytes=int(AUTO_BUDGET_SHARE * default_budget(device)),
+        device=device, in_chans=in_chans,
+    )  # fmt: skip
+    limit = min(estimate.max_batch_size, AUTO_BATCH_CAP, max(1, n_train))
+    if limit < 1:
+        raise UserError(
+            f"data.batch_size auto: {model} at {image_size} px does not fit a single image in 80% of the {device}'s "
+            "memory; use a smaller image_size or model"
+        )
+    return 1 << (limit.bit_length() - 1), estimate

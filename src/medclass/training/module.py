@@ -61,6 +61,7 @@ class ClassificationModule(L.LightningModule):
         self.mixup = self._mixup(config, task, num_classes)
         self.metadata = dict(metadata or {})
         self._backbone_trainable: bool | None = None
+        self._memory_format = torch.contiguous_format
         self.val_scores = CatMetric(nan_strategy="disable")
         self.val_targets = CatMetric(nan_strategy="disable")
 
@@ -111,6 +112,22 @@ class ClassificationModule(L.LightningModule):
         }
         return cls(net, preprocess, task, classes, config, class_counts, metadata)
 
+    def on_fit_start(self) -> None:
+        """The GPU fast path: channels-last layout (what cuDNN's fastest convolution kernels read) and, when asked
+        for, torch.compile. Both leave the weights' names and values as they are, so checkpoints do not change."""
+        trainer_config = self.config.trainer
+        channels_last = trainer_config.channels_last
+        if channels_last == "auto":
+            channels_last = self.device.type == "cuda"
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+            self._memory_format = torch.channels_last
+        if trainer_config.compile:
+            self.net.compile()
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return self.preprocess(images).contiguous(memory_format=self._memory_format)
+
     # Stages ------------------------------------------------------------------------------------------------
     def stage_for_epoch(self, epoch: int):
         return next((s for s in self.stages if epoch <= s.last_epoch), self.stages[-1])
@@ -126,16 +143,17 @@ class ClassificationModule(L.LightningModule):
 
     # Steps -------------------------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(images))
+        return self.net(self._inputs(images))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        inputs = self.preprocess(images)
+        inputs = self._inputs(images)
         if self.mixup is not None and len(inputs) % 2 == 0:
             inputs, targets = self.mixup(inputs, targets)
         loss = self.criterion(self.net(inputs), targets)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
-        self.log("loss", loss, prog_bar=True, logger=False, batch_size=len(images))  # live value for the progress bar
+        if self.trainer.progress_bar_callback is not None:  # live value for the progress bar
+            self.log("loss", loss, prog_bar=True, logger=False, batch_size=len(images))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -13,7 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError
 from medclass.run_dir import RunDir
-from medclass.training.callbacks import EpochCSVLogger, EpochSeed, StageEarlyStopping
+from medclass.training.callbacks import DivergenceStop, EpochCSVLogger, EpochSeed, StageEarlyStopping
 from medclass.training.checkpoint_io import AtomicCheckpointIO
 
 
@@ -34,6 +34,18 @@ def _strategy(config: ExperimentConfig):
     return config.trainer.strategy
 
 
+def _divergence_hint(config: ExperimentConfig) -> str:
+    lrs = sorted({stage.lr for stage in config.resolved_stages()})
+    hints = [f"lower optimizer.lr (now {', '.join(f'{lr:g}' for lr in lrs)})"]
+    if config.trainer.gradient_clip_val is None:
+        hints.append("set trainer.gradient_clip_val=1.0")
+    if config.data.std is not None:
+        hints.append(f"check data.mean/std (now {list(config.data.mean or [])}/{list(config.data.std)})")
+    if config.trainer.precision == "16-mixed":
+        hints.append("use trainer.precision=bf16-mixed or 32-true")
+    return "Try: " + ", ".join(hints) + "."
+
+
 def build_trainer(
     config: ExperimentConfig, run: RunDir, progress: bool | None = None, loggers: list[Logger] | None = None
 ) -> L.Trainer:
@@ -52,6 +64,7 @@ def build_trainer(
         ),
         EpochCSVLogger(run.epochs_csv),
         EpochSeed(config.seed),
+        DivergenceStop(run.checkpoint_path("last"), _divergence_hint(config)),
     ]  # fmt: skip
     last_stage = config.resolved_stages()[-1]
     if last_stage.early_stopping_patience is not None:

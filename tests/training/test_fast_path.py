@@ -1,0 +1,114 @@
+"""The fast path: training batches held on the device and augmented per batch (kornia), channels-last, compile,
+and ``data.batch_size: auto``. GPU-only behaviour (bf16 on a GPU, the GPU memory rule) is exercised on a CPU where
+it has a CPU meaning; the GPU figures are in benchmarks/results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medclass import train
+from medclass.config import load_config
+from medclass.data.dataset import ImageSplit
+from medclass.data.resident import ResidentBatches, augment_batch, use_resident
+from medclass.data.transforms import build_batch_augmentation
+from medclass.errors import ConfigError
+from medclass.inference import read_checkpoint
+from medclass.training.fit import resolve_batch_size
+
+CPU = torch.device("cpu")
+
+
+def _split(n: int = 50, size: int = 28, channels: int = 3) -> ImageSplit:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    return ImageSplit(images, np.arange(n, dtype=np.int64))
+
+
+def test_resident_batches_depend_only_on_seed_and_epoch() -> None:
+    split = _split()
+    epoch = {"now": 2}
+    batches = ResidentBatches(split, 16, seed=7, epoch=lambda: epoch["now"], device=CPU)
+    first = list(batches)
+    assert len(batches) == len(first) == 4 and [len(b[1]) for b in first] == [16, 16, 16, 2]
+    labels = torch.cat([b[1] for b in first])
+    assert sorted(labels.tolist()) == list(range(50)), "every image once per epoch"
+    for images, batch_labels, _ in first:  # images travel with their own labels
+        assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(split.images[batch_labels.numpy()]))
+    again = list(ResidentBatches(split, 16, seed=7, epoch=lambda: 2, device=CPU))
+    assert all(torch.equal(a[1], b[1]) and a[2] == b[2] for a, b in zip(first, again, strict=True))
+    epoch["now"] = 3
+    assert not torch.equal(torch.cat([b[1] for b in batches]), labels), "a new order every epoch"
+    dropped = ResidentBatches(_split(33), 16, seed=7, epoch=lambda: 0, device=CPU, drop_last=True)
+    assert len(dropped) == len(list(dropped)) == 2
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batch_augmentation_is_seeded_and_changes_images(channels: int) -> None:
+    augmentation = build_batch_augmentation("medical", channels)
+    images = torch.from_numpy(_split(8, channels=channels).images).permute(0, 3, 1, 2).contiguous()
+    first, second = augment_batch(augmentation, images, 11), augment_batch(augmentation, images, 11)
+    assert first.shape == images.shape and first.dtype == torch.float32
+    assert torch.equal(first, second) and 0.0 <= float(first.min()) and float(first.max()) <= 1.0
+    assert not torch.equal(first, augment_batch(augmentation, images, 12))
+    assert not torch.allclose(first, images.float() / 255), "the images were transformed"
+    assert torch.equal(augment_batch(None, images, 11), images.float() / 255)
+    assert build_batch_augmentation("none", channels) is None
+
+
+def test_when_batches_are_formed_on_the_device() -> None:
+    small, large = _split(4, 28), _split(4, 224)
+    assert use_resident("auto", small, CPU, num_workers=0, devices=1)
+    assert not use_resident("auto", large, CPU, num_workers=0, devices=1), "per-image is faster at 224 px on CPU"
+    assert not use_resident("auto", small, CPU, num_workers=2, devices=1), "workers asked for: use them"
+    assert not use_resident(True, small, CPU, num_workers=0, devices=2), "DDP shards data through its sampler"
+    assert use_resident(True, large, CPU, 0, 1) and not use_resident(False, small, CPU, 0, 1)
+
+
+def _quick(tmp_path: Path, *overrides: str):
+    return load_config(
+        None,
+        [f"output_dir={tmp_path}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+         "trainer.progress_bar=false", "evaluation.report=false", "evaluation.bootstrap=0", "data.batch_size=32",
+         *overrides],
+        experiment="fast", data={"source": "medmnist", "flag": "breastmnist"},
+    )  # fmt: skip
+
+
+def test_both_data_paths_train_and_evaluate(tmp_path: Path) -> None:
+    for setting in ("true", "false"):
+        result = train(_quick(tmp_path / setting, f"data.on_device={setting}", "data.augmentation=medical"))
+        assert 0.0 < result.test.metrics["auc"] <= 1.0
+        assert (result.run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_channels_last_and_compile_keep_checkpoints_portable(tmp_path: Path) -> None:
+    # resnet10t and one validation batch (78 images) keep torch.compile's work small: ~45 s on 2 CPU cores
+    result = train(_quick(tmp_path, "model.name=resnet10t", "trainer.channels_last=true", "trainer.compile=true",
+                          "data.eval_batch_size=78"))  # fmt: skip
+    state = read_checkpoint(result.run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    assert not any("_orig_mod" in key for key in state), "compiled weights keep their plain names"
+    assert any(v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous()
+               for v in state.values()), "convolution weights were kept channels-last"  # fmt: skip
+    assert 0.0 < result.test.metrics["auc"] <= 1.0, "a plain (uncompiled) model loads them for evaluation"
+
+
+def test_auto_batch_size_is_measured_saved_and_recorded(tmp_path: Path) -> None:
+    result = train(_quick(tmp_path, "model.name=mobilenetv3_small_050", "data.batch_size=auto"))
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["data"]["batch_size"]
+    info = json.loads((result.run_dir / "run.json").read_text())["batch_size_auto"]
+    assert isinstance(saved, int) and saved == info["chosen"], "the run's config keeps the number: a resume reuses it"
+    assert saved & (saved - 1) == 0 and 1 <= saved <= 256 and saved <= info["max_fitting"]
+    assert info["bytes_per_image"] > 0 and set(info["measured"]) == {"4", "16"} and info["device"] == "cpu"
+
+
+def test_auto_batch_size_is_for_one_device(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="single-device runs"):
+        resolve_batch_size(_quick(tmp_path, "data.batch_size=auto", "trainer.devices=2"), 546)
+    fixed = _quick(tmp_path)
+    assert resolve_batch_size(fixed, 546) == (fixed, None)
