@@ -134,6 +134,22 @@ def train(
     )
 
 
+def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoint: str, split: str) -> None:
+    from medclass.cli.render import robustness_table
+    from medclass.evaluation.compare import is_run_dir
+    from medclass.evaluation.robustness import evaluate_corruptions, parse_corruptions
+
+    if not (is_run_dir(path) or (path / "config.yaml").is_file()):
+        raise UserError(f"--corruptions evaluates one run: {path} is not a run directory")
+    try:
+        levels = tuple(sorted({int(v) for v in severities.split(",") if v.strip()}))
+    except ValueError:
+        raise UserError(f"--severities {severities!r}: give numbers from 1 to 5 separated by commas") from None
+    result = evaluate_corruptions(path, parse_corruptions(corruptions), levels, checkpoint, split)
+    console.print(robustness_table(result, levels))
+    console.print(f"robustness: {result.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
+
+
 @app.command()
 @user_errors
 def evaluate(
@@ -148,6 +164,16 @@ def evaluate(
         int | None, typer.Option(help="Bootstrap resamples for the intervals (0: none); default: the run's config.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the plots and the HTML/Markdown report.")] = True,
+    corruptions: Annotated[
+        str | None,
+        typer.Option(
+            help="Robustness instead: the test split under image corruptions (all, or names separated by commas: "
+            "gaussian_noise, speckle_noise, impulse_noise, gaussian_blur, brightness_up, brightness_down, "
+            "contrast_down, gamma, jpeg, pixelate).",
+            show_default=False,
+        ),
+    ] = None,
+    severities: Annotated[str, typer.Option(help="With --corruptions: severities 1-5, comma-separated.")] = "1,2,3,4,5",
 ) -> None:
     """Evaluate a run on its held-out split: metrics with 95% intervals, per-class table, calibration, plots and an
     HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
@@ -158,6 +184,9 @@ def evaluate(
     check_metric(metric)
     if not path.exists():
         raise UserError(f"{path} does not exist: give a run directory or a folder of runs")
+    if corruptions is not None:
+        _quiet_lightning(ctx)
+        return _evaluate_robustness(path, corruptions, severities, checkpoint, split)
     settings: dict[str, Any] = {"report": report}
     if bootstrap is not None:
         settings["bootstrap"] = bootstrap

@@ -119,3 +119,16 @@ def comparison_table(comparison) -> Table:
             cells.append("ok" if row.status == "ok" else f"failed: {row.error}")
         table.add_row(*cells)
     return table
+
+
+def robustness_table(result, severities: tuple[int, ...]) -> Table:
+    """Test AUC per corruption and severity, the clean value first (ACC too in robustness.md)."""
+    table = Table(title=f"{result.split} AUC under corruptions (AUC and ACC in robustness.md)", title_justify="left")
+    for column in ("corruption", "clean", *(f"s{s}" for s in severities)):
+        table.add_column(column, justify="left" if column == "corruption" else "right")
+    names = list(dict.fromkeys(r["corruption"] for r in result.rows))
+    for name in [*names, "mean"]:
+        values = [result.mean_at(s, "auc") if name == "mean" else result.value(name, s, "auc") for s in severities]
+        table.add_row(name, f"{result.clean['auc']:.3f}", *(f"{v:.3f}" for v in values),
+                      style="bold" if name == "mean" else None)  # fmt: skip
+    return table

@@ -1,0 +1,149 @@
+"""Robustness to image degradation: a run's checkpoint evaluated on its test split under every corruption at five
+severities (medclass.data.corruptions), next to the clean result; a table per metric and a plot of metric against
+severity, written to ``<run>/robustness/``.
+
+Nothing here is tuned: the same checkpoint and decision rule as the clean evaluation, applied to degraded copies
+of the held-out images (seeded, so the table can be regenerated exactly)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader
+
+from medclass.data import LabelledImages, load_dataset
+from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from medclass.data.dataset import ArrayDataset, ImageSplit
+from medclass.errors import UserError
+from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics
+from medclass.evaluation.plots import save_figure
+from medclass.io import atomic_write_text
+from medclass.run_dir import RunDir
+from medclass.tasks import scores_from_logits
+
+TABLE_METRICS = ("auc", "acc")
+
+
+@dataclass
+class RobustnessResult:
+    run_dir: Path
+    split: str
+    clean: dict[str, float]
+    rows: list[dict] = field(default_factory=list)  # {"corruption", "severity", metric: value, ...}
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def value(self, corruption: str, severity: int, metric: str) -> float:
+        return next(r[metric] for r in self.rows if r["corruption"] == corruption and r["severity"] == severity)
+
+    def mean_at(self, severity: int, metric: str) -> float:
+        return float(np.mean([r[metric] for r in self.rows if r["severity"] == severity]))
+
+
+def parse_corruptions(text: str) -> list[str]:
+    """"all" or a comma-separated list of registered corruption names."""
+    if text.strip() in ("", "all"):
+        return sorted(CORRUPTIONS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        CORRUPTIONS.lookup(name, "--corruptions")
+    return names
+
+
+def evaluate_corruptions(
+    run_dir: str | Path,
+    corruptions: list[str] | None = None,
+    severities: tuple[int, ...] = SEVERITIES,
+    checkpoint: str = "best",
+    split: str = "test",
+    dataset: LabelledImages | None = None,
+) -> RobustnessResult:
+    from medclass.inference import load_module, predict_logits
+
+    for severity in severities:
+        if severity not in SEVERITIES:
+            raise UserError(f"--severities: {severity} is not a severity; use values from 1 to {max(SEVERITIES)}")
+    names = corruptions or sorted(CORRUPTIONS)
+    run = RunDir.open(run_dir)
+    run.check_format()
+    config = run.load_config()
+    dataset = dataset or load_dataset(config.data)
+    if split not in dataset.splits:
+        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(dataset.splits)}")
+    module, _ = load_module(config, dataset.task, dataset.classes, run.existing_checkpoint(checkpoint))
+    data = dataset.splits[split]
+    images, labels = data.array(), np.asarray(data.labels)
+    batch_size = config.data.eval_batch_size or 256
+
+    def metrics_of(batch_images: np.ndarray) -> dict[str, float]:
+        loader = DataLoader(ArrayDataset(ImageSplit(batch_images, labels)), batch_size=batch_size)
+        logits, targets = predict_logits(module, loader, config.trainer)
+        scores = scores_from_logits(torch.from_numpy(logits), dataset.task).numpy()
+        return classification_metrics(targets, scores, dataset.task)
+
+    result = RobustnessResult(run.path, split, metrics_of(images))
+    for name in names:
+        for severity in severities:
+            degraded = corrupt(images, name, severity, seed=config.seed)
+            result.rows.append({"corruption": name, "severity": severity, **metrics_of(degraded)})
+    out = run.path / ("robustness" if (split, checkpoint) == ("test", "best") else f"robustness_{split}_{checkpoint}")
+    out.mkdir(exist_ok=True)
+    result.files = {
+        "csv": _write_csv(result, out / "robustness.csv"),
+        "markdown": atomic_write_text(out / "robustness.md", robustness_markdown(result, severities, config.seed)),
+        "plot": save_figure(_plot(result, severities), out / "robustness.png"),
+    }
+    return result
+
+
+def _write_csv(result: RobustnessResult, path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["corruption", "severity", *HEADLINE_METRICS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerow({"corruption": "clean", "severity": 0, **result.clean})
+    for row in result.rows:
+        writer.writerow(row)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], seed: int) -> str:
+    names = list(dict.fromkeys(r["corruption"] for r in result.rows))
+    lines = [f"# Robustness of {result.run_dir.name} on the {result.split} split", "",
+             f"{len(names)} corruptions x {len(severities)} severities, corruption seed {seed}; severity 0 is the "
+             "clean image.", ""]  # fmt: skip
+    for metric in TABLE_METRICS:
+        header = ["corruption", "clean", *(f"s{s}" for s in severities), f"drop at s{severities[-1]}"]
+        lines += [f"## {metric.upper()}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        for name in [*names, "mean"]:
+            values = [result.mean_at(s, metric) if name == "mean" else result.value(name, s, metric)
+                      for s in severities]  # fmt: skip
+            cells = [f"**{name}**" if name == "mean" else name, f"{result.clean[metric]:.4f}",
+                     *(f"{v:.4f}" for v in values), f"{values[-1] - result.clean[metric]:+.4f}"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
+    names = list(dict.fromkeys(r["corruption"] for r in result.rows))
+    fig = Figure(figsize=(5.5 * len(TABLE_METRICS), 4.2))
+    axes = fig.subplots(1, len(TABLE_METRICS))
+    x = [0, *severities]
+    for ax, metric in zip(np.atleast_1d(axes), TABLE_METRICS, strict=True):
+        for name in names:
+            ax.plot(x, [result.clean[metric], *(result.value(name, s, metric) for s in severities)], marker="o",
+                    markersize=3, linewidth=1, label=name)  # fmt: skip
+        mean = [result.clean[metric], *(result.mean_at(s, metric) for s in severities)]
+        ax.plot(x, mean, color="black", linewidth=2.5, label="mean")
+        ax.set_xticks(x, ["clean", *(str(s) for s in severities)])
+        ax.set_xlabel("severity")
+        ax.set_ylabel(f"test {metric.upper()}")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{result.run_dir.name}: {result.split} metrics under image corruptions")
+    return fig
