@@ -8,6 +8,7 @@ exits with code 2. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -37,6 +38,26 @@ class TrainingDiverged(UserError):
 
 class RunDirError(UserError):
     """A run directory is missing files that a command needs."""
+
+
+class StorageError(UserError):
+    """A file could not be written: no space left, over a size or disk quota, read-only or not permitted."""
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(exc: OSError, advice: str = "") -> StorageError | None:
+    """The user-facing error for a failed write (None when ``exc`` is some other OS error, i.e. a bug)."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return None
+    what = exc.filename or "a file"
+    fix = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space (disk quota)",
+        errno.EFBIG: "free space or raise the file-size limit (ulimit -f)",
+    }.get(exc.errno, "choose a folder you can write to (e.g. output_dir=...)")
+    return StorageError(f"cannot write {what}: {exc.strerror}; {fix}{'. ' + advice if advice else ''}")
 
 
 def suggest(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from medclass.errors import UserError
+from medclass.errors import UserError, storage_error
 
 app = typer.Typer(
     name="medclass",
@@ -39,6 +39,12 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except UserError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+        except OSError as exc:  # a full disk or a read-only folder is the user's to fix; other OS errors are bugs
+            error = storage_error(exc)
+            if error is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,6 +7,7 @@ suggests the closest valid ones.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ M = TypeVar("M", bound=BaseModel)
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``; a missing file or bad YAML is a :class:`ConfigError`."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give a config file (.yaml) inside it")
     if not path.is_file():
         raise ConfigError(f"config file {path} not found: check the path (configs/ holds the shipped ones)")
     try:
@@ -74,8 +77,26 @@ def validate_config(data: Mapping[str, Any], origin: str = "config", schema: typ
     try:
         return schema.model_validate(dict(data))
     except ValidationError as exc:
-        problems = [_describe_error(err, data, schema) for err in exc.errors()]
+        # A value that fits none of a union's members (batch_size: 0 for "int > 0 or auto") gives one error per
+        # member: joined into one problem per field.
+        grouped: dict[str, list[str]] = {}
+        for err in exc.errors():
+            field, problem = _describe_error(err, data, schema)
+            grouped.setdefault(field, []).append(problem)
+        problems = [_join_alternatives(field, texts) for field, texts in grouped.items()]
         raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
+
+
+def _join_alternatives(field: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{field}: {problems[0]}" if field else problems[0]
+    got = re.search(r" \(got .*\)$", problems[0])
+    suffix = got.group(0) if got and all(p.endswith(got.group(0)) for p in problems) else ""
+    texts = list(dict.fromkeys(p.removesuffix(suffix) for p in problems))
+    lead = "Input should be "
+    if all(text.startswith(lead) for text in texts):
+        return f"{field}: {lead}{' or '.join(t.removeprefix(lead) for t in texts)}{suffix}"
+    return f"{field}: {' or '.join(texts)}{suffix}"
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), **sections: Any) -> ExperimentConfig:
@@ -130,32 +151,38 @@ def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
-def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any], schema: type[BaseModel]) -> str:
+def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any], schema: type[BaseModel]) -> tuple[str, str]:
+    """(field, problem) for one pydantic error."""
     loc = _user_loc(tuple(str(p) for p in err["loc"]))
-    field = ".".join(loc) if loc else "(top level)"
+    field = ".".join(loc) if loc else ""
     kind = err["type"]
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1], data, schema)
         hint = suggest(loc[-1], model.model_fields) if model is not None else ""
-        return f"{field}: unknown field{hint}"
+        return field, f"unknown field{hint}"
     if kind == "missing":
-        return f"{field}: required field is missing"
+        return field, "required field is missing"
     if kind == "union_tag_invalid":
         tag = str(err.get("ctx", {}).get("tag", ""))
-        return f"{field}.source: unknown source {tag!r}{suggest(tag, SOURCE_CONFIGS)}; use {', '.join(SOURCE_CONFIGS)}"
+        known = ", ".join(SOURCE_CONFIGS)
+        return f"{field}.source", f"unknown source {tag!r}{suggest(tag, SOURCE_CONFIGS)}; use {known}"
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if "input" in err and kind not in {"model_type", "dict_type"} and not kind.startswith("value_error"):
-        return f"{field}: {message} (got {err['input']!r})"
-    return f"{field}: {message}" if loc else message
+        return field, f"{message} (got {err['input']!r})"
+    return field, message
+
+
+_UNION_MEMBER = re.compile(r"^(constrained-\w+|literal\[.*\]|bool|int|float|str|none|function-\w+\[.*\])$")
 
 
 def _user_loc(loc: tuple[str, ...]) -> tuple[str, ...]:
-    """Drop the union tag pydantic puts after ``data`` (data.folder.root -> data.root)."""
+    """Drop the union tags pydantic puts in locations: the source after ``data`` (data.folder.root -> data.root)
+    and a scalar union's member (data.batch_size.constrained-int -> data.batch_size)."""
     if len(loc) >= 2 and loc[0] == "data" and loc[1] in SOURCE_CONFIGS:
-        return (loc[0], *loc[2:])
-    return loc
+        loc = (loc[0], *loc[2:])
+    return tuple(part for part in loc if not _UNION_MEMBER.match(part))
 
 
 def _model_at(loc: tuple[str, ...], data: Mapping[str, Any], schema: type[BaseModel]) -> type[BaseModel] | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -20,7 +21,7 @@ from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
 from medclass.environment import collect_environment
-from medclass.errors import ConfigError, UserError
+from medclass.errors import ConfigError, UserError, storage_error
 from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.io import atomic_write_text
 from medclass.models import check_model_name
@@ -204,6 +205,20 @@ def _fit_and_evaluate(
         if is_rank_zero():
             run.update_status(status="failed", error=str(exc), finished=_now())
         raise
+    except OSError as exc:
+        last = run.checkpoint_path("last")
+        kept = (
+            f"{last} from the last finished epoch is intact: resume with `medclass train --resume {run.path}`"
+            if last.is_file()
+            else "No epoch had finished, so there is no checkpoint to resume from"
+        )
+        error = storage_error(exc, kept)
+        if error is None:
+            raise
+        if is_rank_zero():
+            with contextlib.suppress(OSError):  # the disk may still be full
+                run.update_status(status="failed", error=str(error), finished=_now())
+        raise error from None
     if not trainer.is_global_zero:
         return None
 
