@@ -101,6 +101,10 @@ def evaluate_corruptions(
     return result
 
 
+def _name(result: RobustnessResult) -> str:
+    return f"{result.run_dir.parent.name}/{result.run_dir.name}"  # experiment/timestamp
+
+
 def _write_csv(result: RobustnessResult, path: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["corruption", "severity", *HEADLINE_METRICS], lineterminator="\n")
@@ -113,7 +117,7 @@ def _write_csv(result: RobustnessResult, path: Path) -> Path:
 
 def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], seed: int) -> str:
     names = list(dict.fromkeys(r["corruption"] for r in result.rows))
-    lines = [f"# Robustness of {result.run_dir.name} on the {result.split} split", "",
+    lines = [f"# Robustness of {_name(result)} on the {result.split} split", "",
              f"{len(names)} corruptions x {len(severities)} severities, corruption seed {seed}; severity 0 is the "
              "clean image.", ""]  # fmt: skip
     for metric in TABLE_METRICS:
@@ -145,5 +149,5 @@ def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
         ax.set_ylabel(f"test {metric.upper()}")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{result.run_dir.name}: {result.split} metrics under image corruptions")
+    fig.suptitle(f"{_name(result)}: {result.split} metrics under image corruptions")
     return fig
