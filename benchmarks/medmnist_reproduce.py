@@ -94,7 +94,7 @@ SETS = {
 }  # fmt: skip
 RECIPES = ("paper", "medclass")
 COLUMNS = (
-    "set", "recipe", "config", "epochs_run", "epochs_recipe", "cap", "best_epoch", "monitor", "best_val",
+    "set", "recipe", "config", "model", "epochs_run", "epochs_recipe", "cap", "best_epoch", "monitor", "best_val",
     "test_auc", "test_auc_low", "test_auc_high", "test_acc", "test_acc_low", "test_acc_high",
     "seconds_per_epoch", "images_per_s", "wall_min", "load_avg", "run_dir", "machine", "date", "command",
     "train_command", "stages",
@@ -285,7 +285,7 @@ def run_one(plan: Plan, machine: str, command: str) -> dict[str, Any]:
     auc_ci = intervals.get("auc", (None, None))
     acc_ci = intervals.get("acc", (None, None))
     return {
-        "set": plan.set, "recipe": plan.recipe, "config": plan.config,
+        "set": plan.set, "recipe": plan.recipe, "config": plan.config, "model": config.model.bare_name,
         "epochs_run": status.get("epochs", plan.epochs), "epochs_recipe": plan.epochs_recipe,
         "cap": plan.cap if plan.capped else "", "best_epoch": result.best_epoch,
         "monitor": result.monitor, "best_val": result.best_score,
@@ -385,7 +385,8 @@ def markdown(rows: list[dict[str, Any]], command: str, data_dir: str, failures: 
         cap = str(row.get("cap", "")).strip()
         epochs = f"{row['epochs_run']} (cap {cap}, recipe {row['epochs_recipe']})" if cap else f"{row['epochs_run']}"
         lines.append(
-            f"| {SETS[name].label} | {row['recipe']} (`{row['config']}`) | {epochs} | {row.get('best_epoch') or '-'} "
+            f"| {SETS[name].label} | {row['recipe']} ({row.get('model') or '-'}, `{row['config']}`) | {epochs} "
+            f"| {row.get('best_epoch') or '-'} "
             f"| {fmt(auc, 4)} | {fmt(acc, 4)} | {pair(PAPER_RESNET18_28[name])} | {pair(best)} "
             f"| {verdict(auc, best[0])} / {verdict(acc, best[1])} | {fmt(row.get('seconds_per_epoch'), 1)} "
             f"| {fmt(row.get('images_per_s'), 0)} | {fmt(row.get('wall_min'), 1)} |"
@@ -398,14 +399,17 @@ def markdown(rows: list[dict[str, Any]], command: str, data_dir: str, failures: 
         "the median epoch (training + validation); images/s is training images over total epoch time; wall min "
         "covers data loading, training and the test evaluation. The CSV's `load_avg` is the machine's 5-minute "
         "load average when the run ended: above the core count, other work shared the CPU and the times are high.",
-        "- paper recipe (`configs/reproduce/paper_<set>.yaml`): timm `resnet18` from scratch at 28 px, Adam lr 1e-3 "
+        "- paper recipe (`configs/reproduce/paper_<set>.yaml`): ResNet-18 from scratch at 28 px, Adam lr 1e-3 "
         "(no weight decay), batch 128, 100 epochs, lr x0.1 at epochs 50 and 75 (three constant-rate stages that "
         "share one Adam state: `scheduler.name: step` decays every `step_size` epochs and cannot place two uneven "
         "milestones), no augmentation, mean = std = 0.5, no label smoothing, plain cross-entropy (also for "
         "RetinaMNIST's ordinal grades), BreastMNIST with one input channel, checkpoint of the best validation AUC.",
-        '- Differences that remain: the paper\'s "ResNet-18 (28)" is the CIFAR variant of its code (3x3 stride-1 '
-        "stem, no max-pool: last feature map 4x4 at 28 px), which medclass cannot build; timm's `resnet18` has the "
-        "ImageNet stem (last feature map 1x1 at 28 px, about 15x fewer operations). The paper's code keeps "
+        '- Model: the paper\'s "ResNet-18 (28)" is the CIFAR variant of its code (3x3 stride-1 stem, no max-pool: '
+        "last feature map 4x4 at 28 px), medclass's `resnet18_cifar`; timm's `resnet18` (the model column says "
+        "which a row used) has the ImageNet stem (last feature map 1x1 at 28 px, about 16x fewer operations). "
+        "A row whose model differs from its config's was trained before the config changed: add "
+        "`model.name=<model>` to its command to train it as it was.",
+        "- Differences that remain: the paper's code keeps "
         "`best_model = model`, a reference to the live model, so what it evaluates is in fact the last epoch; "
         "medclass evaluates the best validation epoch, as the paper's text says. DermaMNIST here is the JPEG "
         "re-encoding in the shared data (pixels differ slightly from the official npz the paper used).",

@@ -47,6 +47,21 @@ def test_stem_is_left_as_timm_builds_it() -> None:
     assert model.backbone.conv1.kernel_size == (7, 7) and model.backbone.conv1.stride == (2, 2)
 
 
+@pytest.mark.parametrize("name", ["resnet18_cifar", "timm:resnet50_cifar"])
+def test_cifar_stem_resnets_keep_28px_detail(name: str) -> None:
+    """The MedMNIST paper's ResNet (28): a 3x3 stride-1 stem and no max-pool, so layer 4 sees 4x4 at 28 px."""
+    model = create_model(ModelConfig(name=name, in_chans=1), num_classes=3)
+    net = model.backbone
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and isinstance(net.maxpool, nn.Identity)
+    check_interface(model, 3, torch.zeros(2, 1, 28, 28))
+    assert net.forward_features(torch.zeros(1, 1, 28, 28)).shape[-2:] == (4, 4)
+    assert model.input_size == 28 and [i["reduction"] for i in net.feature_info][1:] == [1, 2, 4, 8]
+    reference = create_model(ModelConfig(name=name.replace("_cifar", "")), num_classes=3)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in reference.parameters())
+    with pytest.raises(ModelError, match="no pretrained weights.*pretrained=false"):
+        create_model(ModelConfig(name=name, pretrained=True), num_classes=3)
+
+
 def test_input_size_and_normalisation() -> None:
     config = ModelConfig(name="resnet18")
     model = create_model(config, 2)

@@ -12,6 +12,7 @@ from torch import nn
 
 from medclass.config.model import ModelConfig
 from medclass.errors import ModelError, suggest
+from medclass.models import small_input  # importing it registers resnet18_cifar / resnet50_cifar with timm
 from medclass.models.weights import (
     PYPI_WEIGHTS as PYPI_PACKAGES,
 )
@@ -65,6 +66,8 @@ def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     if config.drop_path_rate is not None:
         kwargs["drop_path_rate"] = config.drop_path_rate
 
+    if config.pretrained and config.weights is None and arch in small_input.SMALL_INPUT_MODELS:
+        raise ModelError(f"model.pretrained: {arch} has no pretrained weights (CIFAR stem); set model.pretrained=false")
     weights = config.weights
     if weights is None and config.pretrained and _cached_hub_file(name) is None:
         package = pypi_package_for(arch)
