@@ -356,8 +356,11 @@ def markdown(rows: list[dict[str, Any]], command: str, data_dir: str, failures: 
     dates = sorted({str(row.get("date", ""))[:10] for row in rows if row.get("date")})
     for machine in machines or ["-"]:
         lines.append(f"Machine: {machine}" + (f" ({', '.join(dates)})" if len(machines) == 1 and dates else ""))
-    lines += ["", f"Data: `{data_dir}`. Code: medclass {git_state()}.", "",
-              f"Command (from the repository root, `MEDCLASS_DATA` set): `{command}`", ""]  # fmt: skip
+    invocation = (
+        "Latest invocation (from the repository root, `MEDCLASS_DATA` set; it updates its own rows, "
+        f"the others keep theirs: each row's command is under Commands): `{command}`"
+    )
+    lines += ["", f"Data: `{data_dir}`. Code: medclass {git_state()}.", "", invocation, ""]
     capped = [row for row in rows if str(row.get("cap", "")).strip()]
     if capped:
         caps = ", ".join(
