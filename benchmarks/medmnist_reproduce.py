@@ -353,9 +353,13 @@ def markdown(rows: list[dict[str, Any]], command: str, data_dir: str, failures: 
         "",
     ]
     machines = sorted({row.get("machine", "") for row in rows if row.get("machine")})
-    dates = sorted({str(row.get("date", ""))[:10] for row in rows if row.get("date")})
     for machine in machines or ["-"]:
-        lines.append(f"Machine: {machine}" + (f" ({', '.join(dates)})" if len(machines) == 1 and dates else ""))
+        own = [row for row in rows if row.get("machine") == machine]
+        dates = sorted({str(row.get("date", ""))[:10] for row in own if row.get("date")})
+        about = [", ".join(dates)] if dates else []
+        if len(machines) > 1:  # say which rows ran where
+            about.append("rows " + ", ".join(f"{row['set']}/{row['recipe']}" for row in own))
+        lines.append(f"Machine: {machine}" + (f" ({'; '.join(about)})" if about else ""))
     invocation = (
         "Latest invocation (from the repository root, `MEDCLASS_DATA` set; it updates its own rows, "
         f"the others keep theirs: each row's command is under Commands): `{command}`"
