@@ -260,8 +260,7 @@ def train_command(plan: Plan) -> str:
 def epoch_timing(run_dir: Path) -> tuple[float | None, float | None]:
     """Median seconds per epoch (validation included) and training images per second over all epochs."""
     try:
-        with (run_dir / "epochs.csv").open(encoding="utf-8") as handle:
-            seconds = [float(row["seconds"]) for row in csv.DictReader(handle) if row.get("seconds")]
+        seconds = [float(v) for v in json.loads((run_dir / "run.json").read_text()).get("epoch_seconds", {}).values()]
         n_train = json.loads((run_dir / "data.json").read_text())["splits"]["train"]["n"]
     except (OSError, KeyError, ValueError):
         return None, None

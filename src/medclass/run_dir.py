@@ -8,7 +8,7 @@ Layout (format version 1)::
         data.json           dataset summary: task, class names, counts per split and class, source file, split
         preprocessing.json  what the model expects: channels, input size, normalisation mean/std
         environment.json    python, platform, package versions, device, seed, git commit, command line
-        epochs.csv          one row per epoch: losses, validation metrics, learning rate, time
+        epochs.csv          one row per epoch: losses, validation metrics, learning rate (wall times: run.json)
         checkpoints/best.ckpt, checkpoints/last.ckpt   Lightning checkpoints (weights-only loadable)
         metrics.json        test metrics of the best checkpoint: all metrics, 95% intervals, per-class table,
                             calibration, binary operating point (other split/checkpoint: metrics_<split>_<ckpt>.json)
@@ -131,6 +131,11 @@ class RunDir:
         if not path.is_file():
             raise RunDirError(f"{self.path} has no {name}; was the run finished?")
         return read_json(path)
+
+    def read_status(self) -> dict[str, Any]:
+        """run.json, or {} before it exists."""
+        path = self.file("run.json")
+        return read_json(path) if path.is_file() else {}
 
     def update_status(self, **fields: Any) -> None:
         """Merge ``fields`` into run.json."""

@@ -19,11 +19,18 @@ from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.calibration import (
     apply_temperature,
     brier_score,
+    choose_temperature,
     expected_calibration_error,
     fit_temperature,
     reliability_curve,
 )
-from medclass.evaluation.clinical import per_class_table, summary_metrics
+from medclass.evaluation.clinical import (
+    _weighted_auc,
+    per_class_intervals,
+    per_class_table,
+    resample_weights,
+    summary_metrics,
+)
 from medclass.evaluation.medmnist_metrics import column_aucs
 from medclass.evaluation.metrics import classification_metrics, predicted_labels
 from medclass.evaluation.thresholds import operating_threshold, sensitivity_specificity
@@ -166,6 +173,61 @@ def test_calibration_of_known_models() -> None:
     assert temperature == pytest.approx(true_temperature, rel=0.1) and after < before
     curve = reliability_curve(y, overconfident, "multiclass", bins=10)
     assert curve.counts.sum() == n and np.all(curve.accuracy <= curve.confidence + 0.05)
+
+
+def noisy_binary_logits(seed: int, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    logits = rng.normal(0, 1, (n, 2))
+    logits[np.arange(n), y] += rng.normal(1.0, 2.0, n)
+    return logits, y
+
+
+def test_a_temperature_that_helps_is_kept() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(3000, 4)) * 3
+    y = np.array([rng.choice(4, p=p) for p in apply_temperature(logits, "multiclass", 2.5)])
+    chosen = choose_temperature(logits[:1500], y[:1500], logits[1500:], y[1500:], "multiclass")
+    assert chosen["applied"] and chosen["temperature"] == chosen["fitted_temperature"] > 2
+    assert chosen["val_ece_scaled"] < chosen["val_ece"] and chosen["ece_scaled"] < chosen["ece"]
+    assert chosen["warning"] is None and not chosen["worse_on_test"]
+
+
+def test_a_temperature_that_worsens_validation_ece_is_refused() -> None:
+    val_logits, val_y = noisy_binary_logits(19)  # NLL falls with T = 1.63, but ECE rises 0.090 -> 0.107
+    test_logits, test_y = noisy_binary_logits(20, n=400)
+    chosen = choose_temperature(val_logits, val_y, test_logits, test_y, "binary")
+    assert chosen["fitted_temperature"] > 1.5 and chosen["val_nll_scaled"] < chosen["val_nll"]
+    assert chosen["val_ece_scaled"] > chosen["val_ece"]
+    assert not chosen["applied"] and chosen["temperature"] == 1.0
+    assert "raises the validation ECE" in chosen["reason"]
+
+
+def test_a_temperature_that_worsens_the_test_split_is_reported() -> None:
+    # Validation says soften (over-confident there); the test split is under-confident, so softening hurts it.
+    rng = np.random.default_rng(8)
+    logits = rng.normal(size=(4000, 3)) * 3
+    y = np.array([rng.choice(3, p=p) for p in apply_temperature(logits, "multiclass", 2.0)])
+    test_y = np.array([rng.choice(3, p=p) for p in apply_temperature(logits, "multiclass", 0.5)])
+    chosen = choose_temperature(logits[:2000], y[:2000], logits[2000:], test_y[2000:], "multiclass")
+    assert chosen["applied"] and chosen["worse_on_test"] and chosen["ece_scaled"] > chosen["ece"]
+    assert "raises the test ECE" in chosen["warning"] and "--calibrated" in chosen["warning"]
+
+
+def test_per_class_intervals_cover_the_values_and_auc_matches_scikit_learn() -> None:
+    y, scores = multiclass_case(n=400, k=4, seed=3)
+    predicted = scores.argmax(axis=1)
+    table = per_class_table(y, scores, predicted, "multiclass", list("abcd"))
+    intervals = per_class_intervals(y, scores, predicted, "multiclass", 4, resamples=500, seed=1)
+    assert intervals == per_class_intervals(y, scores, predicted, "multiclass", 4, resamples=500, seed=1)
+    for row, bounds in zip(table, intervals, strict=True):
+        for column in ("sensitivity", "specificity", "ppv", "npv", "f1", "auc"):
+            low, high = bounds[column]
+            assert low <= row[column] <= high and high - low < 0.3, (row["class"], column)
+    weights = resample_weights(400, 4, seed=2)
+    truth = (y == 1).astype(int)
+    expected = [roc_auc_score(truth, scores[:, 1], sample_weight=w) for w in weights]
+    assert _weighted_auc(truth, scores[:, 1], weights) == pytest.approx(expected)
 
 
 def test_brier_against_scikit_learn() -> None:

@@ -133,8 +133,10 @@ def test_heatmaps_for_transformers(tmp_path: Path, blood_images, name: str, kwar
     package = load_package(save_package(tmp_path / "vit", net, config, "multiclass", [str(i) for i in range(8)],
                                         preprocessing))  # fmt: skip
     _, images = blood_images
-    maps = heatmaps(package, np.transpose(images[:2], (0, 3, 1, 2)).copy(), [0, 3])
+    cams = heatmaps(package, np.transpose(images[:2], (0, 3, 1, 2)).copy(), [0, 3])
+    maps = cams.maps
     assert maps.shape == (2, 28, 28) and np.all(maps >= 0) and np.all(maps <= 1) and maps.std() > 0
+    assert not cams.degenerate.any()
 
 
 def test_registered_model_predicts_the_same(

@@ -63,11 +63,10 @@ def test_batch_augmentation_is_seeded_and_changes_images(channels: int) -> None:
 
 def test_when_batches_are_formed_on_the_device() -> None:
     small, large = _split(4, 28), _split(4, 224)
-    assert use_resident("auto", small, CPU, num_workers=0, devices=1)
-    assert not use_resident("auto", large, CPU, num_workers=0, devices=1), "per-image is faster at 224 px on CPU"
-    assert not use_resident("auto", small, CPU, num_workers=2, devices=1), "workers asked for: use them"
-    assert not use_resident(True, small, CPU, num_workers=0, devices=2), "DDP shards data through its sampler"
-    assert use_resident(True, large, CPU, 0, 1) and not use_resident(False, small, CPU, 0, 1)
+    assert use_resident("auto", small, CPU, devices=1)
+    assert not use_resident("auto", large, CPU, devices=1), "per-image is faster at 224 px on CPU"
+    assert not use_resident(True, small, CPU, devices=2), "DDP shards data through its sampler"
+    assert use_resident(True, large, CPU, 1) and not use_resident(False, small, CPU, 1)
 
 
 def _quick(tmp_path: Path, *overrides: str):

@@ -131,7 +131,7 @@ def train(
         return
     console.print(metrics_table(result.test))
     for note in result_notes(result.test):
-        console.print(note, highlight=False, soft_wrap=True)
+        console.print(note, highlight=False, soft_wrap=True, markup=False)
     console.print(
         f"best epoch {result.best_epoch} ({result.monitor} = {result.best_score:.4f}) | "
         f"{result.duration_s / 60:.1f} min | run directory: {result.run_dir}",
@@ -153,6 +153,12 @@ def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoi
         raise UserError(f"--severities {severities!r}: give numbers from 1 to 5 separated by commas") from None
     result = evaluate_corruptions(path, parse_corruptions(corruptions), levels, checkpoint, split)
     console.print(robustness_table(result, levels))
+    collapsed = result.collapsed()
+    if collapsed:
+        pairs = ", ".join(f"{r['corruption']} s{r['severity']}" for r in collapsed[:8])
+        more = f" and {len(collapsed) - 8} more" if len(collapsed) > 8 else ""
+        console.print(f"warning: the model collapses to one class under {pairs}{more} (balanced ACC in "
+                      "robustness.md)", highlight=False, soft_wrap=True, markup=False)  # fmt: skip
     console.print(f"robustness: {result.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
 
 
@@ -201,7 +207,7 @@ def evaluate(
         result = evaluate_run(path, checkpoint=checkpoint, split=split, overrides=settings)
         console.print(metrics_table(result))
         for note in result_notes(result):
-            console.print(note, highlight=False, soft_wrap=True)
+            console.print(note, highlight=False, soft_wrap=True, markup=False)
         return
     comparison = compare_runs(path, metric, checkpoint, split, settings)
     console.print(comparison_table(comparison))

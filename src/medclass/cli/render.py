@@ -29,16 +29,36 @@ def metrics_table(result: EvaluationResult) -> Table:
 
 
 def result_notes(result: EvaluationResult) -> list[str]:
-    """Lines printed under the metrics table: operating point, calibration, report location."""
+    """Lines printed under the metrics table: positive class, operating point, calibration, warnings, report."""
     notes = []
+    positive = result.extra.get("positive_class")
+    if positive:
+        ci = positive.get("ci") or {}
+
+        def value(name: str) -> str:
+            v = positive.get(name)
+            if v is None:
+                return "n/a"
+            bounds = ci.get(name)
+            return f"{v:.3f} ({bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else f"{v:.3f}"
+
+        notes.append(
+            f"positive class {positive['class']!r} (n={positive['support']}), at P > 0.5: sensitivity "
+            f"{value('sensitivity')}, specificity {value('specificity')}, PPV {value('ppv')}, NPV {value('npv')}, "
+            f"AP {value('ap')}"
+        )
     if result.operating_point:
         op = result.operating_point
-        notes.append(f"operating threshold {op['threshold']:.3f} ({op['rule']}, chosen on validation): "
-                     f"sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}")  # fmt: skip
+        notes.append(
+            f"operating threshold {op['threshold']:.3f} on P({op['positive_class']}) ({op['rule']}, chosen on "
+            f"validation): sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}"
+        )
     if result.calibration:
         cal = result.calibration
-        notes.append(f"calibration: ECE {cal['ece']:.4f}; temperature {cal['temperature']:.3f} (fitted on validation) "
-                     f"gives ECE {cal['ece_scaled']:.4f}")  # fmt: skip
+        verdict = "kept" if cal["applied"] else f"not applied: {cal['reason']}"
+        notes.append(f"calibration: test ECE {cal['ece']:.4f}; temperature {cal['fitted_temperature']:.3f} (fitted on "
+                     f"validation, {verdict}) gives test ECE {cal['ece_scaled']:.4f}")  # fmt: skip
+    notes += [f"warning: {w}" for w in result.extra.get("warnings", [])]
     if "html" in result.files:
         notes.append(f"report: {result.files['html']}")
     return notes
@@ -123,12 +143,14 @@ def comparison_table(comparison) -> Table:
 
 def robustness_table(result, severities: tuple[int, ...]) -> Table:
     """Test AUC per corruption and severity, the clean value first (ACC too in robustness.md)."""
-    table = Table(title=f"{result.split} AUC under corruptions (AUC and ACC in robustness.md)", title_justify="left")
+    table = Table(title=f"{result.split} AUC under corruptions (ACC and balanced ACC in robustness.md; † collapsed "
+                  "to one class)", title_justify="left")  # fmt: skip
     for column in ("corruption", "clean", *(f"s{s}" for s in severities)):
         table.add_column(column, justify="left" if column == "corruption" else "right")
     names = list(dict.fromkeys(r["corruption"] for r in result.rows))
     for name in [*names, "mean"]:
         values = [result.mean_at(s, "auc") if name == "mean" else result.value(name, s, "auc") for s in severities]
-        table.add_row(name, f"{result.clean['auc']:.3f}", *(f"{v:.3f}" for v in values),
+        marks = ["" if name == "mean" or not result.row(name, s)["collapsed"] else " †" for s in severities]
+        table.add_row(name, f"{result.clean['auc']:.3f}", *(f"{v:.3f}{m}" for v, m in zip(values, marks, strict=True)),
                       style="bold" if name == "mean" else None)  # fmt: skip
     return table

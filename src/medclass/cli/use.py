@@ -68,7 +68,9 @@ def predict(
         bool, typer.Option("--calibrated", help="Apply the temperature and thresholds fitted on validation.")
     ] = False,
     heatmaps: Annotated[Path | None, typer.Option(help="Write Grad-CAM overlays (PNG) of the top class here.")] = None,
-    method: Annotated[str, typer.Option(help="Heatmap method: gradcam, gradcam++ or eigencam.")] = "gradcam",
+    method: Annotated[
+        str, typer.Option(help="Heatmap method: hirescam, gradcam, gradcam++, layercam or eigencam.")
+    ] = "hirescam",
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Predict classes for new images; unreadable files are listed and the rest are still predicted."""
@@ -104,12 +106,21 @@ def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
     if not hasattr(predictor, "package"):
         raise UserError("--heatmaps needs a PyTorch model (package or run directory), not an ONNX file")
     folder.mkdir(parents=True, exist_ok=True)
+    drawn, empty = 0, []
     for p in result.predictions:
         image = decode(predictor, p.file)
-        index = predictor.classes.index(p.top[0][0])
-        cam = cam_maps(predictor.package, image[None], [index], method)[0]
-        atomic_write_bytes(folder / f"{Path(p.file).stem}_{method}.png", png_bytes(overlay(image, cam)))
-    console.print(f"heatmaps ({method}): {folder}", highlight=False, soft_wrap=True)
+        class_name = p.top[0][0]
+        cams = cam_maps(predictor.package, image[None], [predictor.classes.index(class_name)], method)
+        note = cams.note(0, class_name)
+        if note is not None:
+            empty.append((p.file, note))
+            continue
+        atomic_write_bytes(folder / f"{Path(p.file).stem}_{method}.png", png_bytes(overlay(image, cams.maps[0])))
+        drawn += 1
+    for file, note in empty:
+        err_console.print(f"[bold yellow]heatmap not drawn:[/] {file}: {note}", highlight=False, soft_wrap=True)
+    console.print(f"heatmaps ({method}): {drawn} drawn, {len(empty)} without evidence: {folder}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @app.command()

@@ -41,7 +41,8 @@ class LoaderFields(StrictModel):
         "auto",
         description="Hold the training images on the training device and form and augment whole batches there "
         "(kornia) instead of image by image in a DataLoader. auto: on one GPU when they take at most a quarter "
-        "of its memory; on a CPU (no workers asked for) for images up to 64 px, where it is ~10x cheaper.",
+        "of its memory; on a CPU for images up to 64 px, where it is ~10x cheaper (whatever num_workers says, "
+        "so the worker count never changes the model).",
     )
     augmentation: AugmentationName = "light"
     sampler: Literal["random", "balanced"] = Field(
@@ -119,6 +120,11 @@ class FileSourceFields(LoaderFields):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     strict: bool = Field(False, description="Stop at the first unreadable or missing image instead of skipping it.")
+    allow_label_conflicts: bool = Field(
+        False,
+        description="Train even when identical image files carry different labels (they are still counted and "
+        "named in data.json and the report); by default that stops the run.",
+    )
     cache: bool = Field(True, description="Keep decoded, resized images in a memory-mapped file for later runs.")
     cache_dir: Path | None = Field(None, description="Default: $MEDCLASS_CACHE, else ~/.cache/medclass.")
     extensions: tuple[str, ...] = Field(IMAGE_EXTENSIONS, description="File endings read as images.")

@@ -24,6 +24,12 @@ class EvaluationConfig(StrictModel):
         "specificity cost reaching target_sensitivity.",
     )
     target_sensitivity: float = Field(0.9, gt=0.0, le=1.0)
+    positive_class: str | None = Field(
+        None,
+        description="Binary tasks: the class that sensitivity, specificity, PPV, NPV, AP, the operating point and "
+        "the ROC/PR curves are about. Default: the class whose name is not normal/negative/benign/no "
+        "(BreastMNIST: malignant), else the second class.",
+    )
     worst_images: int = Field(16, ge=0, description="Worst-classified test images shown in the report.")
     report: bool = Field(True, description="Write plots, report.html and summary.md into the run's report/ folder.")
 

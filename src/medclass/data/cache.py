@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medclass.data.images import DECODE_ERRORS, GREY_MODES, ResizeMode, header_mode, load_image
@@ -111,9 +112,12 @@ def decode_images(
     else:
         images = np.zeros(shape, dtype=np.uint8)
     failures: dict[int, str] = {}
+    # A DataLoader draws its workers' base seed from the global generator unless it has its own: decoding must
+    # not shift what the model's initialisation draws next (a cold cache would otherwise give another model).
     loader = DataLoader(
-        _Decode(paths, size, resize, n_channels), batch_size=None, num_workers=_workers(len(paths)), collate_fn=_keep
-    )
+        _Decode(paths, size, resize, n_channels), batch_size=None, num_workers=_workers(len(paths)), collate_fn=_keep,
+        generator=torch.Generator(),
+    )  # fmt: skip
     try:
         for index, array, error in loader:
             if error is not None:

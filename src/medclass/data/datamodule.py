@@ -49,8 +49,7 @@ class ClassificationDataModule(L.LightningDataModule):
         # A last batch of one image breaks BatchNorm in training mode; drop it in that case only.
         drop_last = len(split) > batch_size and len(split) % batch_size == 1
         device, world_size = self._device()
-        asked = 0 if self.config.num_workers == "auto" else self.config.num_workers
-        self.resident = use_resident(self.config.on_device, split, device, asked, world_size)
+        self.resident = use_resident(self.config.on_device, split, device, world_size)
         if self.resident:
             self._batch_augmentation = build_batch_augmentation(self.config.augmentation, self.dataset.channels)
             if self._batch_augmentation is not None:
@@ -97,4 +96,7 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # Its own generator: an iterator draws a base seed per epoch, which must not come from (and shift) the
+            # global generator that dropout and mixup use; workers 0 and N then train the same model.
+            generator=torch.Generator().manual_seed(self.seed),
         )

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medclass.data.checks import IdenticalImages
 from medclass.tasks import Task, is_single_label
 
 SPLITS = ("train", "val", "test")
@@ -61,6 +63,24 @@ class LabelledImages:
     splits: dict[str, ImageSplit]
     source: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)  # images left out: {"file", "reason"}
+    identical: IdenticalImages | None = None  # identical images across splits / with different labels
+
+    @property
+    def warnings(self) -> list[str]:
+        """What every run on this data must say: leakage between splits, label conflicts that were allowed."""
+        if self.identical is None:
+            return []
+        return self.identical.warnings(conflicts_allowed=True)
+
+    def sources(self, split: str) -> list[str]:
+        """Where each image of ``split`` came from, in split order: the file's path for file sources, the npz file
+        and array index for MedMNIST (``bloodmnist.npz:test_images[17]``), so any prediction can be looked up."""
+        part = self.splits[split]
+        if part.files is not None:
+            root = self.source.get("root")
+            return [str(Path(root) / name) if root else name for name in part.files]
+        origin = Path(self.source["file"]).name if self.source.get("file") else self.name
+        return [f"{origin}:{split}_images[{i}]" for i in range(len(part))]
 
     @property
     def channels(self) -> int:
@@ -90,6 +110,8 @@ class LabelledImages:
             "splits": splits,
             "source": self.source,
             "skipped": len(self.skipped),
+            **({"checks": self.identical.summary()} if self.identical is not None else {}),
+            "warnings": self.warnings,
         }
 
 

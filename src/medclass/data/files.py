@@ -18,6 +18,13 @@ SPLIT_NAMES = {
 }  # fmt: skip
 
 
+# What pandas would read as a missing value (its default NA strings, except "None", which can be a class name).
+MISSING_LABELS = frozenset(
+    v.lower() for v in ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null")
+)  # fmt: skip
+
+
 @dataclass
 class ImageRecord:
     path: Path
@@ -161,6 +168,7 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
     pattern = re.compile(config.split_pattern) if config.split_pattern else None
 
     records, skipped = [], []
+    missing_labels: list[int] = []
     for row_number, row in enumerate(table.to_dict("records"), start=2):
         name = row[config.image_column].strip()
         where = f"{csv_path} line {row_number}"
@@ -177,8 +185,8 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
             skipped.append({"file": str(image_dir / name), "reason": f"named in {where} but not found"})
             continue
         raw_label = row[config.label_column].strip()
-        if not raw_label:
-            skipped.append({"file": str(path), "reason": f"no label in {where}"})
+        if raw_label.lower() in MISSING_LABELS:
+            missing_labels.append(row_number)
             continue
         label: str | tuple[str, ...] = raw_label
         if config.label_separator:
@@ -194,6 +202,12 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
         group = row[config.group_column].strip() if config.group_column else None
         records.append(ImageRecord(path, label, split, group or None))
 
+    if missing_labels:
+        lines = ", ".join(map(str, missing_labels[:10])) + (" ..." if len(missing_labels) > 10 else "")
+        raise DataError(
+            f"{csv_path}: {len(missing_labels)} row(s) have an empty or missing {config.label_column!r} "
+            f"(empty, NaN, NA, null) on line(s) {lines}: give every image a label, or remove those rows"
+        )
     if not records:
         raise DataError(
             f"none of the {len(table)} rows of {csv_path} names an image found under {image_dir}: "

@@ -22,10 +22,11 @@ GPU_SHARE = 0.25  # at most this share of the GPU's memory for the resident imag
 CPU_MAX_SIDE = 64  # measured: batched augmentation beats per-image on a CPU up to about this size
 
 
-def use_resident(setting: bool | str, split: ImageSplit, device: torch.device, num_workers: int, devices: int) -> bool:
+def use_resident(setting: bool | str, split: ImageSplit, device: torch.device, devices: int) -> bool:
     """``data.on_device`` resolved: auto means on a single GPU when the images take at most a quarter of its
-    memory, on a CPU without loader workers for images up to 64 px; never in a multi-device run (each process
-    would need its own shard)."""
+    memory, on a CPU for images up to 64 px; never in a multi-device run (each process would need its own shard).
+    The worker count does not enter the choice, so data.num_workers never changes which augmentation (and so
+    which model) a run gets."""
     if devices > 1:
         return False
     if setting != "auto":
@@ -34,7 +35,7 @@ def use_resident(setting: bool | str, split: ImageSplit, device: torch.device, n
     n_bytes = len(split) * int(np.prod(shape[1:]))
     if device.type == "cuda":
         return n_bytes <= GPU_SHARE * torch.cuda.get_device_properties(device).total_memory
-    return device.type == "cpu" and num_workers == 0 and max(shape[1:3]) <= CPU_MAX_SIDE
+    return device.type == "cpu" and max(shape[1:3]) <= CPU_MAX_SIDE
 
 
 class ResidentBatches:

@@ -84,3 +84,54 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, task: Task) -> tuple
 
 def apply_temperature(logits: np.ndarray, task: Task, temperature: float) -> np.ndarray:
     return scores_from_logits(torch.from_numpy(np.asarray(logits, np.float64) / temperature), task).numpy()
+
+
+def choose_temperature(
+    val_logits: np.ndarray, val_targets: np.ndarray, logits: np.ndarray, targets: np.ndarray, task: Task,
+    bins: int = 15,
+) -> dict:  # fmt: skip
+    """Fit a temperature on validation and keep it only when it helps there (lower NLL and no higher ECE); the
+    evaluated split is never used to decide, only to report what the fitted temperature does to it
+    (``worse_on_test``, with a ``warning`` to show). ``temperature`` is what prediction applies when asked."""
+    fitted, val_nll_before, val_nll_after = fit_temperature(val_logits, val_targets, task)
+    val_ece_before = expected_calibration_error(val_targets, apply_temperature(val_logits, task, 1.0), task, bins)
+    val_ece_after = expected_calibration_error(val_targets, apply_temperature(val_logits, task, fitted), task, bins)
+    if not val_nll_after < val_nll_before:
+        kept, reason = False, "it does not lower the validation NLL"
+    elif val_ece_after > val_ece_before:
+        kept, reason = False, f"it raises the validation ECE ({val_ece_before:.4f} -> {val_ece_after:.4f})"
+    else:
+        kept, reason = True, "it lowers the validation NLL and does not raise the validation ECE"
+    scores, scaled = apply_temperature(logits, task, 1.0), apply_temperature(logits, task, fitted)
+    ece, ece_scaled = expected_calibration_error(targets, scores, task, bins), expected_calibration_error(
+        targets, scaled, task, bins
+    )
+    warning = None
+    if ece_scaled > ece:
+        verdict = (
+            "it is kept (validation decides), so prediction with --calibrated is less calibrated here"
+            if kept
+            else f"it is not applied ({reason})"
+        )
+        warning = (
+            f"calibration: the temperature {fitted:.3f} fitted on validation raises the test ECE from {ece:.4f} to "
+            f"{ece_scaled:.4f}; {verdict}"
+        )
+    return {
+        "ece": ece,
+        "brier": brier_score(targets, scores, task),
+        "fitted_temperature": fitted,
+        "temperature": fitted if kept else 1.0,
+        "applied": kept,
+        "reason": reason,
+        "ece_scaled": ece_scaled,
+        "brier_scaled": brier_score(targets, scaled, task),
+        "worse_on_test": bool(ece_scaled > ece),
+        "warning": warning,
+        "val_nll": val_nll_before,
+        "val_nll_scaled": val_nll_after,
+        "val_ece": val_ece_before,
+        "val_ece_scaled": val_ece_after,
+        "bins": bins,
+        "fitted_on": "val",
+    }

@@ -22,18 +22,22 @@ from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.dataset import SPLITS
 from medclass.errors import UserError
 from medclass.evaluation.bootstrap import bootstrap_intervals
-from medclass.evaluation.calibration import (
-    apply_temperature,
-    brier_score,
-    expected_calibration_error,
-    fit_temperature,
+from medclass.evaluation.calibration import apply_temperature, choose_temperature
+from medclass.evaluation.clinical import (
+    METRIC_DEFINITIONS,
+    average_precision,
+    average_precision_interval,
+    per_class_intervals,
+    per_class_table,
+    summary_metrics,
 )
-from medclass.evaluation.clinical import METRIC_DEFINITIONS, per_class_table, summary_metrics
 from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics, predicted_labels
 from medclass.evaluation.thresholds import best_f1_thresholds, operating_threshold, sensitivity_specificity
 from medclass.io import atomic_write_text
 from medclass.run_dir import RunDir
-from medclass.tasks import Task, scores_from_logits
+from medclass.tasks import Task, positive_class_index, scores_from_logits
+
+UNREPRODUCIBLE = ("images_per_second",)
 
 
 @dataclass
@@ -65,7 +69,9 @@ class EvaluationResult:
             "calibration": self.calibration,
             "operating_point": self.operating_point,
             "definitions": {name: METRIC_DEFINITIONS[name] for name in self.metrics if name in METRIC_DEFINITIONS},
-            **self.extra,
+            # Speed is a fact of the machine, not of the model: it goes to run.json, so that metrics.json is the
+            # same file for the same config and seed.
+            **{k: v for k, v in self.extra.items() if k not in UNREPRODUCIBLE},
         }
 
 
@@ -124,19 +130,30 @@ def evaluate_run(
     val_scores = _scores(val_logits, task)
 
     thresholds = best_f1_thresholds(val_targets, val_scores) if task == "multilabel" else None
+    positive = positive_class_index(dataset.classes, settings.positive_class) if task == "binary" else None
     metrics = summary_metrics(targets, scores, task, thresholds)
-    calibration = _calibration(logits, scores, targets, val_logits, val_targets, task, settings)
+    calibration = choose_temperature(val_logits, val_targets, logits, targets, task, settings.calibration_bins)
     metrics["ece"], metrics["brier"] = calibration["ece"], calibration["brier"]
+    y_pred = predicted_labels(scores, task, 0.5 if thresholds is None else thresholds)
+    per_class = per_class_table(targets, scores, y_pred, task, dataset.classes)
     intervals = {}
     if settings.bootstrap:
         intervals = bootstrap_intervals(
             targets, scores, lambda t, s: classification_metrics(t, s, task, thresholds), list(HEADLINE_METRICS),
             resamples=settings.bootstrap, confidence=settings.confidence, seed=config.seed,
         )  # fmt: skip
-    operating_point = None
-    if task == "binary":
-        operating_point = _operating_point(targets, scores, val_targets, val_scores, settings)
-    y_pred = predicted_labels(scores, task, 0.5 if thresholds is None else thresholds)
+        class_intervals = per_class_intervals(
+            targets, scores, y_pred, task, len(dataset.classes), settings.bootstrap, settings.confidence, config.seed
+        )
+        for row, row_intervals in zip(per_class, class_intervals, strict=True):
+            row["ci"] = row_intervals
+    operating_point = positive_summary = None
+    if positive is not None:
+        operating_point = _operating_point(targets, scores, val_targets, val_scores, settings, positive)
+        operating_point["positive_class"] = dataset.classes[positive]
+        positive_summary = _positive_summary(
+            targets, scores, per_class, positive, dataset.classes, settings, config.seed
+        )
     result = EvaluationResult(
         run_dir=run.path,
         split=split,
@@ -146,7 +163,7 @@ def evaluate_run(
         epoch=(info["epoch"] + 1) if info.get("epoch") is not None else None,
         task=task,
         intervals=intervals,
-        per_class=per_class_table(targets, scores, y_pred, task, dataset.classes),
+        per_class=per_class,
         calibration=calibration,
         operating_point=operating_point,
         extra={
@@ -155,6 +172,8 @@ def evaluate_run(
             "classes": dataset.classes,
             "split_source": dataset.source.get("split"),
             "seed": config.seed,
+            **({"positive_class": positive_summary} if positive_summary is not None else {}),
+            "warnings": [*dataset.warnings, *_warnings(calibration, positive_summary)],
             "images_per_second": round(len(targets) / seconds, 1) if seconds > 0 else None,
             "bootstrap": {
                 "resamples": settings.bootstrap,
@@ -166,16 +185,18 @@ def evaluate_run(
         },
     )
     run.write_json(metrics_filename(split, checkpoint), result.as_dict())
+    speed = run.read_status().get("images_per_second", {})
+    run.update_status(images_per_second={**speed, f"{split}/{checkpoint}": result.extra["images_per_second"]})
     run.write_json(calibration_filename(checkpoint), _stored_calibration(result, thresholds))
     result.files["metrics"] = run.file(metrics_filename(split, checkpoint))
     result.files["predictions"] = atomic_write_text(
-        run.predictions_path(split), predictions_csv(targets, scores, dataset.classes, task)
+        run.predictions_path(split), predictions_csv(targets, scores, dataset.classes, task, dataset.sources(split))
     )
     if settings.report:
         from medclass.evaluation.report import write_report
 
         report_dir = run.file(report_dirname(split, checkpoint))
-        scaled = apply_temperature(logits, task, calibration["temperature"])
+        scaled = apply_temperature(logits, task, calibration["fitted_temperature"])
         result.files.update(
             write_report(report_dir, run, config, dataset, result, targets, scores, scaled, y_pred, settings)
         )
@@ -186,39 +207,52 @@ def _scores(logits: np.ndarray, task: Task) -> np.ndarray:
     return scores_from_logits(torch.from_numpy(logits), task).numpy()
 
 
-def _calibration(
-    logits: np.ndarray, scores: np.ndarray, targets: np.ndarray, val_logits: np.ndarray, val_targets: np.ndarray,
-    task: Task, settings: EvaluationConfig,
+def _warnings(calibration: dict[str, Any], positive: dict[str, Any] | None) -> list[str]:
+    """What a reader must not miss, said in the console, metrics.json and the report."""
+    notes = [calibration["warning"]] if calibration.get("warning") else []
+    if positive is not None and positive.get("sensitivity") is not None and positive["sensitivity"] < 0.5:
+        notes.append(
+            f"sensitivity for {positive['class']} is {positive['sensitivity']:.3f} at P > 0.5: the model misses "
+            "most positive cases at that threshold (see the operating point)"
+        )
+    return notes
+
+
+def _positive_summary(
+    targets: np.ndarray, scores: np.ndarray, per_class: list[dict[str, Any]], positive: int, classes: list[str],
+    settings: EvaluationConfig, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
-    temperature, val_nll_before, val_nll_after = fit_temperature(val_logits, val_targets, task)
-    scaled = apply_temperature(logits, task, temperature)
-    bins = settings.calibration_bins
-    return {
-        "ece": expected_calibration_error(targets, scores, task, bins),
-        "brier": brier_score(targets, scores, task),
-        "temperature": temperature,
-        "ece_scaled": expected_calibration_error(targets, scaled, task, bins),
-        "brier_scaled": brier_score(targets, scaled, task),
-        "val_nll": val_nll_before,
-        "val_nll_scaled": val_nll_after,
-        "bins": bins,
-        "fitted_on": "val",
-    }
+    """The binary task's numbers for its positive class (its per-class row, plus average precision)."""
+    row = dict(per_class[positive])
+    summary: dict[str, Any] = {"class": classes[positive], "index": positive}
+    summary.update({k: row[k] for k in ("support", "sensitivity", "specificity", "ppv", "npv", "f1", "auc")})
+    summary["ap"] = average_precision(targets, scores[:, positive], positive)
+    if "ci" in row:
+        summary["ci"] = {
+            **row["ci"],
+            "ap": average_precision_interval(
+                targets, scores[:, positive], positive, settings.bootstrap, settings.confidence, seed
+            ),
+        }
+    return summary
 
 
 def _operating_point(
     targets: np.ndarray, scores: np.ndarray, val_targets: np.ndarray, val_scores: np.ndarray,
-    settings: EvaluationConfig,
+    settings: EvaluationConfig, positive: int,
 ) -> dict[str, Any]:  # fmt: skip
+    """The decision threshold on P(positive class), chosen on validation, and what it gives on this split."""
+    truth, val_truth = _is_positive(targets, positive), _is_positive(val_targets, positive)
     threshold = operating_threshold(
-        val_targets, val_scores[:, -1], settings.operating_point, settings.target_sensitivity
+        val_truth, val_scores[:, positive], settings.operating_point, settings.target_sensitivity
     )
-    sensitivity, specificity = sensitivity_specificity(targets, scores[:, -1], threshold)
-    default_sens, default_spec = sensitivity_specificity(targets, scores[:, -1], np.nextafter(0.5, 1.0))
+    sensitivity, specificity = sensitivity_specificity(truth, scores[:, positive], threshold)
+    default_sens, default_spec = sensitivity_specificity(truth, scores[:, positive], np.nextafter(0.5, 1.0))
     return {
         "rule": settings.operating_point,
         **({"target_sensitivity": settings.target_sensitivity} if settings.operating_point == "sensitivity" else {}),
         "threshold": threshold,
+        "positive_index": positive,
         "chosen_on": "val",
         "sensitivity": sensitivity,
         "specificity": specificity,
@@ -226,35 +260,48 @@ def _operating_point(
     }
 
 
+def _is_positive(targets: np.ndarray, positive: int) -> np.ndarray:
+    return (np.asarray(targets).reshape(-1) == positive).astype(np.int64)
+
+
 def _stored_calibration(result: EvaluationResult, thresholds: np.ndarray | None) -> dict[str, Any]:
+    calibration = result.calibration
     stored: dict[str, Any] = {
         "checkpoint": result.checkpoint,
         "fitted_on": "val",
-        "temperature": result.calibration["temperature"],
+        "temperature": calibration["temperature"],
+        "fitted_temperature": calibration["fitted_temperature"],
+        "temperature_applied": calibration["applied"],
+        "temperature_reason": calibration["reason"],
     }
     if thresholds is not None:
         stored["label_thresholds"] = [float(t) for t in thresholds]
     if result.operating_point is not None:
         stored["threshold"] = result.operating_point["threshold"]
         stored["threshold_rule"] = result.operating_point["rule"]
+        stored["positive_class"] = result.operating_point["positive_class"]
+        stored["positive_index"] = result.operating_point["positive_index"]
     return stored
 
 
-def predictions_csv(targets: np.ndarray, scores: np.ndarray, classes: list[str], task: Task) -> str:
-    """One row per image, in split order: index, true and predicted label(s), and the score of every class."""
+def predictions_csv(targets: np.ndarray, scores: np.ndarray, classes: list[str], task: Task, sources: list[str]) -> str:
+    """One row per image, in split order: index, source (file path, or npz array and index), true and predicted
+    label(s), and the score of every class."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     predictions = predicted_labels(scores, task)
     if task == "multilabel":
         writer.writerow(
-            ["index", *(f"true:{c}" for c in classes), *(f"pred:{c}" for c in classes), *(f"p:{c}" for c in classes)]
-        )
+            ["index", "source", *(f"true:{c}" for c in classes), *(f"pred:{c}" for c in classes),
+             *(f"p:{c}" for c in classes)]
+        )  # fmt: skip
         for i in range(len(scores)):
-            writer.writerow([i, *targets[i].astype(int), *predictions[i], *(f"{p:.6f}" for p in scores[i])])
+            writer.writerow([i, sources[i], *targets[i].astype(int), *predictions[i], *(f"{p:.6f}" for p in scores[i])])
     else:
-        writer.writerow(["index", "true", "predicted", *(f"p:{c}" for c in classes)])
+        writer.writerow(["index", "source", "true", "predicted", *(f"p:{c}" for c in classes)])
         for i in range(len(scores)):
             writer.writerow(
-                [i, classes[int(targets[i])], classes[int(predictions[i])], *(f"{p:.6f}" for p in scores[i])]
-            )
+                [i, sources[i], classes[int(targets[i])], classes[int(predictions[i])],
+                 *(f"{p:.6f}" for p in scores[i])]
+            )  # fmt: skip
     return buffer.getvalue()

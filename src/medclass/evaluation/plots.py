@@ -65,27 +65,35 @@ def plot_confusion(
     return save_figure(fig, path)
 
 
-def _binary_columns(y_true: np.ndarray, y_score: np.ndarray, task: Task, classes: list[str]):
+def _binary_columns(y_true: np.ndarray, y_score: np.ndarray, task: Task, classes: list[str], positive: int | None):
     """(name, truth 0/1, score) per curve: the positive class for binary tasks, else one per class or label."""
     if task == "binary":
-        return [(classes[-1], (y_true.reshape(-1) == 1).astype(int), y_score[:, -1])]
+        k = 1 if positive is None else positive
+        return [(classes[k], (y_true.reshape(-1) == k).astype(int), y_score[:, k])]
     if task == "multilabel":
         return [(c, y_true[:, i].astype(int), y_score[:, i]) for i, c in enumerate(classes)]
     truth = y_true.reshape(-1)
     return [(c, (truth == i).astype(int), y_score[:, i]) for i, c in enumerate(classes)]
 
 
-def plot_roc_pr(path: Path, y_true: np.ndarray, y_score: np.ndarray, classes: list[str], task: Task) -> Path:
-    """ROC (left) and precision-recall (right) curves, one-vs-rest per class, with their AUC and AP."""
+def plot_roc_pr(
+    path: Path, y_true: np.ndarray, y_score: np.ndarray, classes: list[str], task: Task, positive: int | None = None
+) -> Path:
+    """ROC (left) and precision-recall (right) curves with their AUC and AP: for a binary task those of detecting
+    its positive class, else one-vs-rest per class."""
     fig = Figure(figsize=(12, 5.2))
     roc_ax, pr_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, truth, score in _binary_columns(y_true, y_score, task, classes):
+    for name, truth, score in _binary_columns(y_true, y_score, task, classes, positive):
         if truth.min() == truth.max():
             continue  # no curve without positives and negatives
         RocCurveDisplay.from_predictions(truth, score, ax=roc_ax, name=_short(name), plot_chance_level=False)
         PrecisionRecallDisplay.from_predictions(truth, score, ax=pr_ax, name=_short(name))
     roc_ax.plot([0, 1], [0, 1], linestyle=":", color="gray", linewidth=1)
-    scope = f"{_short(classes[-1])} vs rest" if task == "binary" else "one-vs-rest per class"
+    scope = (
+        f"positive class: {_short(classes[1 if positive is None else positive])}"
+        if task == "binary"
+        else "one-vs-rest per class"
+    )
     roc_ax.set_title(f"ROC ({scope})")
     roc_ax.set_xlabel("false positive rate (1 - specificity)")
     roc_ax.set_ylabel("sensitivity")

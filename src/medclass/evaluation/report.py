@@ -86,11 +86,12 @@ def write_plots(
         name: plot_confusion(folder / f"{name}.png", targets, y_pred, classes, task, normalize)
         for name, normalize in (("confusion_counts", False), ("confusion_normalized", True))
     }
-    plots["roc_pr"] = plot_roc_pr(folder / "roc_pr.png", targets, scores, classes, task)
+    positive = (result.extra.get("positive_class") or {}).get("index")
+    plots["roc_pr"] = plot_roc_pr(folder / "roc_pr.png", targets, scores, classes, task, positive)
     calibration = result.calibration
     plots["reliability"] = plot_reliability(
         folder / "reliability.png", reliability_curve(targets, scores, task, bins), calibration["ece"],
-        reliability_curve(targets, scaled, task, bins), calibration["ece_scaled"], calibration["temperature"],
+        reliability_curve(targets, scaled, task, bins), calibration["ece_scaled"], calibration["fitted_temperature"],
     )  # fmt: skip
     curves = plot_training_curves(
         folder / "training_curves.png", read_epochs(run.epochs_csv), config.checkpoint.monitor
@@ -127,7 +128,20 @@ def report_context(
             "interval": f"{_fmt(interval[0])} – {_fmt(interval[1])}" if interval else "",
             "definition": METRIC_DEFINITIONS.get(name, ""),
         })  # fmt: skip
-    per_class = [{c: _fmt(row[c], 3) for c in PER_CLASS_COLUMNS} for row in result.per_class]
+    per_class = [
+        {c: _with_interval(row[c], (row.get("ci") or {}).get(c)) for c in PER_CLASS_COLUMNS} for row in result.per_class
+    ]
+    positive = result.extra.get("positive_class")
+    positive_rows = []
+    if positive:
+        ci = positive.get("ci") or {}
+        labels = {"sensitivity": "sensitivity (recall)", "specificity": "specificity", "ppv": "PPV (precision)",
+                  "npv": "NPV", "f1": "F1", "auc": "ROC AUC", "ap": "average precision (PR AUC)"}  # fmt: skip
+        positive_rows = [
+            {"name": label, "value": _fmt(positive.get(key)),
+             "interval": f"{_fmt(ci[key][0])} – {_fmt(ci[key][1])}" if ci.get(key) else ""}
+            for key, label in labels.items()
+        ]  # fmt: skip
     fitted = ["the temperature"]
     if result.operating_point:
         fitted.append("the operating threshold")
@@ -145,6 +159,9 @@ def report_context(
         "resamples": result.extra.get("bootstrap", {}).get("resamples", 0),
         "per_class_columns": PER_CLASS_COLUMNS,
         "per_class": per_class,
+        "positive": positive,
+        "positive_rows": positive_rows,
+        "warnings": result.extra.get("warnings", []),
         "calibration": {k: _fmt(v) if isinstance(v, float) else v for k, v in result.calibration.items()},
         "operating_point": result.operating_point,
         "fmt": _fmt,
@@ -153,6 +170,12 @@ def report_context(
         "environment": environment,
         "config_yaml": run.config_path.read_text(encoding="utf-8"),
     }
+
+
+def _with_interval(value: Any, interval: list[float] | None) -> str:
+    if isinstance(value, float) and interval:
+        return f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
+    return _fmt(value, 3)
 
 
 def _embed(path: Path) -> str:

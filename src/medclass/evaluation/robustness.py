@@ -21,13 +21,16 @@ from medclass.data import LabelledImages, load_dataset
 from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from medclass.data.dataset import ArrayDataset, ImageSplit
 from medclass.errors import UserError
-from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics
+from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics, predicted_labels
 from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
 from medclass.run_dir import RunDir
 from medclass.tasks import scores_from_logits
 
-TABLE_METRICS = ("auc", "acc")
+TABLE_METRICS = ("auc", "acc", "balanced_acc")
+METRIC_TITLES = {"auc": "AUC", "acc": "ACC", "balanced_acc": "balanced ACC"}
+COLLAPSE_SHARE = 0.95  # a model that gives one class to this share of the images (well above its true share) ...
+COLLAPSE_EXCESS = 0.10  # ... answers the same whatever the image: the corruption has collapsed it
 
 
 @dataclass
@@ -41,12 +44,18 @@ class RobustnessResult:
     def value(self, corruption: str, severity: int, metric: str) -> float:
         return next(r[metric] for r in self.rows if r["corruption"] == corruption and r["severity"] == severity)
 
+    def row(self, corruption: str, severity: int) -> dict:
+        return next(r for r in self.rows if r["corruption"] == corruption and r["severity"] == severity)
+
+    def collapsed(self) -> list[dict]:
+        return [r for r in self.rows if r["collapsed"]]
+
     def mean_at(self, severity: int, metric: str) -> float:
         return float(np.mean([r[metric] for r in self.rows if r["severity"] == severity]))
 
 
 def parse_corruptions(text: str) -> list[str]:
-    """"all" or a comma-separated list of registered corruption names."""
+    """ "all" or a comma-separated list of registered corruption names."""
     if text.strip() in ("", "all"):
         return sorted(CORRUPTIONS)
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -80,11 +89,11 @@ def evaluate_corruptions(
     images, labels = data.array(), np.asarray(data.labels)
     batch_size = config.data.eval_batch_size or 256
 
-    def metrics_of(batch_images: np.ndarray) -> dict[str, float]:
+    def metrics_of(batch_images: np.ndarray) -> dict:
         loader = DataLoader(ArrayDataset(ImageSplit(batch_images, labels)), batch_size=batch_size)
         logits, targets = predict_logits(module, loader, config.trainer)
         scores = scores_from_logits(torch.from_numpy(logits), dataset.task).numpy()
-        return classification_metrics(targets, scores, dataset.task)
+        return {**classification_metrics(targets, scores, dataset.task), **_collapse(targets, scores, dataset)}
 
     result = RobustnessResult(run.path, split, metrics_of(images))
     for name in names:
@@ -101,13 +110,27 @@ def evaluate_corruptions(
     return result
 
 
+def _collapse(targets: np.ndarray, scores: np.ndarray, dataset: LabelledImages) -> dict:
+    """The most predicted class and its share of the images, and whether the model has collapsed to it."""
+    if dataset.task == "multilabel":
+        return {"top_class": "", "top_share": float("nan"), "collapsed": False}
+    predicted = predicted_labels(scores, dataset.task)
+    counts = np.bincount(predicted, minlength=len(dataset.classes))
+    top = int(counts.argmax())
+    share = float(counts[top] / len(predicted))
+    true_share = float(np.mean(np.asarray(targets).reshape(-1) == top))
+    collapsed = share >= COLLAPSE_SHARE and share - true_share >= COLLAPSE_EXCESS
+    return {"top_class": dataset.classes[top], "top_share": share, "collapsed": collapsed}
+
+
 def _name(result: RobustnessResult) -> str:
     return f"{result.run_dir.parent.name}/{result.run_dir.name}"  # experiment/timestamp
 
 
 def _write_csv(result: RobustnessResult, path: Path) -> Path:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["corruption", "severity", *HEADLINE_METRICS], lineterminator="\n")
+    fields = ["corruption", "severity", *HEADLINE_METRICS, "top_class", "top_share", "collapsed"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerow({"corruption": "clean", "severity": 0, **result.clean})
     for row in result.rows:
@@ -120,16 +143,29 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
     lines = [f"# Robustness of {_name(result)} on the {result.split} split", "",
              f"{len(names)} corruptions x {len(severities)} severities, corruption seed {seed}; severity 0 is the "
              "clean image.", ""]  # fmt: skip
+    collapsed = result.collapsed()
+    if collapsed:
+        lines += ["## Collapse", "",
+                  f"**{len(collapsed)} corruption/severity pair(s) make the model give one class to nearly every "
+                  f"image** (at least {COLLAPSE_SHARE:.0%} of them, well above that class's true share): ACC and "
+                  "AUC can still look fair there, balanced ACC shows it.", ""]  # fmt: skip
+        lines += [f"- {r['corruption']} s{r['severity']}: {r['top_share']:.0%} predicted {r['top_class']!r}, "
+                  f"balanced ACC {r['balanced_acc']:.3f}" for r in collapsed]  # fmt: skip
+        lines.append("")
     for metric in TABLE_METRICS:
         header = ["corruption", "clean", *(f"s{s}" for s in severities), f"drop at s{severities[-1]}"]
-        lines += [f"## {metric.upper()}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        lines += [f"## {METRIC_TITLES[metric]}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for name in [*names, "mean"]:
             values = [result.mean_at(s, metric) if name == "mean" else result.value(name, s, metric)
                       for s in severities]  # fmt: skip
+            marks = ["" if name == "mean" or not result.row(name, s)["collapsed"] else " †" for s in severities]
             cells = [f"**{name}**" if name == "mean" else name, f"{result.clean[metric]:.4f}",
-                     *(f"{v:.4f}" for v in values), f"{values[-1] - result.clean[metric]:+.4f}"]  # fmt: skip
+                     *(f"{v:.4f}{m}" for v, m in zip(values, marks, strict=True)),
+                     f"{values[-1] - result.clean[metric]:+.4f}"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if collapsed:
+        lines += ["† collapsed: one class predicted for nearly every image.", ""]
     return "\n".join(lines)
 
 
@@ -144,9 +180,13 @@ def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
                     markersize=3, linewidth=1, label=name)  # fmt: skip
         mean = [result.clean[metric], *(result.mean_at(s, metric) for s in severities)]
         ax.plot(x, mean, color="black", linewidth=2.5, label="mean")
+        collapsed = result.collapsed()
+        if collapsed:
+            ax.scatter([r["severity"] for r in collapsed], [r[metric] for r in collapsed], marker="x", s=60,
+                       color="red", zorder=5, label="collapsed to one class")  # fmt: skip
         ax.set_xticks(x, ["clean", *(str(s) for s in severities)])
         ax.set_xlabel("severity")
-        ax.set_ylabel(f"test {metric.upper()}")
+        ax.set_ylabel(f"{result.split} {METRIC_TITLES[metric]}")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{_name(result)}: {result.split} metrics under image corruptions")

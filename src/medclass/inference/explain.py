@@ -1,14 +1,23 @@
-"""Why the model decided: class-activation heatmaps from pytorch-grad-cam (Grad-CAM, Grad-CAM++, Eigen-CAM)
-overlaid on the image, for CNNs and for transformers (ViT/DeiT tokens and Swin feature maps reshaped to a grid).
+"""Why the model decided: class-activation heatmaps from pytorch-grad-cam (HiResCAM, Grad-CAM, Grad-CAM++,
+LayerCAM, Eigen-CAM) overlaid on the image, for CNNs and for transformers (ViT/DeiT tokens and Swin feature maps
+reshaped to a grid).
+
+The default is HiResCAM (Draelos & Carin 2020): gradient times activation per location, summed over channels.
+Grad-CAM first averages each channel's gradient over the map, and for a class whose evidence is mostly the
+absence of the other class's features (BreastMNIST's "malignant" in a two-logit model) those averages cancel to a
+map that is negative everywhere and is then clipped to all zeros. HiResCAM has no such averaging and, for a CNN
+ending in pooling and a linear layer, provably shows the locations that raised that class's score.
 
 What medclass adds is only the choice of layer (the last feature stage timm reports, or the last transformer
-block's first norm) and the token reshaping; the CAM methods are the library's."""
+block's first norm), the token reshaping and the check that a map shows something: a map that is the same value
+everywhere (no location raised the class's score) is reported as degenerate, never drawn as an empty overlay."""
 
 from __future__ import annotations
 
 import io
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +26,8 @@ from torch import nn
 
 from medclass.errors import ModelError
 
-METHODS = ("gradcam", "gradcam++", "eigencam")
+METHODS = ("hirescam", "gradcam", "gradcam++", "layercam", "eigencam")
+DEFAULT_METHOD = "hirescam"
 
 
 def target_layer(
@@ -59,24 +69,46 @@ def _channels_last_to_first(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cam_class(method: str):
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 
-    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
+    classes = {"hirescam": HiResCAM, "gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM,
+               "eigencam": EigenCAM}  # fmt: skip
     if method not in classes:
         raise ModelError(f"unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}")
     return classes[method]
 
 
-def heatmaps(package, images: np.ndarray, class_indices: list[int], method: str = "gradcam") -> np.ndarray:
-    """(B, H, W) maps in [0, 1] at the decode size, for the given class of each uint8 (B, C, H, W) image."""
+@dataclass
+class Heatmaps:
+    """(B, H, W) maps in [0, 1] at the decode size, and which of them are degenerate (one value everywhere)."""
+
+    maps: np.ndarray
+    degenerate: np.ndarray
+    method: str
+
+    def note(self, index: int, class_name: str) -> str | None:
+        """Why map ``index`` is not drawn, or None when it is fine."""
+        if not self.degenerate[index]:
+            return None
+        return (
+            f"no heatmap: {self.method} finds no location that raises the score of {class_name!r} (the map is "
+            "the same everywhere); try another method (--method gradcam++ or layercam)"
+        )
+
+
+def heatmaps(package, images: np.ndarray, class_indices: list[int], method: str = DEFAULT_METHOD) -> Heatmaps:
+    """Maps for the given class of each uint8 (B, C, H, W) image, with their degeneracy flags."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer, reshape = target_layer(package.net, package.preprocessing.get("input_size"))
     model = package.module()  # the CAM library sees the same graph prediction uses
     inputs = torch.from_numpy(np.ascontiguousarray(images)).float()  # float so gradients can flow to the input
     with _cam_class(method)(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
-        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(i) for i in class_indices])
-    return np.nan_to_num(maps).astype(np.float32)
+        raw = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(i) for i in class_indices])
+    finite = np.isfinite(raw).reshape(len(raw), -1).all(axis=1)
+    maps = np.nan_to_num(raw).astype(np.float32)
+    spread = np.ptp(maps.reshape(len(maps), -1), axis=1)
+    return Heatmaps(maps, ~finite | (spread < 1e-6), method)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.ndarray:

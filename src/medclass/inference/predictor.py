@@ -148,9 +148,13 @@ def decide(predictor: Predictor, scores: np.ndarray, calibrated: bool) -> list[l
         thresholds = np.asarray(calibration.get("label_thresholds", [0.5] * len(classes)))
         return [[c for c, on in zip(classes, row > thresholds, strict=True) if on] for row in scores]
     if predictor.task == "binary":
-        threshold = float(calibration.get("threshold", 0.5))
-        positive = scores[:, -1] >= threshold if "threshold" in calibration else scores[:, -1] > threshold
-        return [[classes[int(p)]] for p in positive]
+        if "threshold" not in calibration:
+            return [[classes[int(p)]] for p in scores[:, 1] > 0.5]
+        # The operating threshold is on P(positive class); packages from before positive classes were named
+        # chose it on the second class.
+        positive = int(calibration.get("positive_index", 1))
+        other = 1 - positive
+        return [[classes[positive if p else other]] for p in scores[:, positive] >= float(calibration["threshold"])]
     return [[classes[int(i)]] for i in scores.argmax(axis=1)]
 
 

@@ -80,7 +80,7 @@ def create_app(
     @app.post("/predict")
     def predict(
         file: Annotated[UploadFile, File(description="An image file (PNG, JPEG, TIFF, BMP, ...).")],
-        heatmap: Annotated[bool, Query(description="Also return a Grad-CAM heatmap of the top class.")] = False,
+        heatmap: Annotated[bool, Query(description="Also return a HiResCAM heatmap of the top class.")] = False,
         calibrated: Annotated[bool, Query(description="Apply the temperature fitted on validation.")] = False,
     ) -> dict[str, Any]:
         data = read_upload(file)
@@ -107,9 +107,15 @@ def create_app(
             if heatmap:
                 from medclass.inference.explain import heatmaps, overlay, png_bytes
 
-                cam = heatmaps(predictor.package, image[None], [int(order[0])])[0]  # type: ignore[attr-defined]
-                response["heatmap_png"] = base64.b64encode(png_bytes(overlay(image, cam))).decode("ascii")
-                response["heatmap_class"] = predictor.classes[int(order[0])]
+                cams = heatmaps(predictor.package, image[None], [int(order[0])])  # type: ignore[attr-defined]
+                class_name = predictor.classes[int(order[0])]
+                response["heatmap_class"] = class_name
+                response["heatmap_method"] = cams.method
+                note = cams.note(0, class_name)
+                if note is None:
+                    response["heatmap_png"] = base64.b64encode(png_bytes(overlay(image, cams.maps[0]))).decode()
+                else:
+                    response["heatmap_note"] = note
         return response
 
     page = resources.files("medclass.inference").joinpath("page.html").read_text(encoding="utf-8")

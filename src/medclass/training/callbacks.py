@@ -13,22 +13,26 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from medclass.errors import TrainingDiverged
+from medclass.run_dir import RunDir
 
 EPOCH_COLUMNS = (
     "epoch", "stage", "train_loss", "val_loss", "val_acc", "val_auc", "val_f1_macro", "val_balanced_acc",
-    "lr_head", "lr_backbone", "seconds",
+    "lr_head", "lr_backbone",
 )  # fmt: skip
 
 
 class EpochCSVLogger(L.Callback):
-    """One row per finished epoch in ``epochs.csv``, written after validation.
+    """One row per finished epoch in ``epochs.csv``, written after validation; the epoch's wall time goes to
+    run.json (``epoch_seconds``), so epochs.csv holds only what the seed determines and two runs of one config
+    give byte-identical files.
 
     Lightning's CSVLogger mixes step and epoch rows with gaps; a training log a person reads wants exactly one
     complete row per epoch, which this small callback writes.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.path = run.epochs_csv
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -50,13 +54,15 @@ class EpochCSVLogger(L.Callback):
         row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
         stage_for_epoch = getattr(pl_module, "stage_for_epoch", None)
         row["stage"] = stage_for_epoch(trainer.current_epoch).name if stage_for_epoch else ""
-        for column in EPOCH_COLUMNS[2:-3]:
+        for column in EPOCH_COLUMNS[2:-2]:
             value = metrics.get(column.replace("_", "/", 1))  # train_loss -> train/loss, val_f1_macro -> val/f1_macro
             row[column] = f"{float(value):.6g}" if value is not None else ""
         rates = getattr(self, "_rates", {})
         row["lr_head"] = f"{rates['head']:.6g}" if "head" in rates else ""
         row["lr_backbone"] = f"{rates['backbone']:.6g}" if "backbone" in rates else ""
-        row["seconds"] = f"{time.perf_counter() - self._epoch_start:.2f}"
+        seconds = self.run.read_status().get("epoch_seconds", {})
+        seconds[str(row["epoch"])] = round(time.perf_counter() - self._epoch_start, 2)
+        self.run.update_status(epoch_seconds=seconds)
         new_file = not self.path.exists()
         with self.path.open("a", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)

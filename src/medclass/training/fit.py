@@ -174,6 +174,8 @@ def _write_run_files(
     write_split_files(run, dataset)
     run.write_json("preprocessing.json", {k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
     run.write_json("environment.json", collect_environment(config.seed))
+    for warning in dataset.warnings:
+        log.warning(warning)
     stages = config.resolved_stages()
     log.info(
         "%s: %s task, %d classes, %s images | model %s, %.2fM parameters | %s",

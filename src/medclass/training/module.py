@@ -93,7 +93,11 @@ class ClassificationModule(L.LightningModule):
 
         ``mean``/``std`` are the normalisation to use when already known (the dataset's own statistics, or a
         checkpoint's); otherwise they follow data.mean/std or data.normalization."""
-        net = create_model(config.model, num_classes=len(classes))
+        # The initial weights come from the config's seed alone, whatever drew random numbers before (data
+        # loading, cache building, statistics), so a cold and a warm cache give the same model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            net = create_model(config.model, num_classes=len(classes))
         if mean is None or std is None:
             mean, std = resolve_normalization(config, net)
         if config.model.in_chans == 1 and len(mean) == 3:

@@ -62,7 +62,7 @@ def build_trainer(
             dirpath=run.checkpoint_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
             auto_insert_metric_name=False, enable_version_counter=False,
         ),
-        EpochCSVLogger(run.epochs_csv),
+        EpochCSVLogger(run),
         EpochSeed(config.seed),
         DivergenceStop(run.checkpoint_path("last"), _divergence_hint(config)),
     ]  # fmt: skip

@@ -12,6 +12,7 @@ import numpy as np
 
 from medclass.config.data import CsvData, FileSourceFields, FolderData
 from medclass.data.cache import cache_root, decode_images, file_hashes
+from medclass.data.checks import IdenticalImages, find_identical, label_names
 from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
 from medclass.data.files import FileIndex, index_csv, index_folder
 from medclass.data.kaggle import download_kaggle
@@ -50,17 +51,25 @@ def label_arrays(index: FileIndex) -> tuple[np.ndarray, np.ndarray | None]:
     return labels, labels
 
 
-def split_index(index: FileIndex, config: FolderData | CsvData) -> tuple[np.ndarray, str]:
+def record_hashes(index: FileIndex, config: FolderData | CsvData) -> list[str]:
+    """MD5 of every record's file (remembered in the cache)."""
+    return file_hashes([r.path for r in index.records], cache_root(config.cache_dir) if config.cache else None)
+
+
+def split_index(
+    index: FileIndex, config: FolderData | CsvData, hashes: list[str] | None = None
+) -> tuple[np.ndarray, str]:
     """The split of every record: as the data gives it, else seeded and stratified; images of one group (patient,
-    lesion) and identical files are kept in one split."""
+    lesion) and identical files (``hashes``, computed when not given) are kept in one split."""
     _, strata = label_arrays(index)
     given = [r.group for r in index.records]
     group_name = getattr(config, "group_column", None) or "group"
     splits_given = [r.split for r in index.records]
     needs_split = None in splits_given or "val" not in splits_given
-    hashes = None
-    if config.split.keep_duplicates_together and needs_split:
-        hashes = file_hashes([r.path for r in index.records], cache_root(config.cache_dir) if config.cache else None)
+    if not (config.split.keep_duplicates_together and needs_split):
+        hashes = None
+    elif hashes is None:
+        hashes = record_hashes(index, config)
     if hashes is not None:
         groups = merge_groups(given, hashes)
         group_name = f"{group_name} and identical files" if any(g is not None for g in given) else "identical files"
@@ -74,7 +83,8 @@ def split_index(index: FileIndex, config: FolderData | CsvData) -> tuple[np.ndar
 def load_files(config: FolderData | CsvData) -> LabelledImages:
     index = build_index(config)
     labels, _ = label_arrays(index)
-    split, how = split_index(index, config)
+    hashes = record_hashes(index, config)
+    split, how = split_index(index, config, hashes)
     decoded = decode_images(
         [r.path for r in index.records],
         config.input_size,
@@ -94,6 +104,7 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         )
     usable = np.ones(len(index.records), dtype=bool)
     usable[list(decoded.failures)] = False
+    identical = _identical_files(index, labels, split, hashes, usable, config)
     splits = {}
     for name in SPLITS:
         rows = np.flatnonzero((split == name) & usable)
@@ -117,7 +128,32 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         "cache": str(decoded.path) if decoded.path else None,
     }
     source = {k: v for k, v in source.items() if v is not None}
-    return LabelledImages(index.name, index.task, index.classes, splits, source=source, skipped=skipped)
+    return LabelledImages(
+        index.name, index.task, index.classes, splits, source=source, skipped=skipped, identical=identical
+    )
+
+
+def _identical_files(
+    index: FileIndex, labels: np.ndarray, split: np.ndarray, hashes: list[str], usable: np.ndarray,
+    config: FolderData | CsvData,
+) -> IdenticalImages:  # fmt: skip
+    """Identical usable files across splits or with different labels; conflicting labels stop the run unless
+    data.allow_label_conflicts is set."""
+    rows = np.flatnonzero(usable)
+    identical = find_identical(
+        [hashes[i] for i in rows],
+        [index.name_of(index.records[i].path) for i in rows],
+        [str(split[i]) for i in rows],
+        label_names(labels[rows], index.classes),
+    )
+    if identical.conflicts and not config.allow_label_conflicts:
+        listed = "; ".join(" = ".join(group) for group in identical.conflicts[:5])
+        more = f" and {len(identical.conflicts) - 5} more" if len(identical.conflicts) > 5 else ""
+        raise DataError(
+            f"{len(identical.conflicts)} group(s) of identical image files carry different labels: {listed}{more}. "
+            "Fix the labels (or remove the copies), or set data.allow_label_conflicts=true to train anyway"
+        )
+    return identical
 
 
 @register_source("folder")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medclass.config.data import MedMNISTData
+from medclass.data.checks import find_identical, label_names, pixel_hashes
 from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
 from medclass.data.sources import register_source
 from medclass.errors import ConfigError, DataError, suggest
@@ -145,7 +146,16 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
     for name, split in splits.items():
         if task != "multilabel" and len(split) and (split.labels.min() < 0 or split.labels.max() >= len(classes)):
             raise DataError(f"{path}: {name} labels outside 0..{len(classes) - 1}; is this the {flag} file?")
+    keys, names, split_names, labels = [], [], [], []
+    for name, split in splits.items():
+        keys += pixel_hashes(split.images)
+        names += [f"{name}_images[{i}]" for i in range(len(split))]
+        split_names += [name] * len(split)
+        labels += label_names(split.labels, classes)
+    # The official split is the benchmark and is kept as published: its identical images are reported, not fixed.
+    identical = find_identical(keys, names, split_names, labels)
     return LabelledImages(
+        identical=identical,
         name=f"{flag}" if config.size == 28 else f"{flag}_{config.size}",
         task=task,
         classes=classes,
