@@ -37,6 +37,19 @@ def _data_env(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture(scope="session")
+def breast_run(tmp_path_factory: pytest.TempPathFactory):
+    """A short real BreastMNIST run (2 epochs of the shipped config), shared by the tests that read a binary run."""
+    from medclass import load_config, train
+
+    out = tmp_path_factory.mktemp("breast-runs")
+    config = load_config(
+        REPO_ROOT / "configs" / "breastmnist.yaml",
+        [f"output_dir={out}", "trainer.max_epochs=2", "trainer.progress_bar=false"],
+    )
+    return train(config)
+
+
 @pytest.fixture
 def quick_overrides(tmp_path: Path) -> list[str]:
     """Overrides that make any shipped config train for one short epoch into tmp_path."""

@@ -220,3 +220,31 @@ def test_png_from_bytes_in_a_csv_dataset_of_other_modes(tmp_path: Path, data_dir
     (tmp_path / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     dataset = load_dataset(csv_config(tmp_path / "labels.csv", tmp_path, image_column="file").data)
     assert dataset.channels == 3 and dataset.skipped == []
+
+
+def test_csv_empty_and_nan_labels_are_errors_naming_the_rows(tmp_path: Path, data_dir: Path) -> None:
+    images = data_dir / "dermamnist_jpeg28" / "images"
+    labels = ["nv", "mel"] * 20
+    labels[4], labels[9], labels[17] = "NaN", "", "nan"
+    lines = [f"DermaMNIST_train_{i:05d},{label}" for i, label in enumerate(labels)]
+    (tmp_path / "labels.csv").write_text("image_id,dx\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"3 row\(s\) have an empty or missing 'dx' .* line\(s\) 6, 11, 19") as error:
+        load_dataset(csv_config(tmp_path / "labels.csv", images, label_column="dx").data)
+    assert "NaN" not in str(error.value).split("(")[0], "no class called NaN"
+
+
+def test_csv_duplicate_ids_with_opposite_labels_are_conflicts(tmp_path: Path, data_dir: Path) -> None:
+    images = data_dir / "dermamnist_jpeg28" / "images"
+    lines = [f"DermaMNIST_train_{i:05d},{'nv' if i % 2 else 'mel'}" for i in range(60)]
+    lines += [f"DermaMNIST_train_{i:05d},{'mel' if i % 2 else 'nv'}" for i in range(20)]  # 20 ids again, flipped
+    (tmp_path / "labels.csv").write_text("image_id,dx\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"20 group\(s\) of identical image files carry different labels: .*"
+                                        r"data.allow_label_conflicts=true"):  # fmt: skip
+        load_dataset(csv_config(tmp_path / "labels.csv", images, label_column="dx").data)
+    allowed = load_dataset(
+        csv_config(tmp_path / "labels.csv", images, "data.allow_label_conflicts=true", label_column="dx").data
+    )
+    assert len(allowed.identical.conflicts) == 20 and allowed.identical.cross_split == []
+    assert any(w.startswith("LABEL CONFLICT: 20 group(s)") for w in allowed.warnings)
+    summary = allowed.summary()["checks"]
+    assert summary["label_conflict_groups"] == 20 and len(summary["label_conflicts"]) == 20

@@ -81,3 +81,27 @@ def test_corruption_options_that_make_no_sense(blood_run: Path, tmp_path: Path) 
     assert_one_line_error(medclass("evaluate", str(blood_run), "--corruptions", "all", "--severities", "x"),
                           "give numbers from 1 to 5")  # fmt: skip
     assert_one_line_error(medclass("evaluate", str(tmp_path), "--corruptions", "all"), "not a run directory")
+
+
+def test_a_collapse_to_one_class_is_flagged(blood_run: Path, breast_run) -> None:
+    """ACC and AUC can look fair while the model answers one class for every image: balanced ACC and the
+    collapse flag say so."""
+    from medclass.evaluation.robustness import evaluate_corruptions
+
+    healthy = evaluate_corruptions(blood_run, ["jpeg"], (1,))
+    assert not healthy.clean["collapsed"] and not healthy.collapsed()
+    assert "## balanced ACC" in healthy.files["markdown"].read_text()
+    assert "Collapse" not in healthy.files["markdown"].read_text()
+
+    result = evaluate_corruptions(breast_run.run_dir, ["gaussian_noise"], (1, 5))
+    for row in [result.clean, *result.rows]:
+        predictions = row["top_share"]
+        assert 0.5 <= predictions <= 1.0 and row["collapsed"] == (predictions >= 0.95 and row["balanced_acc"] < 0.6)
+    worst = result.row("gaussian_noise", 5)
+    assert worst["collapsed"], worst  # noise this heavy leaves a two-epoch model one answer
+    markdown = result.files["markdown"].read_text()
+    assert "## Collapse" in markdown and f"gaussian_noise s5: {worst['top_share']:.0%} predicted" in markdown
+    assert "† collapsed" in markdown
+    with result.files["csv"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"top_class", "top_share", "collapsed"} <= set(rows[0]) and rows[-1]["collapsed"] == "True"

@@ -89,3 +89,49 @@ def test_multilabel_csv_trains_with_validation_thresholds(tmp_path: Path, data_d
     with (result.run_dir / "predictions_test.csv").open() as handle:
         header = next(csv.reader(handle))
     assert "p:malignant" in header and "true:malignant" in header
+
+
+def leaky_folder(root: Path, data_dir: Path) -> Path:
+    """Pre-split class folders of real MRI images with 3 training images copied into test/ (leakage) and 2
+    glioma images copied into train/notumor/ (identical files, different labels)."""
+    import shutil
+
+    source = data_dir / "brain_mri_4class"
+    for split, start, count in (("train", 0, 24), ("test", 40, 8)):
+        for name in ("glioma", "notumor"):
+            (root / split / name).mkdir(parents=True)
+            for path in sorted((source / name).iterdir())[start : start + count]:
+                shutil.copy(path, root / split / name / path.name)
+    gliomas = sorted((root / "train" / "glioma").iterdir())
+    for path in gliomas[:3]:
+        shutil.copy(path, root / "test" / "glioma" / f"copy_{path.name}")
+    for path in gliomas[3:5]:
+        shutil.copy(path, root / "train" / "notumor" / f"relabelled_{path.name}")
+    return root
+
+
+def test_training_reports_leakage_and_stops_on_label_conflicts(tmp_path: Path, data_dir: Path) -> None:
+    from cli_runner import assert_one_line_error, medclass
+
+    root = leaky_folder(tmp_path / "leaky", data_dir)
+    config = tmp_path / "leaky.yaml"
+    config.write_text(
+        f"experiment: leaky\ndata: {{source: folder, root: {root}, image_size: 32, batch_size: 16}}\n"
+        "model: {name: resnet18}\ntrainer: {max_epochs: 1, progress_bar: false}\nevaluation: {bootstrap: 0}\n"
+    )
+    out = f"output_dir={tmp_path / 'runs'}"
+    assert_one_line_error(medclass("train", "-c", str(config), out),
+                          "2 group(s) of identical image files carry different labels", "relabelled_",
+                          "data.allow_label_conflicts=true")  # fmt: skip
+    result = medclass("train", "-c", str(config), out, "data.allow_label_conflicts=true")
+    assert result.returncode == 0, result.stderr
+    console = result.stdout + result.stderr
+    # 3 copies made here, and one pair the shared set has itself (notumor Te-no_0012 = Te-no_0044)
+    assert "LEAKAGE: 4 group(s) of identical images sit in more than one split" in " ".join(console.split())
+    assert "LABEL CONFLICT: 2 group(s)" in " ".join(console.split())
+    (run,) = (tmp_path / "runs" / "leaky").iterdir()
+    checks = json.loads((run / "data.json").read_text())["checks"]
+    assert checks["cross_split_groups"] == 4 and checks["label_conflict_groups"] == 2
+    assert any("copy_" in member for group in checks["cross_split"] for member in group)
+    html = (run / "report" / "report.html").read_text()
+    assert "LEAKAGE: 4 group(s)" in html and "LABEL CONFLICT: 2 group(s)" in html

@@ -30,8 +30,8 @@ def quick_config(tmp: Path, *extra: str) -> ExperimentConfig:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    return train(quick_config(tmp_path_factory.mktemp("runs")))
+def trained(breast_run):
+    return breast_run
 
 
 def test_run_directory_has_everything(trained) -> None:
@@ -71,7 +71,89 @@ def test_test_metrics_are_written_and_sane(trained) -> None:
         assert 0.0 <= value <= 1.0
     with (trained.run_dir / "predictions_test.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 156 and set(rows[0]) == {"index", "true", "predicted", "p:malignant", "p:normal, benign"}
+    assert len(rows) == 156
+    assert set(rows[0]) == {"index", "source", "true", "predicted", "p:malignant", "p:normal, benign"}
+
+
+def test_every_prediction_names_its_image(trained, medmnist_dir: Path) -> None:
+    with (trained.run_dir / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    npz = np.load(medmnist_dir / "breastmnist.npz")
+    classes = ["malignant", "normal, benign"]
+    for row in rows[::13]:
+        name, index = row["source"].removesuffix("]").split(":test_images[")
+        assert name == "breastmnist.npz"
+        assert classes[int(npz["test_labels"][int(index)][0])] == row["true"]
+
+
+def test_binary_results_are_for_the_named_positive_class(trained, medmnist_dir: Path) -> None:
+    """BreastMNIST's label 0 is malignant: the clinical numbers must be about detecting it, and say so."""
+    from sklearn.metrics import average_precision_score
+
+    saved = json.loads((trained.run_dir / "metrics.json").read_text())
+    positive = saved["positive_class"]
+    assert positive["class"] == "malignant" and positive["index"] == 0
+    malignant = saved["per_class"][0]
+    assert malignant["class"] == "malignant"
+    assert positive["sensitivity"] == malignant["sensitivity"] and positive["support"] == 42
+    with (trained.run_dir / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    truth = np.array([row["true"] == "malignant" for row in rows])
+    p_malignant = np.array([float(row["p:malignant"]) for row in rows])
+    assert positive["ap"] == pytest.approx(average_precision_score(truth, p_malignant))
+    assert positive["sensitivity"] == pytest.approx(((p_malignant > 0.5) & truth).sum() / truth.sum())
+    op = saved["operating_point"]
+    assert op["positive_class"] == "malignant" and op["positive_index"] == 0
+    decided = p_malignant >= op["threshold"]
+    assert op["sensitivity"] == pytest.approx((decided & truth).sum() / truth.sum())
+    assert op["specificity"] == pytest.approx((~decided & ~truth).sum() / (~truth).sum())
+    calibration = json.loads((trained.run_dir / "calibration.json").read_text())
+    assert calibration["positive_class"] == "malignant" and calibration["positive_index"] == 0
+    report = trained.run_dir / "report"
+    assert "Positive class: malignant" in (report / "report.html").read_text()
+    assert "on P(malignant)" in (report / "summary.md").read_text()
+    for key in ("sensitivity", "specificity", "ppv", "npv", "ap"):
+        bounds = positive["ci"][key]
+        if positive[key] is None:  # e.g. PPV of a model that never predicts malignant after two epochs
+            assert bounds is None
+        else:
+            assert 0 <= bounds[0] <= positive[key] <= bounds[1] <= 1, key
+    if positive["sensitivity"] < 0.5:
+        assert any("sensitivity for malignant" in w for w in saved["warnings"])
+
+
+def test_per_class_rows_have_intervals(trained) -> None:
+    rows = json.loads((trained.run_dir / "metrics.json").read_text())["per_class"]
+    for row in rows:
+        for column in ("sensitivity", "specificity", "ppv", "npv", "f1", "auc"):
+            if row[column] is None:
+                assert row["ci"][column] is None
+                continue
+            low, high = row["ci"][column]
+            assert low <= row[column] <= high, (row["class"], column)
+    html = (trained.run_dir / "report" / "report.html").read_text()
+    assert f"{rows[0]['npv']:.3f} ({rows[0]['ci']['npv'][0]:.3f}–" in html
+
+
+def test_positive_class_can_be_chosen_and_is_checked(trained) -> None:
+    other = evaluate_run(trained.run_dir, overrides={"positive_class": "normal, benign", "report": False})
+    assert other.extra["positive_class"]["class"] == "normal, benign"
+    assert other.operating_point["positive_index"] == 1
+    from medclass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'benign' is not a class of this dataset; choose one of 'malignant'"):
+        evaluate_run(trained.run_dir, overrides={"positive_class": "benign", "report": False})
+    evaluate_run(trained.run_dir)  # leave the run as it was for the other tests
+
+
+def test_breastmnist_reports_its_official_duplicate(trained) -> None:
+    """The official BreastMNIST split has one image in train (malignant) and test (benign): reported, kept."""
+    data = json.loads((trained.run_dir / "data.json").read_text())
+    checks = data["checks"]
+    assert checks["cross_split_groups"] == 1 and checks["label_conflict_groups"] == 1
+    assert checks["cross_split"] == [["train:train_images[115]", "test:test_images[76]"]]
+    assert any(w.startswith("LEAKAGE: 1 group") for w in data["warnings"])
+    assert "LEAKAGE" in (trained.run_dir / "report" / "report.html").read_text()
 
 
 def test_evaluate_reproduces_the_numbers(trained) -> None:

@@ -144,6 +144,10 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
              f"{len(names)} corruptions x {len(severities)} severities, corruption seed {seed}; severity 0 is the "
              "clean image.", ""]  # fmt: skip
     collapsed = result.collapsed()
+    if result.clean["collapsed"]:
+        lines += [f"**Even on clean images the model predicts {result.clean['top_class']!r} for "
+                  f"{result.clean['top_share']:.0%} of them** (balanced ACC {result.clean['balanced_acc']:.3f}): "
+                  "it has not learnt to tell the classes apart, so the rows below say little.", ""]  # fmt: skip
     if collapsed:
         lines += ["## Collapse", "",
                   f"**{len(collapsed)} corruption/severity pair(s) make the model give one class to nearly every "
