@@ -71,8 +71,9 @@ def test_multilabel_heatmaps_show_every_label(tmp_path: Path, medmnist_dir: Path
     dataset = LabelledImages("two-labels", "multilabel", ["benign", "bright"], splits)
     config = load_config(None, experiment="t", data={"flag": "breastmnist", "batch_size": 64, "image_size": 64})
     module = ClassificationModule.from_config(config, "multilabel", dataset.classes)
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(module, datamodule=ClassificationDataModule(dataset, config.data))  # fmt: skip
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=ClassificationDataModule(dataset, config.data))
     preprocessing = {"decode_size": 28, "resize": "squash", "channels": 1, **module.metadata}
     preprocessing = {k: preprocessing[k] for k in ("decode_size", "resize", "channels", "in_chans", "mean", "std")}
     preprocessing["input_size"] = 64

@@ -7,15 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_runner import medclass
 
 from medclass import load_config, train
-from cli_runner import medclass
 
 REPO = Path(__file__).resolve().parents[2]
 # 72 px keeps training on the per-image DataLoader path, where loader workers take part (<= 64 px on a CPU forms
 # batches in memory); two batches of one epoch are enough to tell two models apart.
-OVERRIDES = ["data.image_size=72", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.progress_bar=false",
-             "evaluation.bootstrap=200", "evaluation.report=false"]  # fmt: skip
+OVERRIDES = ["data.image_size=72", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+             "trainer.progress_bar=false", "evaluation.bootstrap=200", "evaluation.report=false"]  # fmt: skip
 
 
 def outputs(run_dir: Path) -> tuple[bytes, bytes]:

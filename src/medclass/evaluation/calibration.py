@@ -103,8 +103,9 @@ def choose_temperature(
     else:
         kept, reason = True, "it lowers the validation NLL and does not raise the validation ECE"
     scores, scaled = apply_temperature(logits, task, 1.0), apply_temperature(logits, task, fitted)
-    ece, ece_scaled = expected_calibration_error(targets, scores, task, bins), expected_calibration_error(
-        targets, scaled, task, bins
+    ece, ece_scaled = (
+        expected_calibration_error(targets, scores, task, bins),
+        expected_calibration_error(targets, scaled, task, bins),
     )
     warning = None
     if ece_scaled > ece:
