@@ -25,6 +25,7 @@ def test_pretrained_backbone_features_and_baselines(tmp_path: Path) -> None:
         stored = np.load(tmp_path / "features" / f"{split}.npz")
         assert stored["features"].shape == (n, 1280) and stored["labels"].shape == (n,)
         assert list(stored["classes"]) == ["malignant", "normal, benign"]
+        assert stored["sources"][n - 1] == f"breastmnist.npz:{split}_images[{n - 1}]"
     names = [row.name for row in result.rows]
     assert names == ["logistic_regression", "linear_svm", "knn_11", "random_forest"]
     for row in result.rows:

@@ -39,7 +39,7 @@ class DecodedImages:
     path: Path | None
 
 
-def _fingerprint(paths: list[Path], settings: dict) -> str:
+def files_fingerprint(paths: list[Path], settings: dict) -> str:
     digest = hashlib.sha256(json.dumps({"version": CACHE_FORMAT_VERSION, **settings}, sort_keys=True).encode())
     for path in paths:
         try:
@@ -92,7 +92,7 @@ def decode_images(
 ) -> DecodedImages:
     """Decode ``paths`` to (N, size, size, C); read from / write to ``cache_dir`` unless it is None."""
     settings = {"size": size, "resize": resize, "channels": channels}
-    key = _fingerprint(paths, settings)
+    key = files_fingerprint(paths, settings)
     if cache_dir is not None:
         array_path, meta_path = cache_dir / f"images-{key}.npy", cache_dir / f"images-{key}.json"
         if array_path.is_file() and meta_path.is_file():
@@ -139,7 +139,7 @@ def decode_images(
 
 def file_hashes(paths: list[Path], cache_dir: Path | None) -> list[str]:
     """MD5 of every file's bytes (exact-duplicate detection), remembered in the cache by path, size and mtime."""
-    key = _fingerprint(paths, {"kind": "md5"})
+    key = files_fingerprint(paths, {"kind": "md5"})
     stored = cache_dir / f"md5-{key}.json" if cache_dir is not None else None
     if stored is not None and stored.is_file():
         hashes = json.loads(stored.read_text())

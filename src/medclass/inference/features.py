@@ -175,7 +175,8 @@ def run_features(model_spec: str, data: DataConfig, out: Path, seed: int = 42) -
     files: dict[str, Path] = {}
     for split, (features, labels) in splits.items():
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, features=features, labels=labels, classes=np.array(dataset.classes))
+        np.savez_compressed(buffer, features=features, labels=labels, classes=np.array(dataset.classes),
+                            sources=np.array(dataset.sources(split)))  # fmt: skip
         files[split] = atomic_write_bytes(out / f"{split}.npz", buffer.getvalue())
     rows = fit_baselines(splits, dataset.task, seed)
     files.update(write_table(out, rows, model, dataset))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -15,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from medclass.config.data import MedMNISTData
+from medclass.data.cache import cache_root, files_fingerprint
 from medclass.data.checks import find_identical, label_names, pixel_hashes
 from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
 from medclass.data.sources import register_source
 from medclass.errors import ConfigError, DataError, suggest
+from medclass.io import atomic_write_json
 from medclass.tasks import Task
 
 MEDMNIST_TASKS: dict[str, Task] = {
@@ -134,6 +137,23 @@ def read_npz(path: Path, multilabel: bool) -> dict[str, ImageSplit]:
     return splits
 
 
+def npz_pixel_hashes(path: Path, splits: dict[str, ImageSplit]) -> list[str]:
+    """MD5 of every image's pixels, split after split, remembered in the cache by the npz file's path, size and
+    modification time (hashing a 224 px MedMNIST file takes tens of seconds)."""
+    stored = cache_root() / f"pixel-md5-{files_fingerprint([path], {'kind': 'pixel-md5'})}.json"
+    n = sum(len(split) for split in splits.values())
+    if stored.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            hashes = json.loads(stored.read_text())
+            if len(hashes) == n:
+                return hashes
+    hashes = [h for split in splits.values() for h in pixel_hashes(split.images)]
+    with contextlib.suppress(OSError):  # a read-only cache only costs the hashing next time
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stored, hashes)
+    return hashes
+
+
 @register_source("medmnist")
 def load_medmnist(config: MedMNISTData) -> LabelledImages:
     flag = config.flag.lower()
@@ -146,9 +166,8 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
     for name, split in splits.items():
         if task != "multilabel" and len(split) and (split.labels.min() < 0 or split.labels.max() >= len(classes)):
             raise DataError(f"{path}: {name} labels outside 0..{len(classes) - 1}; is this the {flag} file?")
-    keys, names, split_names, labels = [], [], [], []
+    keys, names, split_names, labels = npz_pixel_hashes(path, splits), [], [], []
     for name, split in splits.items():
-        keys += pixel_hashes(split.images)
         names += [f"{name}_images[{i}]" for i in range(len(split))]
         split_names += [name] * len(split)
         labels += label_names(split.labels, classes)
