@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import (
+    average_precision_score,
     brier_score_loss,
     cohen_kappa_score,
     f1_score,
@@ -26,6 +27,7 @@ from medclass.evaluation.calibration import (
 )
 from medclass.evaluation.clinical import (
     _weighted_auc,
+    _weighted_average_precision,
     per_class_intervals,
     per_class_table,
     resample_weights,
@@ -228,6 +230,9 @@ def test_per_class_intervals_cover_the_values_and_auc_matches_scikit_learn() -> 
     truth = (y == 1).astype(int)
     expected = [roc_auc_score(truth, scores[:, 1], sample_weight=w) for w in weights]
     assert _weighted_auc(truth, scores[:, 1], weights) == pytest.approx(expected)
+    rounded = np.round(scores[:, 1], 2)  # ties
+    expected_ap = [average_precision_score(truth, rounded, sample_weight=w) for w in weights]
+    assert _weighted_average_precision(truth, rounded, weights) == pytest.approx(expected_ap)
 
 
 def test_brier_against_scikit_learn() -> None:

@@ -4,6 +4,8 @@ another run in the same one."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,18 @@ def only_run(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_same_config_and_seed_give_identical_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_config_and_seed_give_identical_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    """A binary task (glioma vs no tumour, real MRI images), so the positive-class intervals are checked too."""
+    root = tmp_path / "mri"
+    for name in ("glioma", "notumor"):
+        shutil.copytree(data_dir / "brain_mri_4class" / name, root / name)
     monkeypatch.setenv("MEDCLASS_CACHE", str(tmp_path / "cold-cache"))  # nothing decoded yet
-    config = str(REPO / "configs" / "brain_mri.yaml")
+    config = tmp_path / "mri.yaml"
+    config.write_text((REPO / "configs" / "brain_mri.yaml").read_text().replace("${MEDCLASS_DATA}/brain_mri_4class",
+                                                                                 str(root)))  # fmt: skip
+    config = str(config)
     cli = medclass("train", "-c", config, *OVERRIDES, f"output_dir={tmp_path / 'cli'}")
     assert cli.returncode == 0, cli.stderr
     assert list((tmp_path / "cold-cache").glob("images-*.npy")), "the first run built the cache"
@@ -40,5 +51,7 @@ def test_same_config_and_seed_give_identical_files(tmp_path: Path, monkeypatch: 
     for name, extra in (("warm", ["data.num_workers=0"]), ("workers", ["data.num_workers=2"])):
         result = train(load_config(config, [*OVERRIDES, *extra, f"output_dir={tmp_path / name}"]))
         assert outputs(result.run_dir) == reference, name
+    metrics = json.loads(reference[1])
+    assert metrics["positive_class"]["class"] == "glioma" and metrics["positive_class"]["ci"]["auc"] is not None
     epochs = reference[0].decode()
     assert "seconds" not in epochs.splitlines()[0], "wall times go to run.json, not the seeded record"

@@ -26,6 +26,7 @@ class IdenticalImages:
     cross_split: list[list[str]] = field(default_factory=list)
     conflicts: list[list[str]] = field(default_factory=list)  # "split:name=label"
     groups: int = 0  # groups of identical images of any kind (same split and same label included)
+    published: bool = False  # a published benchmark split, which medclass keeps as it is
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -43,8 +44,10 @@ class IdenticalImages:
         if self.cross_split:
             notes.append(
                 f"LEAKAGE: {len(self.cross_split)} group(s) of identical images sit in more than one split "
-                f"({_examples(self.cross_split)}); held-out numbers can be too good: remove the copies"
-            )
+                f"({_examples(self.cross_split)}); held-out numbers can be too good: "
+                + ("the published split is kept as it is, for comparison with other results" if self.published
+                   else "remove the copies")
+            )  # fmt: skip
         if self.conflicts and conflicts_allowed:
             notes.append(
                 f"LABEL CONFLICT: {len(self.conflicts)} group(s) of identical images carry different labels "
@@ -58,12 +61,14 @@ def _examples(groups: list[list[str]], limit: int = 3) -> str:
     return shown + (f"; and {len(groups) - limit} more (data.json)" if len(groups) > limit else "")
 
 
-def find_identical(keys: list[str], names: list[str], splits: list[str], labels: list[str]) -> IdenticalImages:
+def find_identical(
+    keys: list[str], names: list[str], splits: list[str], labels: list[str], published: bool = False
+) -> IdenticalImages:
     """Group images by ``keys`` (a content hash) and report the groups that cross splits or disagree on labels."""
     by_key: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         by_key[key].append(i)
-    result = IdenticalImages()
+    result = IdenticalImages(published=published)
     for members in by_key.values():
         if len(members) < 2:
             continue

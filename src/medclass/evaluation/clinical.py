@@ -127,7 +127,7 @@ def _weighted_auc(truth: np.ndarray, score: np.ndarray, weights: np.ndarray) -> 
     positives = np.add.reduceat(w * sorted_truth, starts, axis=1)
     negatives = np.add.reduceat(w * (1 - sorted_truth), starts, axis=1)
     below = np.cumsum(negatives, axis=1) - negatives
-    numerator = (positives * (below + 0.5 * negatives)).sum(axis=1)
+    numerator = (positives * (below + 0.5 * negatives)).sum(axis=1)  # multiples of 0.5: exact in any order
     denominator = positives.sum(axis=1) * negatives.sum(axis=1)
     return np.divide(numerator, denominator, out=np.full(len(w), np.nan), where=denominator > 0)
 
@@ -181,17 +181,34 @@ def average_precision(y_true: np.ndarray, positive_scores: np.ndarray, positive:
     return float(average_precision_score(truth, positive_scores)) if 0 < truth.sum() < len(truth) else None
 
 
+def _weighted_average_precision(truth: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision (scikit-learn's step-wise definition, sum over thresholds of recall gained times
+    precision) under each row of ``weights`` (R, N), for all resamples at once; NaN without positives."""
+    order = np.argsort(-score, kind="stable")
+    sorted_score, sorted_truth = score[order], truth[order].astype(np.float64)
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    true_pos = np.cumsum(np.add.reduceat(w * sorted_truth, starts, axis=1), axis=1)
+    false_pos = np.cumsum(np.add.reduceat(w * (1 - sorted_truth), starts, axis=1), axis=1)
+    positives = true_pos[:, -1:]
+    precision = np.divide(true_pos, true_pos + false_pos, out=np.zeros_like(true_pos), where=true_pos + false_pos > 0)
+    recall = np.divide(true_pos, positives, out=np.zeros_like(true_pos), where=positives > 0)
+    gained = np.diff(recall, axis=1, prepend=0.0)
+    # A running sum adds in one fixed order; numpy's pairwise .sum() may not (its SIMD path depends on memory
+    # alignment), and the last digit of an interval would then depend on the process.
+    ap = np.cumsum(gained * precision, axis=1)[:, -1]
+    return np.where(positives[:, 0] > 0, ap, np.nan)
+
+
 def average_precision_interval(
     y_true: np.ndarray, positive_scores: np.ndarray, positive: int, resamples: int, confidence: float, seed: int
 ) -> list[float] | None:
     truth = (np.asarray(y_true).reshape(-1) == positive).astype(np.int64)
-    weights = resample_weights(len(truth), resamples, seed)
-    values = [
-        average_precision_score(truth, positive_scores, sample_weight=w)
-        for w in weights
-        if 0 < (w * truth).sum() < w.sum()
-    ]
-    if len(values) < 0.9 * resamples:
+    values = _weighted_average_precision(
+        truth, np.asarray(positive_scores), resample_weights(len(truth), resamples, seed)
+    )
+    finite = values[np.isfinite(values)]
+    if len(finite) < 0.9 * resamples:
         return None
     tail = 100 * (1 - confidence) / 2
-    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+    return [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]

@@ -172,10 +172,12 @@ def report_context(
     }
 
 
-def _with_interval(value: Any, interval: list[float] | None) -> str:
-    if isinstance(value, float) and interval:
-        return f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
-    return _fmt(value, 3)
+def _with_interval(value: Any, interval: list[float] | None) -> dict[str, str]:
+    """A per-class cell: the value and, when there is one, its interval (shown under it in the HTML)."""
+    return {
+        "value": _fmt(value, 3),
+        "interval": f"{interval[0]:.3f}–{interval[1]:.3f}" if isinstance(value, float) and interval else "",
+    }
 
 
 def _embed(path: Path) -> str:

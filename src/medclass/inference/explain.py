@@ -90,9 +90,10 @@ class Heatmaps:
         """Why map ``index`` is not drawn, or None when it is fine."""
         if not self.degenerate[index]:
             return None
+        others = " or ".join(m for m in METHODS[:3] if m != self.method)
         return (
             f"no heatmap: {self.method} finds no location that raises the score of {class_name!r} (the map is "
-            "the same everywhere); try another method (--method gradcam++ or layercam)"
+            f"the same everywhere); try another method (--method {others})"
         )
 
 
@@ -102,7 +103,7 @@ def heatmaps(package, images: np.ndarray, class_indices: list[int], method: str 
 
     layer, reshape = target_layer(package.net, package.preprocessing.get("input_size"))
     model = package.module()  # the CAM library sees the same graph prediction uses
-    inputs = torch.from_numpy(np.ascontiguousarray(images)).float()  # float so gradients can flow to the input
+    inputs = torch.from_numpy(np.array(images, dtype=np.float32))  # a float copy: gradients flow to the input
     with _cam_class(method)(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         raw = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(i) for i in class_indices])
     finite = np.isfinite(raw).reshape(len(raw), -1).all(axis=1)

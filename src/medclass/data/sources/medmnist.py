@@ -172,7 +172,7 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
         split_names += [name] * len(split)
         labels += label_names(split.labels, classes)
     # The official split is the benchmark and is kept as published: its identical images are reported, not fixed.
-    identical = find_identical(keys, names, split_names, labels)
+    identical = find_identical(keys, names, split_names, labels, published=True)
     return LabelledImages(
         identical=identical,
         name=f"{flag}" if config.size == 28 else f"{flag}_{config.size}",
