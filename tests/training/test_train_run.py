@@ -132,7 +132,7 @@ def test_per_class_rows_have_intervals(trained) -> None:
             low, high = row["ci"][column]
             assert low <= row[column] <= high, (row["class"], column)
     html = (trained.run_dir / "report" / "report.html").read_text()
-    assert f"{rows[0]['npv']:.3f}<span class=\"cell-ci\">{rows[0]['ci']['npv'][0]:.3f}–" in html
+    assert f'{rows[0]["npv"]:.3f}<span class="cell-ci">{rows[0]["ci"]["npv"][0]:.3f}–' in html
     summary = (trained.run_dir / "report" / "summary.md").read_text()
     assert f"{rows[0]['npv']:.3f} ({rows[0]['ci']['npv'][0]:.3f}–" in summary
 
