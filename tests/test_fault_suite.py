@@ -105,6 +105,24 @@ CASES = [
     ("memory precision fp8", "memory --model resnet18 --precision fp8", "--precision 'fp8'"),
     ("memory batch sizes not numbers", "memory --model resnet18 --measure a,b", "--measure 'a,b'"),
     ("benchmark without models", f"benchmark -c {BREAST}", "lists no models to benchmark"),
+    # bounds (issue 16): each once ended in a traceback
+    ("config with nested aliases (YAML bomb)", "config -c {dir}/bomb.yaml", "would expand to 4,412,961,516 values"),
+    ("override betas NaN and 2", f"config -c {BREAST} optimizer.betas=[.nan,2]", "should be a finite number"),
+    ("override seed beyond 2**32", f"config -c {BREAST} seed=99999999999999999999", "less than 4294967296"),
+    ("override devices -3", f"config -c {BREAST} trainer.devices=-3", "positive number, -1 (all) or auto"),
+    ("override image size 100000", f"config -c {BREAST} data.image_size=100000", "less than or equal to 4096"),
+    (
+        "override calibration bins unbounded",
+        f"config -c {BREAST} evaluation.calibration_bins=99999999",
+        "less than or equal to 1000",
+    ),
+    # damaged or edited packages (issue 16)
+    ("package with 3 classes for 2-class weights", "predict {dir}/three_classes {dir}/cols.csv", "has 2 outputs"),
+    ("package with 5,000,000 classes", "predict {dir}/many_classes {dir}/cols.csv", "5000000 classes"),
+    ("package with a huge decode size", "predict {dir}/huge_decode {dir}/cols.csv", "decode_size 1000000"),
+    ("package with std 0", "predict {dir}/zero_std {dir}/cols.csv", "zero std gives NaN"),
+    ("package with temperature 0", "predict {dir}/zero_temperature {dir}/cols.csv", "temperature 0"),
+    ("package with wrongly shaped weights", "predict {dir}/wrong_shapes {dir}/cols.csv", "size mismatch"),
 ]
 
 
@@ -152,6 +170,28 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> d
     manifest = json.loads((other / "medclass-model.json").read_text())
     manifest["model"]["name"] = "resnet34"
     (other / "medclass-model.json").write_text(json.dumps(manifest))
+    bomb = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    bomb += [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefghi", "bcdefghij", strict=True)]
+    (d / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+
+    def edited(name: str, change) -> None:
+        folder = shutil.copytree(package, d / name)
+        manifest = json.loads((folder / "medclass-model.json").read_text())
+        change(manifest)
+        (folder / "medclass-model.json").write_text(json.dumps(manifest))
+
+    edited("three_classes", lambda m: m.update(classes=["a", "b", "c"]))
+    edited("many_classes", lambda m: m.update(classes=[str(i) for i in range(5_000_000)]))
+    edited("huge_decode", lambda m: m["preprocessing"].update(decode_size=1_000_000))
+    edited("zero_std", lambda m: m["preprocessing"].update(std=[0.0, 0.0, 0.0]))
+    edited("zero_temperature", lambda m: m["calibration"].update(temperature=0))
+    from safetensors.torch import load_file, save_file
+
+    wrong = shutil.copytree(package, d / "wrong_shapes")
+    state = load_file(str(wrong / "weights.safetensors"))
+    first = next(k for k, v in state.items() if v.ndim == 4)
+    state[first] = state[first][:, :, :1, :1].contiguous()
+    save_file(state, str(wrong / "weights.safetensors"))
     return {"dir": str(d), "run": str(trained_run), "pkg": str(package)}
 
 

@@ -95,6 +95,7 @@ def test_benchmark_leaderboard_with_a_failing_model(tmp_path: Path) -> None:
             {"name": "resnet18"},
             {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.image_size": 32}},
             {"name": "resnet18", "label": "broken", "overrides": {"model.weights": str(tmp_path / "missing.pth")}},
+            {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.image_size": 32, "seed": 7}},
         ],
     }
     path = tmp_path / "bench.yaml"
@@ -104,12 +105,22 @@ def test_benchmark_leaderboard_with_a_failing_model(tmp_path: Path) -> None:
     (folder,) = list((tmp_path / "runs" / "bench-benchmark").iterdir())
     with (folder / "leaderboard.csv").open() as handle:
         board = list(csv.DictReader(handle))
-    assert [r["status"] for r in board] == ["ok", "ok", "failed"]
-    assert board[2]["model"] == "broken" and "not found" in board[2]["error"]
+    assert sorted(r["status"] for r in board) == ["failed", "ok", "ok", "ok"]
+    (broken,) = [r for r in board if r["status"] == "failed"]
+    assert broken["model"] == "broken" and "not found" in broken["error"]
+    board = [r for r in board if r["status"] == "ok"]
+    folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    assert folders == ["resnet18", "test_vit", "test_vit-2"], "the same model twice: one folder per entry"
     assert float(board[0]["auc"]) >= float(board[1]["auc"])
-    assert all(float(r["parameters_M"]) > 0 and float(r["images_per_s"]) > 0 for r in board[:2])
+    assert all(float(r["parameters_M"]) > 0 and float(r["images_per_s"]) > 0 for r in board)
     assert (folder / "leaderboard.md").is_file() and (folder / "leaderboard.png").is_file()
     assert "broken" in result.stdout
+
+    config["models"] = config["models"][2:3]  # only the broken entry
+    path.write_text(yaml.safe_dump(config))
+    failed = medclass("benchmark", "-c", str(path), f"output_dir={tmp_path / 'runs2'}")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: no model of the benchmark trained (1 failed)")
 
 
 def test_guided_mode_validates_answers_and_prints_the_command(tmp_path: Path, data_dir: Path) -> None:

@@ -86,3 +86,17 @@ def test_channels_auto(tmp_path: Path, mri: Image.Image, xray_rgb: Image.Image) 
     grey = [save(mri, tmp_path / "a.png"), save(mri.convert("I;16"), tmp_path / "b.png")]
     assert choose_channels(grey) == 1
     assert choose_channels([*grey, save(xray_rgb, tmp_path / "c.png")]) == 3
+
+
+def test_float_images_with_nan_or_inf_pixels_keep_their_content(tmp_path: Path, mri: Image.Image) -> None:
+    """One NaN or inf pixel used to turn the whole float image black (and it was still predicted)."""
+    clean = np.asarray(mri, dtype=np.float32) / 255.0
+    reference = load_image(save(Image.fromarray(clean), tmp_path / "clean.tif"), 48, "squash", 1)
+    for bad in (np.nan, np.inf, -np.inf):
+        spoiled = clean.copy()
+        spoiled[5, 7] = bad
+        decoded = load_image(save(Image.fromarray(spoiled), tmp_path / "spoiled.tif"), 48, "squash", 1)
+        assert decoded.std() > 20 and np.corrcoef(decoded.ravel(), reference.ravel())[0, 1] > 0.95, bad
+    everything_nan = np.full_like(clean, np.nan)
+    with pytest.raises(ValueError, match="no finite pixel value"):
+        load_image(save(Image.fromarray(everything_nan), tmp_path / "nan.tif"), 48, "squash", 1)

@@ -233,6 +233,8 @@ def benchmark(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgu
     result = run_benchmark(experiment)
     console.print(leaderboard_table(result.rows, experiment.checkpoint.monitor))
     console.print(f"leaderboard: {result.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
+    if not any(row.status == "ok" for row in result.rows):
+        raise UserError(f"no model of the benchmark trained ({len(result.rows)} failed); the reasons are listed above")
 
 
 @app.command("config")

@@ -16,13 +16,14 @@ from medclass.config.base import StrictModel
 
 AugmentationName = Literal["none", "light", "medical"]
 NormalizationName = Literal["auto", "dataset", "imagenet", "half"]
+MAX_IMAGE_SIZE = 4096  # a side beyond this is a typo, not a model input (one 4096 px RGB image is 48 MiB)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 
 
 class LoaderFields(StrictModel):
     """How batches are formed and normalised; the same for every source."""
 
-    image_size: PositiveInt | None = Field(
+    image_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)] | None = Field(
         None,
         description="Side length the model sees. MedMNIST default: the file's size; file sources default: 224.",
     )

@@ -22,6 +22,42 @@ from medclass.errors import ConfigError, suggest
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_YAML_NODES = 100_000  # a config is a few hundred values; far more means aliases expanding into a bomb
+
+
+def expanded_size(node: yaml.Node, memo: dict[int, int] | None = None) -> int:
+    """How many nodes ``node`` becomes once every alias is expanded, counted without expanding (each shared node
+    once, times the number of places that use it)."""
+    memo = {} if memo is None else memo
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a node that reaches itself again counts once (recursive aliases)
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in node.value)
+    return memo[key]
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that refuses a document whose aliases would expand past MAX_YAML_NODES values (nested
+    aliases, the "billion laughs", cost minutes and gigabytes once validated or copied)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = expanded_size(node)
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where}: its aliases (*name) would expand to {size:,} values (more than {MAX_YAML_NODES:,}); a "
+                "config needs a few hundred: write the values out, or use fewer nested aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``; a missing file or bad YAML is a :class:`ConfigError`."""
     path = Path(path)
@@ -30,7 +66,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found: check the path (configs/ holds the shipped ones)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -57,7 +93,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if not sep or not key or any(not p for p in parts):
             raise ConfigError(f"override {override!r} must look like section.field=value, e.g. trainer.max_epochs=3")
         try:
-            value = yaml.safe_load(raw_value)
+            value = safe_yaml(raw_value, f"override {key}")
         except yaml.YAMLError:
             value = raw_value
         node = result

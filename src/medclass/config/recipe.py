@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator
 
@@ -17,11 +17,14 @@ def _sensible_lr(value: float | None) -> float | None:
     return value
 
 
+Beta = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+
+
 class OptimizerConfig(StrictModel):
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-3, description="Learning rate (of the head, and of the backbone unless stages say otherwise).")
     weight_decay: NonNegativeFloat = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="Adam/AdamW moment decays, each in [0, 1).")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only.")
     layer_decay: float | None = Field(
         None,

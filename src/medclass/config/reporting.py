@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from medclass.config.base import StrictModel
 
@@ -17,7 +17,9 @@ class EvaluationConfig(StrictModel):
         1000, ge=0, description="Bootstrap resamples for the 95% confidence intervals (0: no intervals)."
     )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Coverage of the confidence intervals.")
-    calibration_bins: PositiveInt = Field(15, description="Equal-width confidence bins for ECE and the diagram.")
+    calibration_bins: int = Field(
+        15, gt=0, le=1000, description="Equal-width confidence bins for ECE and the diagram (1 to 1000)."
+    )
     operating_point: Literal["youden", "sensitivity"] = Field(
         "youden",
         description="Binary tasks: the decision threshold chosen on validation, by Youden's J or the lowest "

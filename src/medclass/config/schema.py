@@ -6,10 +6,11 @@ setting. Defaults are the recommended recipe; a YAML file only states what diffe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from medclass.config.base import StrictModel
 from medclass.config.data import DataConfig
@@ -37,8 +38,18 @@ class TrainerConfig(StrictModel):
     )
     accelerator: str = "auto"
     devices: int | str = Field(
-        "auto", description="Devices per node, e.g. 2 GPUs (or 2 CPU processes with strategy ddp)."
+        "auto", description="Devices per node, e.g. 2 GPUs (or 2 CPU processes with strategy ddp); -1: all; auto."
     )
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and (value == 0 or value < -1):
+            raise ValueError(f"devices must be a positive number, -1 (all) or auto, not {value}")
+        if isinstance(value, str) and value != "auto" and not re.fullmatch(r"\d+(,\d+)*,?|-1", value.strip()):
+            raise ValueError(f"devices must be a number, a list of device ids like '0,1', -1 or auto, not {value!r}")
+        return value
+
     num_nodes: PositiveInt = 1
     strategy: str = Field(
         "auto", description="Lightning strategy: auto, ddp, ddp_spawn, ... (multi-device and multi-node)."
@@ -95,7 +106,7 @@ class ExperimentConfig(StrictModel):
     """One experiment: data, model, recipe and where the run directory goes."""
 
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name; runs go to output_dir/<name>/.")
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32, description="Seed of everything random in training (0 <= seed < 2**32).")
     output_dir: Path = Field(Path("runs"), description="Parent of the experiment folders.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)

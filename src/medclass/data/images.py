@@ -27,12 +27,17 @@ def header_mode(path: str | Path) -> str:
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
-    """L or RGB, 8 bits per channel. 16-bit and float images are stretched from their own min..max to 0..255
-    (the usual display of X-ray and MRI exports); alpha is dropped; palettes and CMYK become RGB."""
+    """L or RGB, 8 bits per channel. 16-bit and float images are stretched from the min..max of their finite
+    pixels to 0..255 (the usual display of X-ray and MRI exports); NaN pixels become 0 and +/-inf the ends of the
+    range; an image with no finite pixel at all is refused. Alpha is dropped; palettes and CMYK become RGB."""
     mode = image.mode
     if mode in ("I", "F") or mode.startswith("I;16"):
         array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
+        finite = np.isfinite(array)
+        if not finite.any():
+            raise ValueError("no finite pixel value (every pixel is NaN or infinite)")
+        low, high = float(array[finite].min()), float(array[finite].max())
+        array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
         scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
         return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
     if mode in ("1", "LA", "La", "L"):

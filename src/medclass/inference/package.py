@@ -11,22 +11,25 @@ Loading reads JSON and safetensors only; no pickle is ever involved, so a packag
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medclass.config import ModelConfig
+from medclass.config.data import MAX_IMAGE_SIZE
 from medclass.data.transforms import BatchPreprocess
-from medclass.errors import ModelError
+from medclass.errors import ModelError, UserError
 from medclass.io import atomic_write_json
 from medclass.models import Classifier, create_model
-from medclass.tasks import Task
+from medclass.tasks import TASKS, Task
 
 PACKAGE_FORMAT = "medclass-model"
 PACKAGE_FORMAT_VERSION = 1
@@ -149,7 +152,62 @@ def read_manifest(path: Path) -> dict[str, Any]:
     missing = [key for key in ("model", "task", "classes", "preprocessing") if key not in manifest]
     if missing:
         raise ModelError(f"{manifest_path} lacks {', '.join(missing)}; the package is damaged")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ModelError(f"{manifest_path}: {problem}; the package is damaged or was edited by hand")
     return manifest
+
+
+MAX_CLASSES = 100_000
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What in a manifest would build a wrong or unbounded model, or give NaN probabilities; None when sound."""
+    classes, task = manifest["classes"], manifest["task"]
+    if task not in TASKS:
+        return f"task {task!r} is not one of {', '.join(TASKS)}"
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return "classes must be a list of names"
+    if not 1 <= len(classes) <= MAX_CLASSES or (task != "multilabel" and len(classes) < 2):
+        return f"{len(classes)} classes (a {task} model needs 2 to {MAX_CLASSES:,})"
+    pre = manifest["preprocessing"]
+    if not isinstance(pre, dict):
+        return "preprocessing must be a mapping"
+    for key in ("decode_size", "input_size"):
+        value = pre.get(key)
+        if not (key == "input_size" and value is None) and not (
+            isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_IMAGE_SIZE
+        ):
+            return f"preprocessing.{key} {value!r} is not a side length from 1 to {MAX_IMAGE_SIZE}"
+    if pre.get("in_chans") not in (1, 3) or pre.get("channels") not in (1, 3):
+        return "preprocessing.in_chans and channels must be 1 or 3"
+    if pre.get("resize") not in ("squash", "crop", "pad"):
+        return f"preprocessing.resize {pre.get('resize')!r} is not squash, crop or pad"
+    mean, std = pre.get("mean"), pre.get("std")
+    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) and len(std) in (1, 3)):
+        return "preprocessing.mean and std must be lists of 1 or 3 numbers"
+    if not all(_finite(v) for v in mean) or not all(_finite(v) and v > 0 for v in std):
+        return f"preprocessing.std {std} must be positive and mean {mean} finite (a zero std gives NaN probabilities)"
+    calibration = manifest.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        return "calibration must be a mapping"
+    if "temperature" in calibration and not (_finite(calibration["temperature"]) and calibration["temperature"] > 0):
+        return f"calibration.temperature {calibration['temperature']!r} must be a positive number"
+    if "threshold" in calibration and not (_finite(calibration["threshold"]) and 0 <= calibration["threshold"] <= 1):
+        return f"calibration.threshold {calibration['threshold']!r} must be a probability"
+    if calibration.get("positive_index", 1) not in (0, 1):
+        return "calibration.positive_index must be 0 or 1"
+    return None
+
+
+def _head_outputs(state: dict[str, torch.Tensor]) -> int | None:
+    """Output units of the classifier head stored in the weights (its last weight matrix), when it has one."""
+    matrices = [k for k, v in state.items() if k.startswith("head.") and k.endswith("weight") and v.ndim == 2]
+    return int(state[matrices[-1]].shape[0]) if matrices else None
 
 
 def _build_net(manifest: dict[str, Any]) -> Classifier:
@@ -184,8 +242,29 @@ def load_package(path: str | Path) -> ModelPackage:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{weights} is not a readable safetensors file ({exc}); the package is damaged") from None
-    net = _build_net(manifest)
-    result = net.load_state_dict(state, strict=False)
+    outputs = _head_outputs(state)
+    if outputs is not None and outputs != len(manifest["classes"]):
+        raise ModelError(
+            f"{MANIFEST} in {folder} names {len(manifest['classes'])} classes but the head in {WEIGHTS} has "
+            f"{outputs} outputs; the package is damaged or was edited by hand"
+        )
+    try:
+        model_config = ModelConfig(**manifest["model"])
+    except (ValidationError, TypeError) as exc:
+        raise ModelError(
+            f"{MANIFEST} in {folder}: the model section is not valid ({str(exc).splitlines()[0]})"
+        ) from None
+    try:
+        net = _build_net({**manifest, "model": model_config.model_dump()})
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{MANIFEST} in {folder}: cannot build {model_config.name} ({exc})"[:400]) from None
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit: "size mismatch for ..."
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise ModelError(f"{weights} does not fit the architecture in {MANIFEST} ({detail})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"{weights} does not fit the architecture in {MANIFEST} (missing {len(result.missing_keys)} keys, e.g. "

@@ -132,11 +132,16 @@ def probabilities(predictor: Predictor, images: np.ndarray, tta: bool, calibrate
     horizontal mirror; calibrated divides the logits by the temperature fitted on validation."""
     views = [images, images[..., ::-1]] if tta else [images]
     temperature = float(predictor.calibration.get("temperature", 1.0)) if calibrated else 1.0
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ModelError(f"{predictor.description}: calibration temperature {temperature} is not a positive number")
     scores = [
         scores_from_logits(torch.from_numpy(predictor.logits(np.ascontiguousarray(v)) / temperature), predictor.task)
         for v in views
     ]
-    return torch.stack(scores).mean(dim=0).numpy()
+    result = torch.stack(scores).mean(dim=0).numpy()
+    if not np.isfinite(result).all():  # never a NaN probability with a class next to it
+        raise ModelError(f"{predictor.description} gives non-finite scores for this input; the model is damaged")
+    return result
 
 
 def decide(predictor: Predictor, scores: np.ndarray, calibrated: bool) -> list[list[str]]:

@@ -70,11 +70,16 @@ def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> Ben
 
     folder = RunDir.create(config.output_dir, f"{config.experiment}-benchmark").path
     rows: list[BenchmarkRow] = []
+    used: set[str] = set()
     for label, model_config in model_configs(config):
         if isinstance(model_config, Exception):
             rows.append(BenchmarkRow(label, label, "failed", error=str(model_config)))
             continue
-        model_config = model_config.model_copy(update={"output_dir": folder, "experiment": _safe(label)})
+        name, n = _safe(label), 2
+        while name in used:  # the same model twice (other overrides): each entry gets its own folder
+            name, n = f"{_safe(label)}-{n}", n + 1
+        used.add(name)
+        model_config = model_config.model_copy(update={"output_dir": folder, "experiment": name})
         log.info("benchmark: %s", label)
         started = time.perf_counter()
         try:
