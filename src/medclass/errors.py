@@ -40,6 +40,14 @@ class RunDirError(UserError):
     """A run directory is missing files that a command needs."""
 
 
+class RunInterrupted(UserError):
+    """A run stopped by SIGINT or SIGTERM at a safe point; ``exit_code`` is 128 + the signal (130, 143)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class StorageError(UserError):
     """A file could not be written: no space left, over a size or disk quota, read-only or not permitted."""
 

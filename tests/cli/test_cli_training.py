@@ -32,7 +32,7 @@ def epoch_log(run: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
-def test_kill_during_stage_two_and_resume(tmp_path: Path) -> None:
+def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
     config = tmp_path / "two_stage.yaml"
     config.write_text(yaml.safe_dump(TWO_STAGE))
     straight = medclass("train", "-c", str(config), f"output_dir={tmp_path / 'straight'}")
@@ -56,11 +56,30 @@ def test_kill_during_stage_two_and_resume(tmp_path: Path) -> None:
     assert json.loads((run / "run.json").read_text())["status"] == "running"
     assert epoch_log(run)[-1]["stage"] == "finetune", "killed during stage 2"
 
+    # Resume, and stop that with SIGTERM (a scheduler), then Ctrl-C (SIGINT): each a clean stop at a safe point
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        done = len(epoch_log(run))
+        process = subprocess.Popen([str(script), "train", "--resume", str(run)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=os.environ.copy())  # fmt: skip
+        deadline = time.time() + 300
+        while time.time() < deadline and len(epoch_log(run)) <= done and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signum)
+        stopped_at = time.time()
+        _, stderr = process.communicate(timeout=120)
+        assert time.time() - stopped_at < 60, "stops within seconds (the batch in progress finishes)"
+        assert process.returncode == code, stderr
+        assert "Traceback" not in stderr and f"stopped by {signum.name}" in stderr, stderr
+        assert f"medclass train --resume {run}" in " ".join(stderr.split()), stderr
+        status = json.loads((run / "run.json").read_text())
+        assert status["status"] == "interrupted" and status["signal"] == signum.name, status
+        assert (run / "checkpoints" / "last.ckpt").is_file() and not list(run.rglob("*.tmp"))
+
     resumed = medclass("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
-    assert epoch_log(run) == epoch_log(reference), "same stages, learning rates, metrics and epoch count"
+    assert epoch_log(run) == epoch_log(reference), "every epoch exactly once: same stages, rates and metrics"
     status = json.loads((run / "run.json").read_text())
-    assert status["status"] == "finished" and status["epochs"] == 5 and len(status["resumed"]) == 1
+    assert status["status"] == "finished" and status["epochs"] == 5 and len(status["resumed"]) == 3
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert metrics == json.loads((reference / "metrics.json").read_text())["metrics"]
     assert_one_line_error(medclass("train", "--resume", str(run)), "finished already")

@@ -39,7 +39,7 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except UserError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+            raise typer.Exit(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE)) from None
         except OSError as exc:  # a full disk or a read-only folder is the user's to fix; other OS errors are bugs
             error = storage_error(exc)
             if error is None:

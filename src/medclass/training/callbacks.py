@@ -4,6 +4,9 @@ diverged loss."""
 from __future__ import annotations
 
 import csv
+import functools
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,37 @@ class EpochSeed(L.Callback):
     ) -> None:
         if batch_idx == 0:
             L.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class GracefulStop(L.Callback):
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers) ask the run to stop: the batch in progress finishes, and Lightning
+    stops before the next one (its SIGTERM path), so no checkpoint is ever cut in the middle of its write. A
+    second Ctrl-C interrupts at once. ``signum`` says which signal came (None: none)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, functools.partial(self._handle, trainer))
+
+    def _handle(self, trainer: L.Trainer, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None and hasattr(connector, "received_sigterm"):
+            connector.received_sigterm = True  # Lightning stops at the next batch boundary
+        else:
+            trainer.should_stop = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 class StageEarlyStopping(EarlyStopping):

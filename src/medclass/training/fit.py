@@ -7,6 +7,7 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,12 +22,13 @@ from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
 from medclass.environment import collect_environment
-from medclass.errors import ConfigError, UserError, storage_error
+from medclass.errors import ConfigError, RunInterrupted, UserError, storage_error
 from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.io import atomic_write_text
 from medclass.models import check_model_name
 from medclass.run_dir import RunDir, write_split_files
 from medclass.tasks import is_single_label
+from medclass.training.callbacks import GracefulStop
 from medclass.training.module import ClassificationModule
 from medclass.training.tracking import build_loggers, log_results
 from medclass.training.trainer import build_trainer
@@ -143,11 +145,17 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
 def resume(run_dir: str | Path, progress: bool | None = None) -> TrainResult | None:
     """Continue a run from its last checkpoint: same config, data split, stage, schedule and epoch count."""
     run = RunDir.open(run_dir)
-    checkpoint = run.existing_checkpoint("last")
-    config = run.load_config()
-    status = run.read_json("run.json") if run.file("run.json").is_file() else {}
+    status = run.read_status()
     if status.get("status") == "finished":
         raise UserError(f"{run.path} finished already; there is nothing to resume")
+    # last.ckpt, or best.ckpt when a stop came before the first last.ckpt was complete (epochs after it are
+    # trained again). Both are read before anything is written, so a refused resume changes nothing on disk.
+    checkpoint = run.checkpoint_path("last")
+    if not checkpoint.is_file() and run.checkpoint_path("best").is_file():
+        checkpoint = run.checkpoint_path("best")
+    checkpoint = run.existing_checkpoint(checkpoint.stem)
+    epochs_done = _checkpoint_epoch(checkpoint)
+    config = run.load_config()
     started = time.perf_counter()
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data)
@@ -155,7 +163,9 @@ def resume(run_dir: str | Path, progress: bool | None = None) -> TrainResult | N
     if is_rank_zero():
         os.environ[RUN_DIR_ENV] = str(run.path)
         run.update_status(status="running", resumed=[*status.get("resumed", []), _now()])
-        _drop_epochs_after(run, _checkpoint_epoch(checkpoint))
+        _drop_epochs_after(run, epochs_done)
+        for leftover in run.checkpoint_dir.glob(".*.tmp"):  # a write cut short by SIGKILL; its process is gone
+            leftover.unlink(missing_ok=True)
         log.info("resuming %s from %s", run.path, checkpoint.name)
     try:
         return _fit_and_evaluate(run, config, dataset, module, progress, started, checkpoint=checkpoint)
@@ -195,8 +205,10 @@ def _fit_and_evaluate(
     checkpoint: Path | None,
 ) -> TrainResult | None:
     loggers = build_loggers(config, run) if is_rank_zero() else []
+    stop: GracefulStop | None = None
     try:
         trainer = build_trainer(config, run, progress, loggers)
+        stop = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)
         with warnings.catch_warnings():
             # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -221,6 +233,16 @@ def _fit_and_evaluate(
             with contextlib.suppress(OSError):  # the disk may still be full
                 run.update_status(status="failed", error=str(error), finished=_now())
         raise error from None
+    except (SystemExit, KeyboardInterrupt) as exc:  # Lightning turns a stop request into SystemExit
+        signum = stop.signum if stop is not None and stop.signum is not None else signal.SIGINT
+        if isinstance(exc, SystemExit) and stop is not None and stop.signum is None and exc.code not in (None, 1):
+            raise
+        raise _interrupted(run, config, signal.Signals(signum)) from None
+    except Exception as exc:
+        if is_rank_zero():
+            with contextlib.suppress(OSError):
+                run.update_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500], finished=_now())
+        raise
     if not trainer.is_global_zero:
         return None
 
@@ -239,6 +261,22 @@ def _fit_and_evaluate(
     duration = time.perf_counter() - started
     run.update_status(status="finished", finished=_now(), duration_s=round(duration, 1))
     return TrainResult(run.path, best_epoch, best_score, monitor, duration, test)
+
+
+def _interrupted(run: RunDir, config: ExperimentConfig, signum: signal.Signals) -> RunInterrupted:
+    """Record the stop in run.json and say how to go on."""
+    last = next((run.checkpoint_path(w) for w in ("last", "best") if run.checkpoint_path(w).is_file()), None)
+    done = _checkpoint_epoch(last) if last is not None else 0
+    kept = (
+        f"{last.name} holds {done} finished epoch(s) of {config.total_epochs}; resume with "
+        f"`medclass train --resume {run.path}`"
+        if last is not None
+        else "no epoch had finished, so there is nothing to resume: train again"
+    )
+    if is_rank_zero():
+        with contextlib.suppress(OSError):
+            run.update_status(status="interrupted", signal=signum.name, epochs_done=done, interrupted=_now())
+    return RunInterrupted(f"stopped by {signum.name}: {kept}", exit_code=128 + int(signum))
 
 
 def _checkpoint_epoch(path: Path) -> int:

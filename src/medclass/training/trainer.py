@@ -13,7 +13,13 @@ from lightning.pytorch.strategies import DDPStrategy
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError
 from medclass.run_dir import RunDir
-from medclass.training.callbacks import DivergenceStop, EpochCSVLogger, EpochSeed, StageEarlyStopping
+from medclass.training.callbacks import (
+    DivergenceStop,
+    EpochCSVLogger,
+    EpochSeed,
+    GracefulStop,
+    StageEarlyStopping,
+)
 from medclass.training.checkpoint_io import AtomicCheckpointIO
 
 
@@ -65,6 +71,7 @@ def build_trainer(
         EpochCSVLogger(run),
         EpochSeed(config.seed),
         DivergenceStop(run.checkpoint_path("last"), _divergence_hint(config)),
+        GracefulStop(),
     ]  # fmt: skip
     last_stage = config.resolved_stages()[-1]
     if last_stage.early_stopping_patience is not None:
