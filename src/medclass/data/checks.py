@@ -39,7 +39,7 @@ class IdenticalImages:
             "method": "identical file bytes (MD5) or identical pixels; near-duplicates are not looked for",
         }
 
-    def warnings(self, conflicts_allowed: bool) -> list[str]:
+    def warnings(self) -> list[str]:
         notes = []
         if self.cross_split:
             notes.append(
@@ -48,7 +48,7 @@ class IdenticalImages:
                 + ("the published split is kept as it is, for comparison with other results" if self.published
                    else "remove the copies")
             )  # fmt: skip
-        if self.conflicts and conflicts_allowed:
+        if self.conflicts:  # file sources stop before this unless conflicts were allowed
             notes.append(
                 f"LABEL CONFLICT: {len(self.conflicts)} group(s) of identical images carry different labels "
                 f"({_examples(self.conflicts)})"

@@ -70,7 +70,7 @@ class LabelledImages:
         """What every run on this data must say: leakage between splits, label conflicts that were allowed."""
         if self.identical is None:
             return []
-        return self.identical.warnings(conflicts_allowed=True)
+        return self.identical.warnings()
 
     def sources(self, split: str) -> list[str]:
         """Where each image of ``split`` came from, in split order: the file's path for file sources, the npz file
