@@ -100,3 +100,68 @@ def test_float_images_with_nan_or_inf_pixels_keep_their_content(tmp_path: Path, 
     everything_nan = np.full_like(clean, np.nan)
     with pytest.raises(ValueError, match="no finite pixel value"):
         load_image(save(Image.fromarray(everything_nan), tmp_path / "nan.tif"), 48, "squash", 1)
+
+
+def whole_array_stretch(path: Path) -> np.ndarray:
+    """The plain full-image stretch (medclass's code before the strips): the reference for the numbers."""
+    with Image.open(path) as image:
+        array = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(array)
+    low, high = float(array[finite].min()), float(array[finite].max())
+    array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
+    return np.clip(np.rint((array - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_images_stretched_in_strips_equal_the_whole_array_stretch(tmp_path: Path, mode: str) -> None:
+    from medclass.data.images import to_8bit
+
+    rng = np.random.default_rng(3)
+    # 1200 rows x 700 columns: several strips of rows, the last one short
+    values = {"I;16": rng.integers(90, 4000, (1200, 700)).astype(np.uint16),
+              "I": rng.integers(-70000, 90000, (1200, 700)).astype(np.int32),
+              "F": (rng.standard_normal((1200, 700)) * 300).astype(np.float32)}[mode]  # fmt: skip
+    if mode == "F":
+        values[3, 4], values[900, 1], values[1199, 699] = np.nan, np.inf, -np.inf
+    path = save(Image.fromarray(values), tmp_path / ("deep.tif" if mode != "I;16" else "deep.png"))
+    with Image.open(path) as image:
+        assert image.mode == mode
+        image.load()
+        stretched = np.asarray(to_8bit(image))
+    np.testing.assert_array_equal(stretched, whole_array_stretch(path))
+
+
+def test_an_image_over_the_decode_budget_is_refused_from_its_header() -> None:
+    """A 68 KB 16-bit 6000x6000 PNG (once 1.3 GB and 4.5 s in the service): refused before any pixel is decoded."""
+    import io
+    import time
+
+    from medclass.data.images import DecodeBudgetExceeded
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((6000, 6000), np.uint16)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 100_000
+    started = time.perf_counter()
+    with pytest.raises(DecodeBudgetExceeded, match=r"6000x6000 I;16 image needs about 22\d MiB, over the limit of 100"):
+        load_image(io.BytesIO(buffer.getvalue()), 224, max_decode_bytes=100 * 2**20)
+    assert time.perf_counter() - started < 0.2, "the header alone is read"
+    assert load_image(io.BytesIO(buffer.getvalue()), 32, max_decode_bytes=256 * 2**20).shape == (32, 32, 3)
+
+
+def test_decoding_needs_no_more_memory_than_the_service_charges(tmp_path: Path) -> None:
+    """Peak RSS of one decode, measured in a fresh interpreter (benchmarks/decode_memory.py), is within what
+    decode_bytes() charges before decoding, for the modes medical images come in."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from decode_memory import make_images, measure
+
+    from medclass.data.images import decode_bytes
+
+    modes = ("RGB", "I;16", "F")  # each measured in its own interpreter (~8 s to import)
+    paths = make_images(tmp_path, 2000, modes)
+    for mode in modes:
+        peak, _ = measure("medclass", paths[mode], tmp_path / "warm.png")
+        with Image.open(paths[mode]) as image:
+            charged = decode_bytes(image)
+        assert peak <= charged, f"{mode}: measured {peak / 2**20:.0f} MiB, charged {charged / 2**20:.0f} MiB"

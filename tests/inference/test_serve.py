@@ -7,74 +7,16 @@ import base64
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-from medclass import load_config, train
+from serving import post
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def chest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny chest X-ray model (real JPEGs, 32 px) so uploads are real clinical image files."""
-    out = tmp_path_factory.mktemp("runs")
-    config = load_config(
-        REPO / "configs" / "chest_xray.yaml",
-        [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false",
-         "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
-    )  # fmt: skip
-    return train(config).run_dir
-
-
-@pytest.fixture(scope="module")
-def server(chest_run: Path):
-    port = free_port()
-    script = Path(sys.executable).with_name("medclass")
-    process = subprocess.Popen(
-        [str(script), "serve", str(chest_run), "--port", str(port), "--max-upload-mb", "1", "--max-pixels", "4000000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(), text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {process.stdout.read()}")
-    else:
-        process.kill()
-        pytest.fail("server did not start within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def xray(data_dir: Path) -> Path:
-    return sorted((data_dir / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
-
-
-def post(url: str, name: str, content: bytes, **params) -> httpx.Response:
-    return httpx.post(f"{url}/predict", files={"file": (name, content)}, params=params, timeout=60)
 
 
 def test_health_and_model(server: str) -> None:
@@ -82,7 +24,9 @@ def test_health_and_model(server: str) -> None:
     model = httpx.get(f"{server}/model").json()
     assert model["classes"] == ["NORMAL", "PNEUMONIA"] and model["task"] == "binary"
     assert model["source"]["dataset"] == "chest_xray" and model["heatmaps"] is True
-    assert model["limits"] == {"max_upload_bytes": 1024 * 1024, "max_pixels": 4000000}
+    limits = model["limits"]
+    assert limits["max_upload_bytes"] == 1024 * 1024 and limits["max_pixels"] == 4000000
+    assert limits["concurrency"] == 1 and limits["queue"] == 1 and limits["memory_bound_bytes"] > 0
 
 
 def test_predict_a_real_xray_with_heatmap(server: str, xray: Path) -> None:

@@ -18,6 +18,7 @@ from PIL import Image
 from medclass import load_config, train
 from medclass.inference.predictor import load_predictor
 from medclass.inference.serve import create_app
+from medclass.inference.service_limits import ServiceLimits
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLED = {200, 409, 413, 422}
@@ -30,7 +31,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
         [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.progress_bar=false", "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    app = create_app(load_predictor(train(config).run_dir), max_upload_bytes=200_000, max_pixels=1_000_000)
+    limits = ServiceLimits(max_upload_bytes=200_000, max_pixels=1_000_000, max_decode_bytes=24 * 2**20)
+    app = create_app(load_predictor(train(config).run_dir), limits)
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -130,17 +130,43 @@ def serve(
     model: ModelArgument,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(help="Largest image accepted, in pixels (width x height).")] = 40_000_000,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload accepted, in MiB.")] = 20.0,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest image accepted, in pixels (width x height).")
+    ] = 40_000_000,
+    max_decode_mb: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Most memory one image may need to decode (16-bit and float images need more per "
+            "pixel), in MiB; checked from the header.",
+        ),
+    ] = 256.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Uploads decoded and predicted at once.")] = 2,
+    queue: Annotated[
+        int, typer.Option(min=0, max=1024, help="Uploads that may wait for a slot; more get 503 with Retry-After.")
+    ] = 8,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds for a whole request body to arrive (then 408).")
+    ] = 60.0,
+    idle_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a connection may wait before sending a complete request head.")
+    ] = 10.0,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a web page at /."""
     from medclass.inference.predictor import load_predictor
     from medclass.inference.serve import serve as run_server
+    from medclass.inference.service_limits import ServiceLimits
 
+    limits = ServiceLimits(
+        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_decode_bytes=int(max_decode_mb * 2**20),
+        concurrency=concurrency, queue=queue, body_timeout=body_timeout, idle_timeout=idle_timeout,
+    )  # fmt: skip
     predictor = load_predictor(model, tracking_uri)
     console.print(f"serving {predictor.description} on http://{host}:{port}/", highlight=False, soft_wrap=True)
-    run_server(predictor, host, port, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+    console.print(f"limits: {limits.describe()}", highlight=False, soft_wrap=True)
+    run_server(predictor, host, port, limits)
 
 
 @app.command()

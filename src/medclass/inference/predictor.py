@@ -120,10 +120,11 @@ def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
         yield items[start : start + size]
 
 
-def decode(predictor: Predictor, source: Any) -> np.ndarray:
-    """One image (path or file object) as uint8 (C, H, W) at the predictor's decode size."""
+def decode(predictor: Predictor, source: Any, max_decode_bytes: int | None = None) -> np.ndarray:
+    """One image (path or file object) as uint8 (C, H, W) at the predictor's decode size (refused from its header
+    when decoding it would need more than ``max_decode_bytes``)."""
     pre = predictor.preprocessing
-    array = load_image(source, pre["decode_size"], pre["resize"], pre["channels"])
+    array = load_image(source, pre["decode_size"], pre["resize"], pre["channels"], max_decode_bytes)
     return np.transpose(array, (2, 0, 1))
 
 

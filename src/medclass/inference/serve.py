@@ -1,13 +1,17 @@
 """``medclass serve``: a FastAPI service around one model, with a small page for people.
 
 - ``POST /predict``: one uploaded image -> classes and probabilities (top-k), optional Grad-CAM heatmap (PNG,
-  base64). Uploads above ``max_upload_bytes`` get 413, images above ``max_pixels`` (decompression bombs
-  included) 413, files that are not images or are truncated 422; a request without a file is FastAPI's 422.
+  base64). Uploads above ``max_upload_bytes`` get 413 (before the body is read when Content-Length says so, else
+  the moment the body passes the limit), images above ``max_pixels`` or whose decoding would need more than
+  ``max_decode_bytes`` (decompression bombs, 16-bit and float images by their bytes per pixel) 413 from their
+  header, files that are not images or are truncated 422, a body that does not arrive within ``body_timeout``
+  408, more uploads than ``concurrency + queue`` at once 503 with Retry-After; a request without a file is
+  FastAPI's 422. The limits and the memory bound they give are in :mod:`medclass.inference.service_limits`.
 - ``GET /health``, ``GET /model`` (classes, task, preprocessing, calibration, where the model came from).
 - ``GET /``: the page: choose an image, see the prediction and the heatmap.
 
-A bad request never affects the next one: each is decoded and predicted on its own, under a lock (the PyTorch
-model is shared; Grad-CAM hooks are not thread-safe).
+A bad request never affects the next one: each is decoded on its own in one of ``concurrency`` slots, and
+predicted under a lock (the PyTorch model is shared; Grad-CAM hooks are not thread-safe).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from importlib import resources
 from typing import Annotated, Any
 
@@ -23,20 +28,28 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse
 from PIL import Image
 
-from medclass.data.images import DECODE_ERRORS
+from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded
 from medclass.inference.predictor import Predictor, decide, decode, probabilities
+from medclass.inference.service_limits import (
+    DeadlineH11Protocol,
+    RequestGuard,
+    ServiceLimits,
+    return_freed_memory_at_once,
+)
 
-DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
 
-
-def create_app(
-    predictor: Predictor,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    top_k: int = 5,
-):
+def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k: int = 5):
+    limits = limits or ServiceLimits()
+    max_upload_bytes, max_pixels = limits.max_upload_bytes, limits.max_pixels
     app = FastAPI(title="medclass", description=f"Image classifier: {predictor.description}")
+    guard: RequestGuard | None = None
+
+    def guarded(asgi_app):  # FastAPI calls this once, when it builds its middleware stack
+        nonlocal guard
+        guard = RequestGuard(asgi_app, limits)
+        return guard
+
+    app.add_middleware(guarded)  # type: ignore[arg-type]
     lock = threading.Lock()
     can_explain = hasattr(predictor, "package")
 
@@ -74,7 +87,7 @@ def create_app(
             "source": manifest.get("source", {}),
             "model": manifest.get("model", {}),
             "heatmaps": can_explain,
-            "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels},
+            "limits": limits.as_dict(),
         }
 
     @app.post("/predict")
@@ -89,8 +102,22 @@ def create_app(
             raise HTTPException(409, "this model has no calibration; evaluate its run first")
         if heatmap and not can_explain:
             raise HTTPException(409, "heatmaps need a PyTorch model package, not an ONNX file")
+        assert guard is not None  # built with the app's middleware stack before the first request
+        with guard.slots:
+            started = time.perf_counter()
+            try:
+                return answer(data, file.filename, heatmap, calibrated)
+            finally:
+                guard.record_seconds(time.perf_counter() - started)
+
+    def answer(data: bytes, filename: str | None, heatmap: bool, calibrated: bool) -> dict[str, Any]:
         try:
-            image = decode(predictor, io.BytesIO(data))
+            image = decode(predictor, io.BytesIO(data), limits.max_decode_bytes)
+        except DecodeBudgetExceeded as exc:
+            raise HTTPException(413, f"{exc} (--max-decode-mb); send a smaller image") from None
+        except MemoryError:
+            raise HTTPException(503, "not enough memory to decode this image now; retry later",
+                                headers={"Retry-After": "10"}) from None  # fmt: skip
         except DECODE_ERRORS as exc:
             raise HTTPException(422, f"not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
         with lock:
@@ -98,7 +125,7 @@ def create_app(
             row = scores[0]
             order = np.argsort(-row)[: max(1, min(top_k, len(row)))]
             response: dict[str, Any] = {
-                "file": file.filename,
+                "file": filename,
                 "predicted": decide(predictor, scores, calibrated)[0],
                 "top": [{"class": predictor.classes[i], "probability": float(row[i])} for i in order],
                 "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
@@ -127,7 +154,25 @@ def create_app(
     return app
 
 
-def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> None:
+def warm_up(predictor: Predictor) -> None:
+    """One prediction (and heatmap) of a blank image before the first request: the code and buffers they load
+    are paid for at start, so the first user does not wait for them and the memory the limits bound is what
+    requests add."""
+    pre = predictor.preprocessing
+    blank = np.zeros((1, pre["channels"], pre["decode_size"], pre["decode_size"]), dtype=np.uint8)
+    probabilities(predictor, blank, tta=False, calibrated=False)
+    if hasattr(predictor, "package"):
+        from medclass.inference.explain import heatmaps
+
+        heatmaps(predictor.package, blank, [0])  # type: ignore[attr-defined]
+
+
+def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, limits: ServiceLimits | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(predictor, **limits), host=host, port=port, log_level="info")
+    limits = limits or ServiceLimits()
+    return_freed_memory_at_once()
+    warm_up(predictor)
+    protocol = type("Protocol", (DeadlineH11Protocol,), {"idle_timeout": limits.idle_timeout})
+    config = uvicorn.Config(create_app(predictor, limits), host=host, port=port, log_level="info", http=protocol)
+    uvicorn.Server(config).run()
