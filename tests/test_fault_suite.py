@@ -123,6 +123,27 @@ CASES = [
     ("package with std 0", "predict {dir}/zero_std {dir}/cols.csv", "zero std gives NaN"),
     ("package with temperature 0", "predict {dir}/zero_temperature {dir}/cols.csv", "temperature 0"),
     ("package with wrongly shaped weights", "predict {dir}/wrong_shapes {dir}/cols.csv", "size mismatch"),
+    # model.kwargs.checkpoint_path meets timm and torch.load (issue 16)
+    (
+        "checkpoint_path to a pickle",
+        f"train -c {BREAST} output_dir={{dir}}/runs model.kwargs.checkpoint_path={{dir}}/objects.pkl",
+        "cannot be read as weights only",
+    ),
+    (
+        "checkpoint_path to garbage bytes",
+        f"train -c {BREAST} output_dir={{dir}}/runs model.kwargs.checkpoint_path={{dir}}/bad.onnx",
+        "give a state dict saved with torch.save",
+    ),
+    (
+        "checkpoint_path of another architecture",
+        f"train -c {BREAST} output_dir={{dir}}/runs model.kwargs.checkpoint_path={{dir}}/resnet10t.pth",
+        "its weights are of another model",
+    ),
+    (
+        "checkpoint_path missing",
+        f"train -c {BREAST} output_dir={{dir}}/runs model.kwargs.checkpoint_path={{dir}}/nope.pth",
+        "checkpoint_path: {dir}/nope.pth is not a file",
+    ),
 ]
 
 
@@ -170,6 +191,11 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> d
     manifest = json.loads((other / "medclass-model.json").read_text())
     manifest["model"]["name"] = "resnet34"
     (other / "medclass-model.json").write_text(json.dumps(manifest))
+    (d / "objects.pkl").write_bytes(pickle.dumps({"run": os.system}))  # what a checkpoint must never execute
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), d / "resnet10t.pth")
     bomb = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     bomb += [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefghi", "bcdefghij", strict=True)]
     (d / "bomb.yaml").write_text("\n".join(bomb) + "\n")
@@ -229,6 +255,18 @@ def test_the_suite_tries_many_distinct_inputs() -> None:
     assert len({case for case, _, _ in CASES}) == len(CASES) >= 50
 
 
+def test_verbose_keeps_the_cause(bad_inputs: dict[str, str]) -> None:
+    args = ["train", "-c", BREAST, f"output_dir={bad_inputs['dir']}/runs",
+            f"model.kwargs.checkpoint_path={bad_inputs['dir']}/objects.pkl"]  # fmt: skip
+    quiet = CliRunner().invoke(app, args)
+    assert "Traceback" not in quiet.output and quiet.exit_code == 2
+    verbose = CliRunner().invoke(app, ["--verbose", *args])
+    assert verbose.exit_code == 2 and "error: model.kwargs.checkpoint_path" in verbose.output
+    assert "cause (--verbose):" in verbose.output and "Traceback" in verbose.output
+    assert "weights_only=True blocked loading" in verbose.output, "the library's own message is kept"
+    assert not (Path(bad_inputs["dir"]) / "runs").exists(), "a refused model leaves no run directory behind"
+
+
 def _cli(*args: str, limit_bytes: int | None = None, user: str | None = None) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("medclass")
     command = [str(script), *args]
@@ -258,6 +296,36 @@ def test_disk_full_while_saving_a_checkpoint_keeps_what_was_written(tmp_path: Pa
     for name in ("config.yaml", "data.json", "split.json"):
         if (run / name).exists():
             assert (run / name).stat().st_size > 0
+
+
+def test_export_onto_a_full_disk_leaves_no_partial_package(trained_run: Path, tmp_path: Path) -> None:
+    """safetensors reports a full disk as its own SafetensorError; it must read like any other full disk."""
+    result = _cli("export", str(trained_run), "--out", str(tmp_path / "pkg"), limit_bytes=20 * 2**20)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert f"cannot write {tmp_path / 'pkg' / 'weights.safetensors'}: File too large" in error, error
+    assert list((tmp_path / "pkg").iterdir()) == [], "no partial weights and no manifest"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 60 MB file system (tmpfs): room for a ResNet-18 package (45 MB) but not for its ONNX file too."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_onnx_export_onto_a_full_disk(trained_run: Path, small_disk: Path) -> None:
+    result = _cli("export", str(trained_run), "--out", str(small_disk / "pkg"), "--onnx")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert f"cannot write {small_disk / 'pkg' / 'model.onnx'}: No space left on device" in error, error
+    left = sorted(p.name for p in (small_disk / "pkg").iterdir())
+    assert left == ["medclass-model.json", "weights.safetensors"], "the package is whole, no partial ONNX file"
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to switch user")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from cli_runner import assert_one_line_error, medclass
 from test_cli import REPO
@@ -21,7 +22,7 @@ TWO_STAGE = {
     "model": {"name": "resnet18", "head": {"type": "mlp", "hidden": 64}},
     "stages": [
         {"name": "head", "epochs": 2, "train": "head", "lr": 0.001, "scheduler": "constant", "warmup_epochs": 0},
-        {"name": "finetune", "epochs": 3, "lr": 0.0005, "backbone_lr": 0.0001, "early_stopping_patience": 5},
+        {"name": "finetune", "epochs": 5, "lr": 0.0005, "backbone_lr": 0.0001, "early_stopping_patience": 9},
     ],
     "trainer": {"progress_bar": False},
 }
@@ -56,15 +57,26 @@ def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
     assert json.loads((run / "run.json").read_text())["status"] == "running"
     assert epoch_log(run)[-1]["stage"] == "finetune", "killed during stage 2"
 
-    # Resume, and stop that with SIGTERM (a scheduler), then Ctrl-C (SIGINT): each a clean stop at a safe point
-    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+    # Resume, and stop that with SIGTERM (a scheduler), then Ctrl-C (SIGINT): each a clean stop at a safe point;
+    # then Ctrl-C while last.ckpt is being written, once (the write completes) and twice (the write is cut: the
+    # previous last.ckpt stays whole).
+    for signum, code, when in ((signal.SIGTERM, 143, "epoch"), (signal.SIGINT, 130, "epoch"),
+                               (signal.SIGINT, 130, "write"), (signal.SIGINT, 130, "write twice")):  # fmt: skip
         done = len(epoch_log(run))
+        before = json.loads((run / "run.json").read_text())
         process = subprocess.Popen([str(script), "train", "--resume", str(run)], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, env=os.environ.copy())  # fmt: skip
-        deadline = time.time() + 300
-        while time.time() < deadline and len(epoch_log(run)) <= done and process.poll() is None:
-            time.sleep(0.1)
-        process.send_signal(signum)
+        if when == "epoch":
+            deadline = time.time() + 300
+            while time.time() < deadline and len(epoch_log(run)) <= done and process.poll() is None:
+                time.sleep(0.1)
+            process.send_signal(signum)
+        else:
+            assert wait_for_checkpoint_write(run, process), "no write of last.ckpt was seen"
+            process.send_signal(signum)
+            if when == "write twice":
+                time.sleep(0.005)
+                process.send_signal(signum)
         stopped_at = time.time()
         _, stderr = process.communicate(timeout=120)
         assert time.time() - stopped_at < 60, "stops within seconds (the batch in progress finishes)"
@@ -73,16 +85,45 @@ def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
         assert f"medclass train --resume {run}" in " ".join(stderr.split()), stderr
         status = json.loads((run / "run.json").read_text())
         assert status["status"] == "interrupted" and status["signal"] == signum.name, status
+        assert len(status["resumed"]) == len(before.get("resumed", [])) + 1
         assert (run / "checkpoints" / "last.ckpt").is_file() and not list(run.rglob("*.tmp"))
+        saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] + 1
+        assert status["epochs_done"] == saved, "run.json tells the epoch the checkpoint holds"
+        if when == "write":
+            assert saved == len(epoch_log(run)), "the write in progress was completed"
+        if when == "write twice":  # writes take 50-750 ms here; the second Ctrl-C comes 5 ms after the first
+            assert saved == len(epoch_log(run)) - 1, "the write was cut and the previous last.ckpt kept"
+
+    # A resume that is refused (a damaged checkpoint) changes nothing on disk
+    last = run / "checkpoints" / "last.ckpt"
+    kept = last.read_bytes()
+    last.write_bytes(kept[: len(kept) // 2])
+    files_before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = medclass("train", "--resume", str(run))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files_before
+    last.write_bytes(kept)
 
     resumed = medclass("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert epoch_log(run) == epoch_log(reference), "every epoch exactly once: same stages, rates and metrics"
     status = json.loads((run / "run.json").read_text())
-    assert status["status"] == "finished" and status["epochs"] == 5 and len(status["resumed"]) == 3
+    assert status["status"] == "finished" and status["epochs"] == 7 and len(status["resumed"]) == 5
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert metrics == json.loads((reference / "metrics.json").read_text())["metrics"]
     assert_one_line_error(medclass("train", "--resume", str(run)), "finished already")
+
+
+def wait_for_checkpoint_write(run: Path, process: subprocess.Popen, timeout: float = 300) -> bool:
+    """Poll until last.ckpt's temporary file exists (the write in progress; ~100 MB for this model)."""
+    folder = run / "checkpoints"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        with os.scandir(folder) as entries:
+            if any(e.name.startswith(".last.ckpt.") and e.name.endswith(".tmp") for e in entries):
+                return True
+        time.sleep(0.002)
+    return False
 
 
 def test_resume_errors(tmp_path: Path) -> None:

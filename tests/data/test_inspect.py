@@ -49,6 +49,26 @@ def test_copies_across_given_splits_are_reported_as_leakage(tmp_path: Path, data
     assert "leakage" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_symlink_loops_are_counted_as_unreadable_not_a_traceback(tmp_path: Path, data_dir: Path) -> None:
+    """A file that links to itself, two links to each other and a link to the folder above: `data inspect` once
+    ended in OSError ELOOP where training skipped the file."""
+    root = tmp_path / "ds"
+    for name in ("glioma", "pituitary"):
+        (root / name).mkdir(parents=True)
+        for path in sorted((data_dir / "brain_mri_4class" / name).iterdir())[:12]:
+            shutil.copy(path, root / name / path.name)
+    (root / "glioma" / "self.jpg").symlink_to("self.jpg")
+    (root / "pituitary" / "ping.jpg").symlink_to("pong.jpg")
+    (root / "pituitary" / "pong.jpg").symlink_to("ping.jpg")
+    (root / "pituitary" / "up").symlink_to("..")
+    inspection = inspect_dataset(folder_config(root).data, tmp_path / "out")
+    unreadable = sorted(u["file"] for u in inspection.unreadable)
+    assert unreadable == ["glioma/self.jpg", "pituitary/ping.jpg", "pituitary/pong.jpg"], unreadable
+    assert all("symbolic links" in u["reason"] for u in inspection.unreadable)
+    assert sum(sum(c.values()) for c in inspection.counts.values()) == 27  # 24 images + 3 counted, not decoded
+    assert "glioma/self.jpg" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_inspect_medmnist(tmp_path: Path) -> None:
     config = load_config(None, experiment="t", data={"flag": "breastmnist"})
     inspection = inspect_dataset(config.data, tmp_path)

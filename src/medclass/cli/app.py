@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERROR_EXIT_CODE = 2
 
 
+def _print_cause(exc: BaseException, call_args: tuple, call_kwargs: dict) -> None:
+    """With --verbose, the library error behind a user error (kept as its cause or context), as a traceback. The
+    flag is read from the command's context (every command takes ``ctx``)."""
+    context = next((a for a in (*call_args, *call_kwargs.values()) if hasattr(a, "find_root")), None)
+    root = context.find_root() if context is not None else None
+    if not (root is not None and isinstance(root.obj, dict) and root.obj.get("verbose")):
+        return
+    cause = exc.__cause__ or exc.__context__ or (exc if isinstance(exc, OSError) else None)
+    if cause is not None:
+        text = "".join(traceback.format_exception(cause))
+        err_console.print(f"cause (--verbose):\n{text.rstrip()}", highlight=False, markup=False, soft_wrap=True)
+
+
 def user_errors(func: F) -> F:
-    """Print a :class:`UserError` as one line on stderr and exit with code 2; other errors keep their traceback."""
+    """Print a :class:`UserError` as one line on stderr and exit with code 2; other errors keep their traceback.
+    With --verbose the error's cause follows (the library exception it translates)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,12 +54,14 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except UserError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _print_cause(exc, args, kwargs)
             raise typer.Exit(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE)) from None
         except OSError as exc:  # a full disk or a read-only folder is the user's to fix; other OS errors are bugs
             error = storage_error(exc)
             if error is None:
                 raise
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            _print_cause(exc, args, kwargs)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -239,7 +256,7 @@ def benchmark(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgu
 
 @app.command("config")
 @user_errors
-def show_config(config: ConfigOption, overrides: OverridesArgument = None) -> None:
+def show_config(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgument = None) -> None:
     """Validate a config with its overrides and print the resolved result (all defaults filled in)."""
     from medclass.config import dump_config, load_config
 
@@ -273,6 +290,7 @@ TargetArgument = Annotated[Path, typer.Argument(help="An experiment YAML, or a f
 @data_app.command("inspect")
 @user_errors
 def data_inspect(
+    ctx: typer.Context,
     target: TargetArgument,
     overrides: OverridesArgument = None,
     out: Annotated[Path | None, typer.Option(help="Output folder; default: inspect/<dataset>.")] = None,
@@ -295,7 +313,7 @@ def data_inspect(
 
 @data_app.command("stats")
 @user_errors
-def data_stats(target: TargetArgument, overrides: OverridesArgument = None) -> None:
+def data_stats(ctx: typer.Context, target: TargetArgument, overrides: OverridesArgument = None) -> None:
     """Per-channel mean/std of the training split at the training size, stored for data.normalization: dataset."""
     config = _data_config(target, overrides or [])
     from medclass.data import load_dataset
@@ -317,6 +335,7 @@ def data_stats(target: TargetArgument, overrides: OverridesArgument = None) -> N
 @data_app.command("build")
 @user_errors
 def data_build(
+    ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(help="A build recipe YAML (see configs/build/).")],
     overrides: OverridesArgument = None,
 ) -> None:

@@ -17,6 +17,7 @@ GIB = 1024**3  # not imported from medclass.training.memory: that would load tor
 @app.command()
 @user_errors
 def memory(
+    ctx: typer.Context,
     model: Annotated[list[str], typer.Option("--model", "-m", help="Model name(s); repeat or separate by commas.")],
     image_size: Annotated[int, typer.Option(min=8, help="Input size in pixels.")] = 224,
     batch_size: Annotated[int, typer.Option(min=1, help="The batch size you plan to train with.")] = 32,

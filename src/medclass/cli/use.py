@@ -32,6 +32,7 @@ TrackingOption = Annotated[
 @app.command()
 @user_errors
 def export(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     out: Annotated[Path | None, typer.Option(help="Package folder; default RUN_DIR/model.")] = None,
@@ -58,6 +59,7 @@ def export(
 @app.command()
 @user_errors
 def predict(
+    ctx: typer.Context,
     model: ModelArgument,
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     out: Annotated[Path, typer.Option(help="Results file: .csv or .json.")] = Path("predictions.csv"),
@@ -203,6 +205,7 @@ def features(
 @app.command()
 @user_errors
 def register(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
     name: Annotated[str, typer.Option(help="Registered model name in MLflow.")],
     tracking_uri: TrackingOption = None,

@@ -70,7 +70,10 @@ def _file_facts(path: Path) -> tuple[str, str, str]:
     """(md5 of the bytes, 'WxH', mode) from the file itself; size and mode from the header only."""
     from PIL import Image
 
-    digest = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - identity of bytes, not security
+    try:
+        digest = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - identity of bytes, not security
+    except OSError:  # a symlink loop, a vanished or unreadable file: already counted as unreadable by the decoder
+        return f"unreadable:{path}", "unreadable", "unreadable"
     try:
         with Image.open(path) as image:
             return digest, f"{image.width}x{image.height}", image.mode

@@ -44,13 +44,19 @@ def export_onnx(
             module, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
             dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
         )  # fmt: skip
-    program.save(str(partial))
-    model = onnx.load(str(partial))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = MANIFEST, json.dumps(package.manifest)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(partial))
-    partial.replace(out)
+    try:
+        program.save(str(partial))
+        model = onnx.load(str(partial))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = MANIFEST, json.dumps(package.manifest)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(partial))
+        partial.replace(out)
+    except OSError as exc:  # a full disk: name the file the user asked for, leave no partial file behind
+        exc.filename = exc.filename or str(out)
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
     if check_images is None:
         check_images = np.random.default_rng(0).integers(0, 256, (4, channels, size, size), dtype=np.uint8)
     predictor = OnnxPredictor.open(out)

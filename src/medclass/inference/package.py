@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,15 @@ def save_package(
         manifest["hf_config"] = hf_model.config.to_dict()  # rebuild the architecture offline, without the hub
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in net.state_dict().items()}
     partial = folder / f".{WEIGHTS}.partial"
-    save_file(state, str(partial), metadata={"format": PACKAGE_FORMAT})
+    try:
+        save_file(state, str(partial), metadata={"format": PACKAGE_FORMAT})
+    except SafetensorError as exc:
+        # safetensors reports a full disk as "I/O error: ... (os error 28)"; the caller needs the OSError.
+        partial.unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(folder / WEIGHTS)) from None
     os.replace(partial, folder / WEIGHTS)  # atomic: readers see the old file or the whole new one
     atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
     return folder

@@ -4,10 +4,13 @@ or the hub when it can be reached."""
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import timm
+from safetensors import SafetensorError
 from torch import nn
 
 from medclass.config.model import ModelConfig
@@ -50,11 +53,42 @@ def _cached_hub_file(name: str) -> Path | None:
     return None
 
 
+# What torch.load, safetensors and load_state_dict raise for a file that is missing, damaged, of another model or
+# holding pickled objects (timm loads with weights_only=True, so those are refused, as a RuntimeError).
+_CHECKPOINT_ERRORS = (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError)
+
+
 def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    checkpoint = kwargs.get("checkpoint_path")
+    if checkpoint and not Path(str(checkpoint)).is_file():
+        raise ModelError(f"model.kwargs.checkpoint_path: {checkpoint} is not a file")
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with warnings.catch_warnings():  # torch's advice about pickle protocols, before the error below says more
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as exc:
         raise ModelError(f"model.kwargs: {name} rejects its arguments ({exc}); check model.kwargs") from None
+    except _CHECKPOINT_ERRORS as exc:
+        path = kwargs.get("checkpoint_path")
+        if not path:
+            raise
+        reason = _checkpoint_reason(exc)
+        raise ModelError(f"model.kwargs.checkpoint_path: cannot load {path} into {name}: {reason}") from None
+
+
+def _checkpoint_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "weights_only" in text:  # timm's message hides torch's reason, which its cause carries
+        cause = " ".join(str(exc.__cause__ or "").split())
+        detail = cause.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
+        return (f"it cannot be read as weights only ({detail or 'refused by torch.load'}); give a state dict saved "
+                "with torch.save(model.state_dict(), path) or a .safetensors file (medclass never unpickles other "
+                "objects: they could run code)")  # fmt: skip
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        first = next((line.strip() for line in text.splitlines() if "size mismatch" in line or "key" in line), "")
+        return f"its weights are of another model ({first[:200]})"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"not a readable checkpoint ({type(exc).__name__}: {first_line[:200]})"
 
 
 def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
