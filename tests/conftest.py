@@ -68,3 +68,41 @@ def folder_config(root: Path | str, *overrides: str, **data):
     return load_config(
         None, list(overrides), experiment="t", data={"source": "folder", "root": str(root), "image_size": 32, **data}
     )
+
+
+# The service: one tiny real chest X-ray model and one real server process (small limits, see serving.LIMITS)
+# shared by every test that talks to it (tests/inference/test_serve*.py).
+
+
+@pytest.fixture(scope="session")
+def chest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny chest X-ray model (real JPEGs, 32 px) so uploads are real clinical image files."""
+    from medclass import load_config, train
+
+    out = tmp_path_factory.mktemp("runs")
+    config = load_config(
+        REPO_ROOT / "configs" / "chest_xray.yaml",
+        [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false",
+         "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
+    )  # fmt: skip
+    return train(config).run_dir
+
+
+@pytest.fixture(scope="session")
+def service(chest_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    from serving import LIMITS, start_server
+
+    server = start_server(chest_run, tmp_path_factory.mktemp("server-tmp"), *LIMITS)
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(service) -> str:
+    return service.url
+
+
+@pytest.fixture(scope="session")
+def xray(data_dir: Path) -> Path:
+    return sorted((data_dir / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
