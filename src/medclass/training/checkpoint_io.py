@@ -12,22 +12,34 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class _WriteRecorder:
-    """A file wrapper that keeps the OSError of a failed write: torch.save reports a full disk as a RuntimeError
-    from its zip writer ("unexpected pos ..."), and the real cause is needed for a clear message."""
+    """A file wrapper that keeps what interrupted a write: torch.save's zip writer, closing after a failed write,
+    raises its own RuntimeError ("unexpected pos ...") over a full disk's OSError or a second Ctrl-C's
+    KeyboardInterrupt, and the real cause is needed (a clear message; a stop recorded as interrupted)."""
 
     def __init__(self, handle) -> None:
         self.handle = handle
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
 
     def write(self, data) -> int:
         try:
             return self.handle.write(data)
-        except OSError as exc:
+        except (OSError, KeyboardInterrupt) as exc:
             self.error = exc
             raise
 
     def flush(self) -> None:
         self.handle.flush()
+
+
+def _interrupting_cause(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or OSError that a RuntimeError was raised while handling (a Ctrl-C can land in any
+    Python line of the write, not only in the file call the recorder wraps)."""
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt | OSError):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -40,10 +52,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 recorder = _WriteRecorder(handle)
                 try:
                     torch.save(checkpoint, recorder)
-                except RuntimeError:
-                    if recorder.error is not None:
-                        recorder.error.filename = recorder.error.filename or str(path)
-                        raise recorder.error from None
+                except RuntimeError as exc:
+                    cause = recorder.error or _interrupting_cause(exc)
+                    if isinstance(cause, OSError):
+                        cause.filename = cause.filename or str(path)
+                    if cause is not None:
+                        raise cause from None
                     raise
                 handle.flush()
                 os.fsync(handle.fileno())
