@@ -49,7 +49,6 @@ class DecodeBudgetExceeded(ValueError):
             f"decoding this {width}x{height} {mode} image needs about {need / 2**20:.0f} MiB, over the limit of "
             f"{limit / 2**20:.0f} MiB"
         )
-        self.need, self.limit = need, limit
 
 
 def decode_bytes(image: Image.Image) -> int:

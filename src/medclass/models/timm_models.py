@@ -69,11 +69,10 @@ def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     except TypeError as exc:
         raise ModelError(f"model.kwargs: {name} rejects its arguments ({exc}); check model.kwargs") from None
     except _CHECKPOINT_ERRORS as exc:
-        path = kwargs.get("checkpoint_path")
-        if not path:
+        if not checkpoint:
             raise
         reason = _checkpoint_reason(exc)
-        raise ModelError(f"model.kwargs.checkpoint_path: cannot load {path} into {name}: {reason}") from None
+        raise ModelError(f"model.kwargs.checkpoint_path: cannot load {checkpoint} into {name}: {reason}") from None
 
 
 def _checkpoint_reason(exc: BaseException) -> str:

@@ -12,18 +12,17 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class _WriteRecorder:
-    """A file wrapper that keeps what interrupted a write: torch.save's zip writer, closing after a failed write,
-    raises its own RuntimeError ("unexpected pos ...") over a full disk's OSError or a second Ctrl-C's
-    KeyboardInterrupt, and the real cause is needed (a clear message; a stop recorded as interrupted)."""
+    """A file wrapper that keeps the OSError of a failed write: torch.save reports a full disk as a RuntimeError
+    from its zip writer ("unexpected pos ..."), and the real cause is needed for a clear message."""
 
     def __init__(self, handle) -> None:
         self.handle = handle
-        self.error: BaseException | None = None
+        self.error: OSError | None = None
 
     def write(self, data) -> int:
         try:
             return self.handle.write(data)
-        except (OSError, KeyboardInterrupt) as exc:
+        except OSError as exc:
             self.error = exc
             raise
 
@@ -32,8 +31,9 @@ class _WriteRecorder:
 
 
 def _interrupting_cause(exc: BaseException) -> BaseException | None:
-    """The KeyboardInterrupt or OSError that a RuntimeError was raised while handling (a Ctrl-C can land in any
-    Python line of the write, not only in the file call the recorder wraps)."""
+    """The KeyboardInterrupt or OSError that a RuntimeError was raised while handling: torch's zip writer, closing
+    after a write cut by a second Ctrl-C, raises its own RuntimeError over the KeyboardInterrupt, which must come
+    out so the run is recorded as interrupted (the Ctrl-C can land in any Python line of the write)."""
     seen = exc.__context__
     while seen is not None:
         if isinstance(seen, KeyboardInterrupt | OSError):
