@@ -218,7 +218,9 @@ def evaluate(
         return _evaluate_robustness(path, corruptions, severities, checkpoint, split)
     settings: dict[str, Any] = {"report": report}
     if bootstrap is not None:
-        settings["bootstrap"] = bootstrap
+        from medclass.config import EvaluationConfig, validate_config
+
+        settings["bootstrap"] = validate_config({"bootstrap": bootstrap}, "--bootstrap", EvaluationConfig).bootstrap
     _quiet_lightning(ctx)
     if is_run_dir(path) or (path / "config.yaml").is_file():
         result = evaluate_run(path, checkpoint=checkpoint, split=split, overrides=settings)

@@ -9,7 +9,7 @@ from medclass.evaluation.evaluate import EvaluationResult
 
 
 def metrics_table(result: EvaluationResult) -> Table:
-    from medclass.evaluation.report import METRIC_LABELS
+    from medclass.wording import METRIC_LABELS
 
     title = f"{result.split} split, {result.checkpoint} checkpoint (epoch {result.epoch})"
     table = Table(title=title, title_justify="left", min_width=len(title))

@@ -24,6 +24,7 @@ from medclass.data.sources import load_dataset
 from medclass.data.sources.files import build_index, label_arrays, split_index
 from medclass.io import atomic_write_json, atomic_write_text
 from medclass.tasks import is_single_label
+from medclass.wording import wrap_class
 
 
 @dataclass
@@ -187,47 +188,39 @@ def _inspect_files(config: FileSourceFields) -> tuple[Inspection, dict[str, list
 
 
 def plot_counts(inspection: Inspection, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a Figure object, no pyplot state
 
     classes = inspection.classes
     x = np.arange(len(classes))
     width = 0.8 / max(1, len(inspection.counts))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(classes) + 2), 4.5))
+    fig = Figure(figsize=(max(6.0, 0.9 * len(classes) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
     for k, (split_name, per_class) in enumerate(inspection.counts.items()):
         values = [per_class.get(c, 0) for c in classes]
         bars = ax.bar(x + (k - (len(inspection.counts) - 1) / 2) * width, values, width, label=split_name)
         ax.bar_label(bars, fontsize=7)
-    ax.set_xticks(x, [c if len(c) <= 18 else c[:16] + "…" for c in classes], rotation=30, ha="right")
+    ax.set_xticks(x, [wrap_class(c) for c in classes], rotation=30, ha="right", rotation_mode="anchor")
     ax.set_ylabel("images")
     ax.set_title(f"{inspection.name}: images per class and split")
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(title="split")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def plot_grid(images: list[np.ndarray], title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     columns = min(8, len(images))
     rows = (len(images) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + 0.5), squeeze=False)
+    fig = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image in zip(axes.flat, images, strict=False):
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
                   vmin=0, vmax=255)  # fmt: skip
     fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

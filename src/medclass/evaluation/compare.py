@@ -19,6 +19,7 @@ from medclass.evaluation.clinical import METRIC_DEFINITIONS
 from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
 from medclass.run_dir import RunDir
+from medclass.wording import metric_label
 
 log = logging.getLogger("medclass")
 LOWER_IS_BETTER = {"ece", "brier"}
@@ -164,23 +165,30 @@ def write_comparison(
 
 
 def plot_comparison(path: Path, rows: list[ComparedRun], metric: str, best: dict[str, ComparedRun]) -> Path:
+    """One panel per dataset, each with its own axis: a metric on one dataset is not comparable with the same
+    metric on another, so they never share an axis."""
     ok = [row for row in rows if row.status == "ok" and metric in row.metrics]
-    fig = Figure(figsize=(9, 1.2 + 0.5 * max(1, len(ok))))
-    ax = fig.add_subplot()
-    values = np.array([row.metrics[metric] for row in ok])
-    lows = np.array([row.intervals.get(metric, (v, v))[0] for row, v in zip(ok, values, strict=True)])
-    highs = np.array([row.intervals.get(metric, (v, v))[1] for row, v in zip(ok, values, strict=True)])
-    positions = np.arange(len(ok))
-    # Points with their intervals rather than bars: the differences that matter are small next to the metric's
-    # range, and a bar axis starting at 0 would hide them.
-    for y, (row, value, low, high) in enumerate(zip(ok, values, lows, highs, strict=True)):
-        color = "tab:green" if best.get(row.dataset) is row else "tab:blue"
-        ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
-        ax.annotate(f"{value:.4f}", (value, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
-    ax.set_yticks(positions, [f"{row.run_dir} ({row.model})" for row in ok], fontsize=8)
-    ax.set_ylim(len(ok) - 0.5, -0.7)
-    ax.margins(x=0.15)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_xlabel(f"{metric} (95% bootstrap interval; green: best per dataset)")
-    ax.set_title("Runs compared on the held-out split")
+    datasets = list(dict.fromkeys(row.dataset for row in ok)) or [""]
+    heights = [max(1, sum(row.dataset == d for row in ok)) for d in datasets]
+    fig = Figure(figsize=(10, 0.9 * len(datasets) + 0.5 * sum(heights) + 0.4), layout="constrained")
+    grid = fig.add_gridspec(len(datasets), 1, height_ratios=heights)
+    for k, dataset in enumerate(datasets):
+        ax = fig.add_subplot(grid[k])
+        shown = [row for row in ok if row.dataset == dataset]
+        # Points with their intervals rather than bars: the differences that matter are small next to the metric's
+        # range, and a bar axis starting at 0 would hide them.
+        for y, row in enumerate(shown):
+            value = row.metrics[metric]
+            low, high = row.intervals.get(metric, (value, value))
+            color = "tab:green" if best.get(row.dataset) is row else "tab:blue"
+            ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
+            ax.annotate(f"{value:.4f}", (value, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        ax.set_yticks(range(len(shown)), [f"{row.run_dir} ({row.model})" for row in shown], fontsize=8)
+        ax.set_ylim(len(shown) - 0.5, -0.7)
+        ax.margins(x=0.15)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(dataset, fontsize=10, loc="left")
+        ax.set_xlabel(f"{metric_label(metric)} with its 95% bootstrap interval (green: the best run on {dataset})",
+                      fontsize=8)  # fmt: skip
+    fig.suptitle(f"Runs compared by {metric_label(metric)} on their held-out split, one panel per dataset")
     return save_figure(fig, path)

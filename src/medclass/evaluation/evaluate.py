@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medclass.config import EvaluationConfig
+from medclass.config import EvaluationConfig, validate_config
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.dataset import SPLITS
 from medclass.errors import UserError
@@ -111,7 +111,7 @@ def evaluate_run(
     config = run.load_config()
     settings = settings or config.evaluation
     if overrides:
-        settings = EvaluationConfig(**{**settings.model_dump(), **overrides})
+        settings = validate_config({**settings.model_dump(), **overrides}, "evaluation", EvaluationConfig)
     if dataset is None:
         dataset = load_dataset(config.data)
     if split not in dataset.splits:

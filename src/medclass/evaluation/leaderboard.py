@@ -8,8 +8,13 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from matplotlib.figure import Figure
+
 from medclass.evaluation.metrics import HEADLINE_METRICS
+from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
+from medclass.wording import metric_label
 
 COLUMNS = ("rank", "model", "status", *HEADLINE_METRICS, "parameters_M", "images_per_s", "train_min", "best_epoch",
            "run_dir", "error")  # fmt: skip
@@ -54,28 +59,28 @@ def write_leaderboard(folder: Path, rows: list[Any], metric: str) -> dict[str, P
 
 
 def plot_leaderboard(path: Path, rows: list[Any], metric: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Bars of the test metric on its own 0-1 axis; size, speed and training time as a table beside it."""
     ok = [r for r in rows if r.status == "ok"]
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.6 * max(1, len(rows))))
-    labels = [r.label for r in ok] + [f"{r.label} (failed)" for r in rows if r.status != "ok"]
-    values = [r.metrics.get(metric, 0.0) for r in ok] + [0.0] * (len(rows) - len(ok))
-    bars = ax.barh(range(len(labels)), values, color=["tab:blue"] * len(ok) + ["tab:gray"] * (len(rows) - len(ok)))
-    notes = []
-    for r in ok:
-        size = f"{r.parameters / 1e6:.1f}M params" if r.parameters else ""
-        speed = f"{r.images_per_second:.0f} img/s" if r.images_per_second else ""
-        notes.append(f"{r.metrics.get(metric, 0):.3f}  {size}, {speed}, {r.train_minutes:.1f} min")
-    ax.bar_label(bars, labels=notes + ["failed"] * (len(rows) - len(ok)), padding=3, fontsize=8)
+    failed = [r for r in rows if r.status != "ok"]
+    fig = Figure(figsize=(10, 1.3 + 0.55 * max(1, len(rows))), layout="constrained")
+    ax = fig.add_subplot()
+    labels = [r.label for r in ok] + [f"{r.label} (failed)" for r in failed]
+    values = [r.metrics.get(metric, 0.0) for r in ok] + [0.0] * len(failed)
+    ax.barh(range(len(labels)), values, color=["tab:blue"] * len(ok) + ["tab:gray"] * len(failed))
+    for y, r in enumerate(ok):
+        value = r.metrics.get(metric, 0.0)
+        ax.annotate(f"{value:.3f}", (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        size = f"{r.parameters / 1e6:.1f} M parameters" if r.parameters else ""
+        speed = f"{r.images_per_second:.0f} images/s" if r.images_per_second else ""
+        took = f"{r.train_minutes:.1f} min training" if r.train_minutes is not None else ""
+        note = ", ".join(part for part in (size, speed, took) if part)
+        # Beside the axis (axes coordinates past 1), so that the metric's axis ends where the metric does.
+        ax.annotate(note, (1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, annotation_clip=False)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.45)
-    ax.set_xlabel(f"test {metric.upper()}")
-    ax.set_title("Benchmark (held-out test split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_xlim(0, 1.08)
+    ax.set_xticks(np.linspace(0, 1, 6))
+    ax.set_xlabel(f"{metric_label(metric)} on the held-out test split")
+    ax.set_title(f"Benchmark: models ranked by test {metric_label(metric)}")
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from sklearn.metrics import (
 from medclass.evaluation.calibration import ReliabilityCurve
 from medclass.io import atomic_write_bytes
 from medclass.tasks import Task
+from medclass.wording import metric_label, wrap_class
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
@@ -30,38 +32,47 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _short(name: str, limit: int = 18) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
 def plot_confusion(
     path: Path, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], task: Task, normalize: bool
 ) -> Path:
     """Counts, or rows normalised to 1 (each row then reads as the recall of that true class)."""
-    labels = [_short(c) for c in classes]
+    labels = [wrap_class(c) for c in classes]
     if task == "multilabel":
         matrices = multilabel_confusion_matrix(y_true.astype(np.int64), y_pred)
         columns = min(5, len(classes))
         rows = (len(classes) + columns - 1) // columns
-        fig = Figure(figsize=(2.6 * columns, 2.5 * rows + 0.4))
+        fig = Figure(figsize=(2.6 * columns, 2.7 * rows + 0.4), layout="constrained")
         for i, matrix in enumerate(matrices):
             ax = fig.add_subplot(rows, columns, i + 1)
             shown = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True)) if normalize else matrix
-            ConfusionMatrixDisplay(shown, display_labels=["no", "yes"]).plot(
+            ConfusionMatrixDisplay(shown, display_labels=["absent", "present"]).plot(
                 ax=ax, colorbar=False, values_format=".2f" if normalize else "d"
             )
             ax.set_title(labels[i], fontsize=9)
+            ax.set_xlabel("predicted", fontsize=8)
+            ax.set_ylabel("true", fontsize=8)
     else:
-        size = max(4.5, 0.55 * len(classes) + 2.5)
-        fig = Figure(figsize=(size, size))
+        lines = max(label.count("\n") + 1 for label in labels)
+        size = max(4.5, 0.6 * len(classes) + 2.5 + 0.15 * lines)
+        fig = Figure(figsize=(size, size), layout="constrained")
         ax = fig.add_subplot()
         matrix = confusion_matrix(
             y_true.reshape(-1), y_pred, labels=np.arange(len(classes)), normalize="true" if normalize else None
         )
         ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
-            ax=ax, colorbar=False, xticks_rotation=45, values_format=".2f" if normalize else "d"
+            ax=ax, colorbar=False, values_format=".2f" if normalize else "d"
         )
-    fig.suptitle("confusion matrix" + (" (rows normalised: recall per true class)" if normalize else " (counts)"))
+        if len(classes) > 3 or lines > 1:  # vertical, so that wrapped names never run into each other
+            for tick in ax.get_xticklabels():
+                tick.set_rotation(90)
+                tick.set_verticalalignment("top")
+                tick.set_horizontalalignment("center")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    fig.suptitle(
+        "Confusion matrix, row-normalised (each row: share of that true class)" if normalize
+        else "Confusion matrix (image counts)"
+    )  # fmt: skip
     return save_figure(fig, path)
 
 
@@ -77,27 +88,39 @@ def _binary_columns(y_true: np.ndarray, y_score: np.ndarray, task: Task, classes
 
 
 def plot_roc_pr(
-    path: Path, y_true: np.ndarray, y_score: np.ndarray, classes: list[str], task: Task, positive: int | None = None
-) -> Path:
+    path: Path, y_true: np.ndarray, y_score: np.ndarray, classes: list[str], task: Task, positive: int | None = None,
+    operating_point: dict | None = None, split: str = "test",
+) -> Path:  # fmt: skip
     """ROC (left) and precision-recall (right) curves with their AUC and AP: for a binary task those of detecting
-    its positive class, else one-vs-rest per class."""
-    fig = Figure(figsize=(12, 5.2))
+    its positive class, with the decision points marked (the threshold chosen on validation, and 0.5), else
+    one-vs-rest per class."""
+    fig = Figure(figsize=(12, 5.4), layout="constrained")
     roc_ax, pr_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for name, truth, score in _binary_columns(y_true, y_score, task, classes, positive):
         if truth.min() == truth.max():
             continue  # no curve without positives and negatives
-        RocCurveDisplay.from_predictions(truth, score, ax=roc_ax, name=_short(name), plot_chance_level=False)
-        PrecisionRecallDisplay.from_predictions(truth, score, ax=pr_ax, name=_short(name))
-    roc_ax.plot([0, 1], [0, 1], linestyle=":", color="gray", linewidth=1)
+        label = wrap_class(name, 28)
+        RocCurveDisplay.from_predictions(truth, score, ax=roc_ax, name=label, plot_chance_level=False)
+        PrecisionRecallDisplay.from_predictions(truth, score, ax=pr_ax, name=label)
+    roc_ax.plot([0, 1], [0, 1], linestyle=":", color="gray", linewidth=1, label="chance")
+    if task == "binary" and operating_point:
+        marks = (
+            (operating_point, "o", f"threshold {operating_point['threshold']:.2f} (chosen on validation)"),
+            (operating_point["at_0.5"], "s", "threshold 0.50"),
+        )
+        for point, marker, label in marks:
+            x, y = 1 - point["specificity"], point["sensitivity"]
+            roc_ax.plot([x], [y], marker=marker, markersize=8, linestyle="none", markeredgecolor="black",
+                        label=f"{label}: sensitivity {y:.2f}, specificity {1 - x:.2f}")  # fmt: skip
     scope = (
-        f"positive class: {_short(classes[1 if positive is None else positive])}"
+        f"detecting {_one_line(classes[1 if positive is None else positive])}"
         if task == "binary"
-        else "one-vs-rest per class"
+        else "one class against the rest"
     )
-    roc_ax.set_title(f"ROC ({scope})")
+    roc_ax.set_title(f"ROC curve, {scope} ({split} split)")
     roc_ax.set_xlabel("false positive rate (1 - specificity)")
-    roc_ax.set_ylabel("sensitivity")
-    pr_ax.set_title(f"precision-recall ({scope})")
+    roc_ax.set_ylabel("true positive rate (sensitivity)")
+    pr_ax.set_title(f"Precision-recall curve, {scope}")
     pr_ax.set_xlabel("recall (sensitivity)")
     pr_ax.set_ylabel("precision (PPV)")
     for ax in (roc_ax, pr_ax):
@@ -105,29 +128,35 @@ def plot_roc_pr(
     return save_figure(fig, path)
 
 
+def _one_line(name: str, limit: int = 40) -> str:
+    """A class name inside a title: whole, unless it is very long (then cut at a word boundary with an ellipsis)."""
+    return name if len(name) <= limit else textwrap.shorten(name, limit, placeholder=" …")
+
+
 def plot_reliability(
     path: Path, before: ReliabilityCurve, ece_before: float, after: ReliabilityCurve | None, ece_after: float | None,
-    temperature: float | None,
+    temperature: float | None, split: str = "test",
 ) -> Path:  # fmt: skip
     """Observed accuracy against confidence per bin; the diagonal is perfect calibration. The histogram below
     shows how many predictions fall in each bin."""
-    fig = Figure(figsize=(5.5, 6.2))
+    fig = Figure(figsize=(5.5, 6.4), layout="constrained")
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1))
     ax, hist = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
     ax.plot([0, 1], [0, 1], linestyle=":", color="gray", label="perfect calibration")
     ax.plot(before.confidence, before.accuracy, marker="o", label=f"model (ECE {ece_before:.3f})")
     if after is not None and ece_after is not None:
-        ax.plot(after.confidence, after.accuracy, marker="s", label=f"T = {temperature:.2f} (ECE {ece_after:.3f})")
+        ax.plot(after.confidence, after.accuracy, marker="s",
+                label=f"with temperature {temperature:.2f} (ECE {ece_after:.3f})")  # fmt: skip
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
+    ax.set_xlabel("confidence (predicted probability)")
     ax.set_ylabel("observed accuracy")
-    ax.set_title("reliability diagram (test split)")
+    ax.set_title(f"Reliability diagram ({split} split)")
     ax.legend(fontsize=8, loc="upper left")
     hist.bar(before.confidence, before.counts, width=0.04, color="tab:blue")
     hist.set_xlim(0, 1)
-    hist.set_xlabel("confidence")
-    hist.set_ylabel("predictions")
+    hist.set_xlabel("confidence (predicted probability)")
+    hist.set_ylabel("images")
     return save_figure(fig, path)
 
 
@@ -138,8 +167,14 @@ def read_epochs(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def plot_training_curves(path: Path, epochs: list[dict[str, str]], monitor: str) -> Path | None:
-    """Training and validation loss (left) and validation metrics (right) per epoch; stage changes dashed."""
+CURVE_METRICS = ("acc", "auc", "f1_macro", "balanced_acc")
+
+
+def plot_training_curves(
+    path: Path, epochs: list[dict[str, str]], monitor: str, best_epoch: int | None = None, loss_name: str = "loss"
+) -> Path | None:
+    """Training and validation loss (left) and validation metrics (right) per epoch, numbered from 1; stage
+    changes dashed, the best epoch (the checkpoint evaluated) marked on both panels."""
     if not epochs:
         return None
 
@@ -147,22 +182,31 @@ def plot_training_curves(path: Path, epochs: list[dict[str, str]], monitor: str)
         return np.array([float(row[name]) if row.get(name) not in (None, "") else np.nan for row in epochs])
 
     x = np.array([int(row["epoch"]) for row in epochs])
-    fig = Figure(figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
     loss_ax, metric_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    loss_ax.plot(x, column("train_loss"), marker=".", label="train loss")
+    loss_ax.plot(x, column("train_loss"), marker=".", label="training loss")
     loss_ax.plot(x, column("val_loss"), marker=".", label="validation loss")
-    for name in ("acc", "auc", "f1_macro", "balanced_acc"):
+    for name in CURVE_METRICS:
         if f"val_{name}" in epochs[0]:
-            metric_ax.plot(x, column(f"val_{name}"), marker=".", label=f"val {name}")
+            metric_ax.plot(x, column(f"val_{name}"), marker=".", label=metric_label(f"val_{name}"))
+    chosen_by = metric_label(monitor if monitor.startswith("val") else f"val_{monitor}")
     for ax in (loss_ax, metric_ax):
         for previous, row in zip(epochs, epochs[1:], strict=False):
             if row.get("stage") != previous.get("stage"):
-                ax.axvline(int(row["epoch"]) - 0.5, linestyle="--", color="gray", linewidth=1)
+                ax.axvline(int(row["epoch"]) - 0.5, linestyle="--", color="gray", linewidth=1,
+                           label=f"stage {row.get('stage')} starts" if ax is loss_ax else None)  # fmt: skip
+        if best_epoch is not None:  # a band behind the points, not a line through them
+            ax.axvspan(best_epoch - 0.3, best_epoch + 0.3, color="tab:green", alpha=0.18, linewidth=0,
+                       label=f"best epoch {best_epoch}, chosen by {chosen_by}")  # fmt: skip
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(x.min() - 0.5, x.max() + 0.5)  # one epoch: a tick at 1, not 0.945 ... 1.050
+        ax.grid(alpha=0.25)
         ax.legend(fontsize=8)
-    loss_ax.set_title("loss")
-    metric_ax.set_title(f"validation metrics (best epoch chosen by {monitor})")
+    loss_ax.set_title("Loss per epoch")
+    loss_ax.set_ylabel(loss_name)
+    metric_ax.set_title("Validation metrics per epoch")
+    metric_ax.set_ylabel("metric value")
     return save_figure(fig, path)
 
 
@@ -171,12 +215,13 @@ def plot_worst_images(path: Path, images: list[np.ndarray], captions: list[str],
         return None
     columns = min(8, len(images))
     rows = (len(images) + columns - 1) // columns
-    fig = Figure(figsize=(1.9 * columns, 2.2 * rows + 0.5))
+    lines = max(caption.count("\n") + 1 for caption in captions)
+    fig = Figure(figsize=(1.95 * columns, (2.1 + 0.16 * lines) * rows + 0.5), layout="constrained")
     for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         ax = fig.add_subplot(rows, columns, i + 1)
         grey = image.shape[-1] == 1
         ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255)
-        ax.set_title(caption, fontsize=7)
+        ax.set_title(caption, fontsize=7, loc="left")
         ax.axis("off")
     fig.suptitle(title)
     return save_figure(fig, path)

@@ -4,7 +4,6 @@ summary, written to the run's report/ folder."""
 from __future__ import annotations
 
 import base64
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,23 +23,32 @@ from medclass.evaluation.plots import (
 )
 from medclass.io import atomic_write_text
 from medclass.run_dir import RunDir
+from medclass.wording import (
+    PER_CLASS_LABELS,
+    class_name,
+    count,
+    duration,
+    listing,
+    metric_label,
+    number,
+    percent,
+    plural,
+    short_file,
+    when,
+    wrap_class,
+)
 
 if TYPE_CHECKING:
     from medclass.data.dataset import LabelledImages
     from medclass.evaluation.evaluate import EvaluationResult
 
-METRIC_LABELS = {
-    "acc": "ACC", "balanced_acc": "balanced ACC", "auc": "AUC (MedMNIST)", "auc_macro_ovr": "AUC macro OvR",
-    "auc_weighted_ovr": "AUC weighted OvR", "top3_acc": "top-3 ACC", "top5_acc": "top-5 ACC", "f1_macro": "F1 macro",
-    "f1_weighted": "F1 weighted", "kappa": "Cohen's kappa", "mcc": "MCC", "ece": "ECE", "brier": "Brier score",
-}  # fmt: skip
 PLOT_TITLES = {
-    "confusion_counts": "Confusion matrix (counts)",
-    "confusion_normalized": "Confusion matrix (row-normalised)",
+    "training_curves": "Training curves: loss and validation metrics per epoch, the best epoch marked",
     "roc_pr": "ROC and precision-recall curves",
-    "reliability": "Reliability diagram",
-    "training_curves": "Training curves",
-    "worst_images": "Worst-classified images",
+    "confusion_counts": "Confusion matrix (image counts)",
+    "confusion_normalized": "Confusion matrix, row-normalised (each row: share of that true class)",
+    "reliability": "Reliability diagram: are the probabilities right?",
+    "worst_images": "The misclassified images the model was surest about",
 }
 
 
@@ -48,70 +56,222 @@ def worst_images(
     dataset: LabelledImages, split: str, targets: np.ndarray, scores: np.ndarray, limit: int
 ) -> tuple[list[np.ndarray], list[str]]:
     """The misclassified images the model was surest about (lowest probability of the true class), or for
-    multi-label tasks the images with the highest binary cross-entropy."""
+    multi-label tasks the images with the highest binary cross-entropy. Captions name the true and the predicted
+    class on lines of their own (class names contain commas: "normal, benign"), wrapped, never cut."""
     if limit == 0:
         return [], []
     classes = dataset.classes
+    width = 24
     if dataset.task == "multilabel":
         p = np.clip(scores, 1e-7, 1 - 1e-7)
         loss = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean(axis=1)
         order = np.argsort(-loss)[:limit]
         captions = []
         for i in order:
-            true = ",".join(c[:10] for c, t in zip(classes, targets[i], strict=True) if t) or "none"
-            predicted = ",".join(c[:10] for c, s in zip(classes, scores[i], strict=True) if s > 0.5) or "none"
-            captions.append(f"#{i}\ntrue {true}\npred {predicted}")
+            true = "; ".join(c for c, t in zip(classes, targets[i], strict=True) if t) or "none"
+            predicted = "; ".join(c for c, s in zip(classes, scores[i], strict=True) if s > 0.5) or "none"
+            captions.append(f"image {i}\ntrue: {wrap_class(true, width)}\npredicted: {wrap_class(predicted, width)}")
     else:
         truth = targets.reshape(-1)
         p_true = scores[np.arange(len(truth)), truth]
         wrong = np.flatnonzero(scores.argmax(axis=1) != truth)
         order = wrong[np.argsort(p_true[wrong])][:limit]
         captions = [
-            f"#{i}\ntrue {classes[truth[i]][:14]}\npred {classes[scores[i].argmax()][:14]} ({scores[i].max():.2f})"
+            f"image {i}\ntrue: {wrap_class(classes[truth[i]], width)}\n"
+            f"predicted: {wrap_class(classes[scores[i].argmax()], width)} (P = {scores[i].max():.2f})"
             for i in order
         ]
     files = dataset.splits[split].files
     if files is not None:
-        captions = [f"{caption}\n{Path(files[i]).name[:22]}" for caption, i in zip(captions, order, strict=True)]
+        captions = [f"{caption}\n{short_file(Path(files[i]).name)}" for caption, i in zip(captions, order, strict=True)]
     images = [dataset.splits[split].image(int(i)) for i in order]
     return images, captions
+
+
+def loss_name(config: ExperimentConfig, task: str) -> str:
+    """What the loss curves measure, in words (the y axis of the loss panel)."""
+    if task == "multilabel":
+        return "binary cross-entropy (mean over labels)"
+    if task == "ordinal" and config.loss.ordinal == "sord":
+        return "cross-entropy with soft ordinal targets"
+    smoothing = config.loss.label_smoothing
+    return "cross-entropy" + (f" (label smoothing {smoothing:g})" if smoothing else "")
 
 
 def write_plots(
     folder: Path, run: RunDir, config: ExperimentConfig, dataset: LabelledImages, result: EvaluationResult,
     targets: np.ndarray, scores: np.ndarray, scaled: np.ndarray, y_pred: np.ndarray, settings: EvaluationConfig,
 ) -> dict[str, Path]:  # fmt: skip
-    task, classes, bins = result.task, dataset.classes, settings.calibration_bins
-    plots = {
-        name: plot_confusion(folder / f"{name}.png", targets, y_pred, classes, task, normalize)
-        for name, normalize in (("confusion_counts", False), ("confusion_normalized", True))
-    }
+    task, classes, bins, split = result.task, dataset.classes, settings.calibration_bins, result.split
+    plots: dict[str, Path] = {}
+    status = run.read_status()
+    curves = plot_training_curves(
+        folder / "training_curves.png", read_epochs(run.epochs_csv), config.checkpoint.monitor,
+        best_epoch=result.epoch if result.checkpoint == "best" else status.get("best_epoch"),
+        loss_name=loss_name(config, task),
+    )  # fmt: skip
+    if curves is not None:
+        plots["training_curves"] = curves
     positive = (result.extra.get("positive_class") or {}).get("index")
-    plots["roc_pr"] = plot_roc_pr(folder / "roc_pr.png", targets, scores, classes, task, positive)
+    plots["roc_pr"] = plot_roc_pr(
+        folder / "roc_pr.png", targets, scores, classes, task, positive, result.operating_point, split
+    )
+    for name, normalize in (("confusion_counts", False), ("confusion_normalized", True)):
+        plots[name] = plot_confusion(folder / f"{name}.png", targets, y_pred, classes, task, normalize)
     calibration = result.calibration
     plots["reliability"] = plot_reliability(
         folder / "reliability.png", reliability_curve(targets, scores, task, bins), calibration["ece"],
         reliability_curve(targets, scaled, task, bins), calibration["ece_scaled"], calibration["fitted_temperature"],
+        split,
     )  # fmt: skip
-    curves = plot_training_curves(
-        folder / "training_curves.png", read_epochs(run.epochs_csv), config.checkpoint.monitor
-    )
-    if curves is not None:
-        plots["training_curves"] = curves
-    images, captions = worst_images(dataset, result.split, targets, scores, settings.worst_images)
-    title = f"worst-classified {result.split} images (true class least probable)"
+    images, captions = worst_images(dataset, split, targets, scores, settings.worst_images)
+    title = f"Misclassified {split} images the model was surest about (lowest probability of the true class)"
     worst = plot_worst_images(folder / "worst_images.png", images, captions, title)
     if worst is not None:
         plots["worst_images"] = worst
     return plots
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+def _interval(bounds: Any, digits: int = 3, scale: float = 1.0) -> str:
+    if not bounds:
+        return ""
+    return f"{bounds[0] * scale:.{digits}f} – {bounds[1] * scale:.{digits}f}"
+
+
+def question(task: str, classes: list[str], positive: str | None) -> str:
+    """The clinical question the model answers, in one sentence."""
+    classes = [class_name(c) for c in classes]
+    if task == "binary" and positive:
+        others = [c for c in classes if c != positive]
+        return f"Does the image show {positive} (rather than {listing(others)})?"
+    if task == "multilabel":
+        return f"Which of {len(classes)} findings ({listing(classes)}) does the image show? Any number can apply."
+    if task == "ordinal":
+        return f"Which of {len(classes)} ordered grades ({' < '.join(classes)}) does the image show?"
+    return f"Which of {len(classes)} classes ({listing(classes)}) does the image show?"
+
+
+def _data_sentence(data: dict[str, Any], result: EvaluationResult) -> str:
+    splits = data.get("splits") or {}
+    counts = ", ".join(f"{info.get('n', 0):,} {name}" for name, info in splits.items())
+    source = (data.get("source") or {}).get("type", "")
+    skipped = f"; {data['skipped']} file(s) skipped (skipped.csv)" if data.get("skipped") else ""
+    return (f"{data.get('name', result.extra.get('dataset', ''))} ({source}): {counts} images; split: "
+            f"{result.extra.get('split_source')}, seed {result.extra.get('seed')}{skipped}")  # fmt: skip
+
+
+def _model_sentence(config: ExperimentConfig, status: dict[str, Any]) -> str:
+    model = config.model
+    weights = "ImageNet-pretrained" if model.pretrained else ("weights from " + Path(str(model.weights)).name
+                                                             if model.weights else "trained from scratch")  # fmt: skip
+    size = f", {count(status['parameters'])} parameters" if status.get("parameters") else ""
+    return f"{model.name} ({weights}{size}), {config.data.input_size} px input"
+
+
+def _training_sentence(config: ExperimentConfig, status: dict[str, Any], result: EvaluationResult) -> str:
+    seconds = sum((status.get("epoch_seconds") or {}).values())
+    epochs = status.get("epochs", len(status.get("epoch_seconds") or {}))
+    planned = config.total_epochs
+    stopped = " (stopped early)" if status.get("stopped_early") else ""
+    monitor = metric_label(str(status.get("monitor", "val/" + config.checkpoint.monitor)).replace("/", "_"))
+    chosen = (f"; evaluated: epoch {result.epoch}, the best by {monitor}" if result.checkpoint == "best"
+              else f"; evaluated: the last epoch ({result.epoch})")  # fmt: skip
+    took = f" in {duration(seconds)}" if seconds else ""
+    return f"{epochs} of {plural(planned, 'epoch')}{stopped}{took}{chosen}"
+
+
+def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, n: int, pct: int) -> list[str]:
+    """What the binary numbers mean for a reader: how many of the positives are found, how many others cleared."""
+    support = positive["support"]
+    others = n - support
+    ci = positive.get("ci") or {}
+    name = positive["class"]
+    sentences = []
+    if positive.get("sensitivity") is not None and positive.get("specificity") is not None:
+        found = round(positive["sensitivity"] * support)
+        cleared = round(positive["specificity"] * others)
+        sentences.append(
+            f"At P({name}) > 0.5 the model finds {found} of the {support} images of {name} (sensitivity "
+            f"{percent(positive['sensitivity'])}, {pct}% CI {_interval(ci.get('sensitivity'), 0, 100)}%) and "
+            f"correctly clears {cleared} of the {others} others (specificity {percent(positive['specificity'])}, "
+            f"{_interval(ci.get('specificity'), 0, 100)}%)."
+        )
+    if operating_point:
+        sentences.append(
+            f"At the threshold chosen on validation (P({name}) ≥ {operating_point['threshold']:.2f}, "
+            f"{operating_point['rule']}): sensitivity {percent(operating_point['sensitivity'])}, specificity "
+            f"{percent(operating_point['specificity'])} on this split."
+        )
+    return sentences
+
+
+def _weakness(result: EvaluationResult, data: dict[str, Any]) -> list[str]:
+    """Say so when the model is weak: no better than always answering the commonest class, or an AUC whose
+    interval reaches chance."""
+    notes = []
+    per_class = ((data.get("splits") or {}).get(result.split) or {}).get("per_class") or {}
+    acc = result.metrics.get("acc")
+    if result.task != "multilabel" and per_class and acc is not None and result.n_samples:
+        commonest, size = max(per_class.items(), key=lambda kv: kv[1])
+        share = size / result.n_samples
+        if acc <= share + 0.005:
+            notes.append(f"Weak model: its accuracy ({percent(acc, 1)}) is no better than always answering "
+                         f"{commonest} ({percent(share, 1)} of this split).")  # fmt: skip
+    auc = result.intervals.get("auc")
+    if auc and auc[0] <= 0.5:
+        notes.append(f"Weak model: the AUC's interval ({_interval(auc)}) includes 0.5, the AUC of guessing.")
+    return notes
+
+
+def _training_rows(status: dict[str, Any], config: ExperimentConfig) -> list[tuple[str, str]]:
+    rows = [("started", when(status.get("started")))]
+    if status.get("resumed"):
+        rows.append(("resumed", ", ".join(when(t) for t in status["resumed"])))
+    seconds = status.get("epoch_seconds") or {}
+    if seconds:
+        rows.append(("training time", f"{duration(sum(seconds.values()))} ({duration(max(seconds.values()))} "
+                                      "for the slowest epoch)"))  # fmt: skip
+    if "epochs" in status:
+        rows.append(("epochs trained", f"{status['epochs']} of {config.total_epochs}"))
+    if "stopped_early" in status:
+        rows.append(("stopped early", "yes (early stopping)" if status["stopped_early"] else "no"))
+    if status.get("best_epoch") is not None:
+        monitor = metric_label(str(status.get("monitor", "")).replace("/", "_"))
+        score = status.get("best_score")
+        rows.append(("best epoch", f"{status['best_epoch']} ({monitor} {number(score, 4)})"))
+    if status.get("parameters"):
+        rows.append(("parameters", f"{count(status['parameters'])} ({status['parameters']:,})"))
+    batch = config.data.batch_size
+    rows.append(("batch size", str(batch)))
+    return rows
+
+
+def _environment_rows(environment: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    if environment.get("python"):
+        rows.append(("Python", environment["python"]))
+    if environment.get("platform"):
+        rows.append(("platform", environment["platform"]))
+    device = environment.get("device") or {}
+    if isinstance(device, dict) and device:
+        parts = [str(name) for name in device.get("gpus") or []]
+        if device.get("cuda"):
+            parts.append(f"CUDA {device['cuda']}")
+        if device.get("cpu_count"):
+            parts.append(f"{device['cpu_count']} CPU cores")
+        if device.get("torch_threads"):
+            parts.append(f"{device['torch_threads']} torch threads")
+        rows.append(("device", ", ".join(parts)))
+    if environment.get("seed") is not None:
+        rows.append(("seed", str(environment["seed"])))
+    git = environment.get("git")
+    if isinstance(git, dict) and git.get("commit"):
+        rows.append(("source code", f"git commit {git['commit'][:10]}" + (" with uncommitted changes"
+                                                                          if git.get("dirty") else "")))  # fmt: skip
+    packages = environment.get("packages") or {}
+    if packages:
+        rows.append(("packages", ", ".join(f"{name} {version}" for name, version in packages.items())))
+    return rows
 
 
 def report_context(
@@ -120,17 +280,17 @@ def report_context(
     status = run.read_json("run.json") if run.file("run.json").is_file() else {}
     data = run.read_json("data.json") if run.file("data.json").is_file() else {}
     environment = run.read_json("environment.json") if run.file("environment.json").is_file() else {}
-    metric_rows = []
-    for name, value in result.metrics.items():
-        interval = result.intervals.get(name)
-        metric_rows.append({
-            "name": METRIC_LABELS.get(name, name), "key": name, "value": _fmt(value),
-            "interval": f"{_fmt(interval[0])} – {_fmt(interval[1])}" if interval else "",
-            "definition": METRIC_DEFINITIONS.get(name, ""),
-        })  # fmt: skip
+    pct = round(100 * result.extra.get("bootstrap", {}).get("confidence", 0.95))
+    metric_rows = [
+        {"name": metric_label(name), "key": name, "value": number(value, 4),
+         "interval": _interval(result.intervals.get(name), 4), "definition": METRIC_DEFINITIONS.get(name, "")}
+        for name, value in result.metrics.items()
+    ]  # fmt: skip
     per_class = [
         {c: _with_interval(row[c], (row.get("ci") or {}).get(c)) for c in PER_CLASS_COLUMNS} for row in result.per_class
     ]
+    for row in per_class:
+        row["class"]["value"] = class_name(row["class"]["value"])
     positive = result.extra.get("positive_class")
     positive_rows = []
     if positive:
@@ -138,36 +298,58 @@ def report_context(
         labels = {"sensitivity": "sensitivity (recall)", "specificity": "specificity", "ppv": "PPV (precision)",
                   "npv": "NPV", "f1": "F1", "auc": "ROC AUC", "ap": "average precision (PR AUC)"}  # fmt: skip
         positive_rows = [
-            {"name": label, "value": _fmt(positive.get(key)),
-             "interval": f"{_fmt(ci[key][0])} – {_fmt(ci[key][1])}" if ci.get(key) else ""}
+            {"name": label, "value": number(positive.get(key), 4), "interval": _interval(ci.get(key), 4)}
             for key, label in labels.items()
-        ]  # fmt: skip
+        ]
     fitted = ["the temperature"]
     if result.operating_point:
         fitted.append("the operating threshold")
     if result.extra.get("thresholds"):
         fitted.append("the per-label thresholds")
     fitted_on_val = (", ".join(fitted[:-1]) + " and " + fitted[-1] + " were") if len(fitted) > 1 else fitted[0] + " was"
+    dataset_name = result.extra.get("dataset", "")
+    positive_name = positive["class"] if positive else None
+    facts = [
+        ("Question", question(result.task, result.extra.get("classes") or data.get("classes", []), positive_name)),
+        ("Data", _data_sentence(data, result)),
+        ("Model", _model_sentence(config, status)),
+        ("Training", _training_sentence(config, status, result)),
+        ("Evaluated on", f"the {result.split} split: {result.n_samples:,} images never used for training, for "
+                         "choosing the epoch or for fitting anything"
+                         if result.split == "test" else f"the {result.split} split ({result.n_samples:,} images)"),
+    ]  # fmt: skip
+    if positive:
+        facts.insert(1, ("Positive class", f"{positive['class']}: sensitivity, specificity, PPV and NPV are about "
+                                           f"finding it"))  # fmt: skip
     return {
-        "title": f"{config.experiment}: {config.model.name} on {result.extra.get('dataset', '')}",
-        "run_dir": str(run.path),
+        "title": f"{config.model.name} on {dataset_name}",
+        "experiment": config.experiment if config.experiment != dataset_name else "",
+        "run_name": run.path.name,
         "result": result,
         "status": status,
+        "facts": facts,
+        "headline": metric_rows[:4],
+        "positive_sentences": _positive_sentences(positive, result.operating_point, result.n_samples, pct)
+        if positive
+        else [],
+        "weakness": _weakness(result, data),
         "metric_rows": metric_rows,
         "fitted_on_val": fitted_on_val + " fitted",
-        "confidence_pct": round(100 * result.extra.get("bootstrap", {}).get("confidence", 0.95)),
+        "confidence_pct": pct,
         "resamples": result.extra.get("bootstrap", {}).get("resamples", 0),
-        "per_class_columns": PER_CLASS_COLUMNS,
+        "per_class_columns": [(c, PER_CLASS_LABELS[c]) for c in PER_CLASS_COLUMNS],
         "per_class": per_class,
         "positive": positive,
         "positive_rows": positive_rows,
         "warnings": result.extra.get("warnings", []),
-        "calibration": {k: _fmt(v) if isinstance(v, float) else v for k, v in result.calibration.items()},
+        "calibration": {k: number(v, 4) if isinstance(v, float) else v for k, v in result.calibration.items()},
         "operating_point": result.operating_point,
-        "fmt": _fmt,
+        "fmt": number,
         "plots": {name: (PLOT_TITLES[name], path) for name, path in plots.items()},
         "data": data,
-        "environment": environment,
+        "class_name": class_name,
+        "training_rows": _training_rows(status, config),
+        "environment_rows": _environment_rows(environment),
         "config_yaml": run.config_path.read_text(encoding="utf-8"),
     }
 
@@ -175,7 +357,7 @@ def report_context(
 def _with_interval(value: Any, interval: list[float] | None) -> dict[str, str]:
     """A per-class cell: the value and, when there is one, its interval (shown under it in the HTML)."""
     return {
-        "value": _fmt(value, 3),
+        "value": number(value, 3),
         "interval": f"{interval[0]:.3f}–{interval[1]:.3f}" if isinstance(value, float) and interval else "",
     }
 

@@ -1,0 +1,111 @@
+"""How results are named for people: metric labels, class names wrapped the same way in every plot and table,
+file names shortened without losing their extension, and numbers, sizes, times and durations in words. One place,
+so that a class or a metric reads the same in the report, the plots, the comparison and the console."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import textwrap
+from typing import Any
+
+METRIC_LABELS = {
+    "acc": "ACC", "balanced_acc": "balanced ACC", "auc": "AUC (MedMNIST)", "auc_macro_ovr": "AUC macro OvR",
+    "auc_weighted_ovr": "AUC weighted OvR", "top3_acc": "top-3 ACC", "top5_acc": "top-5 ACC", "f1_macro": "F1 macro",
+    "f1_weighted": "F1 weighted", "kappa": "Cohen's kappa", "mcc": "MCC", "ece": "ECE", "brier": "Brier score",
+    "loss": "loss",
+}  # fmt: skip
+PER_CLASS_LABELS = {
+    "class": "class", "support": "images", "sensitivity": "sensitivity", "specificity": "specificity",
+    "ppv": "PPV", "npv": "NPV", "f1": "F1", "auc": "AUC",
+}  # fmt: skip
+CLASS_WIDTH = 18  # characters per line of a class name in plots
+
+
+def metric_label(name: str) -> str:
+    """``auc`` -> ``AUC (MedMNIST)``; ``val/f1_macro`` or ``val_f1_macro`` -> ``validation F1 macro``."""
+    for prefix in ("val/", "val_"):
+        if name.startswith(prefix):
+            return "validation " + metric_label(name[len(prefix) :])
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+def class_name(name: str) -> str:
+    """A class name as shown: as the dataset spells it, but with a space before an opening bracket that lacks one
+    (BloodMNIST's "immature granulocytes(myelocytes, ...)"), so that it can break there."""
+    return re.sub(r"(?<=\S)\(", " (", name)
+
+
+def wrap_class(name: str, width: int = CLASS_WIDTH) -> str:
+    """A class name on as many lines as it needs, broken between words only (a single word longer than the width
+    stays whole), so that no class name is ever cut. Used for every plot label of a class."""
+    return "\n".join(textwrap.wrap(class_name(name), width, break_long_words=False)) or name
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def short_file(name: str, limit: int = 24) -> str:
+    """A file name that fits ``limit`` characters, shortened in its middle so the start and the extension stay."""
+    if len(name) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or len(suffix) > 6:
+        stem, suffix = name, ""
+    tail = (stem[-4:] + "." + suffix) if suffix else name[-6:]
+    head = limit - len(tail) - 1
+    return name[:head] + "…" + tail
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """A metric or a probability: fixed digits, n/a for missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def percent(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}%"
+
+
+def count(value: float) -> str:
+    """11177538 -> 11.2 M; 2400 -> 2,400."""
+    if value >= 1e6:
+        return f"{value / 1e6:.1f} M"
+    return f"{int(value):,}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def when(timestamp: str | None) -> str:
+    """An ISO timestamp as ``2026-12-04 13:06 UTC+00:00`` (the zone it was recorded in)."""
+    if not timestamp:
+        return "n/a"
+    try:
+        moment = _dt.datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    zone = moment.strftime("%z")
+    zone = f" UTC{zone[:3]}:{zone[3:]}" if zone else ""
+    return moment.strftime("%Y-%m-%d %H:%M") + zone
+
+
+def listing(items: list[str], limit: int = 6) -> str:
+    """'a, b and c'; long lists end in 'and 5 more'."""
+    shown = items[:limit] if len(items) > limit else items
+    rest = len(items) - len(shown)
+    if rest:
+        return ", ".join(shown) + f" and {rest} more"
+    return ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1] if shown else ""
