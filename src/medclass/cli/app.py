@@ -67,8 +67,22 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _PlainFormatter(logging.Formatter):
+    """Log lines for a file or a pipe: one line each, never wrapped at 80 columns, a level word only where it
+    matters ("warning: ...")."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
 def _configure_logging() -> None:
-    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_PlainFormatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler], force=True)
 
 
@@ -141,6 +155,7 @@ def train(
     from medclass.cli.render import metrics_table, result_notes
     from medclass.training import resume as resume_training
     from medclass.training import train as run_training
+    from medclass.wording import metric_label
 
     _quiet_lightning(ctx)
     result = resume_training(resume) if resume is not None else run_training(experiment)
@@ -150,7 +165,7 @@ def train(
     for note in result_notes(result.test):
         console.print(note, highlight=False, soft_wrap=True, markup=False)
     console.print(
-        f"best epoch {result.best_epoch} ({result.monitor} = {result.best_score:.4f}) | "
+        f"best epoch {result.best_epoch} ({metric_label(result.monitor)} {result.best_score:.4f}) | "
         f"{result.duration_s / 60:.1f} min | run directory: {result.run_dir}",
         highlight=False,
         soft_wrap=True,

@@ -30,7 +30,7 @@ def metrics_table(result: EvaluationResult) -> Table:
 
 def result_notes(result: EvaluationResult) -> list[str]:
     """Lines printed under the metrics table: positive class, operating point, calibration, warnings, report."""
-    notes = []
+    notes = [str(note) for note in result.extra.get("weak", [])]
     positive = result.extra.get("positive_class")
     if positive:
         ci = positive.get("ci") or {}

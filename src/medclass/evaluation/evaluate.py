@@ -174,6 +174,7 @@ def evaluate_run(
             "seed": config.seed,
             **({"positive_class": positive_summary} if positive_summary is not None else {}),
             "warnings": [*dataset.warnings, *_warnings(calibration, positive_summary)],
+            "weak": weakness(targets, metrics, intervals, task, dataset.classes),
             "images_per_second": round(len(targets) / seconds, 1) if seconds > 0 else None,
             "bootstrap": {
                 "resamples": settings.bootstrap,
@@ -215,6 +216,28 @@ def _warnings(calibration: dict[str, Any], positive: dict[str, Any] | None) -> l
             f"sensitivity for {positive['class']} is {positive['sensitivity']:.3f} at P > 0.5: the model misses "
             "most positive cases at that threshold (see the operating point)"
         )
+    return notes
+
+
+def weakness(
+    targets: np.ndarray, metrics: dict[str, float], intervals: dict[str, tuple[float, float]], task: Task,
+    classes: list[str],
+) -> list[str]:  # fmt: skip
+    """Say so when a model is weak: no more accurate than always answering the commonest class, or an AUC whose
+    interval reaches 0.5 (guessing). Shown first in the report and the console, kept in metrics.json."""
+    notes = []
+    acc = metrics.get("acc")
+    if task != "multilabel" and acc is not None and len(targets):
+        counts = np.bincount(np.asarray(targets).reshape(-1), minlength=len(classes))
+        share = counts.max() / counts.sum()
+        if acc <= share + 0.005:
+            notes.append(
+                f"Weak model: its accuracy ({100 * acc:.1f}%) is no better than always answering "
+                f"{classes[int(counts.argmax())]} ({100 * share:.1f}% of the images)."
+            )
+    auc = intervals.get("auc")
+    if auc and auc[0] <= 0.5:
+        notes.append(f"Weak model: the AUC's interval ({auc[0]:.3f} - {auc[1]:.3f}) includes 0.5, the AUC of guessing.")
     return notes
 
 

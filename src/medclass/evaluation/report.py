@@ -205,24 +205,6 @@ def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, 
     return sentences
 
 
-def _weakness(result: EvaluationResult, data: dict[str, Any]) -> list[str]:
-    """Say so when the model is weak: no better than always answering the commonest class, or an AUC whose
-    interval reaches chance."""
-    notes = []
-    per_class = ((data.get("splits") or {}).get(result.split) or {}).get("per_class") or {}
-    acc = result.metrics.get("acc")
-    if result.task != "multilabel" and per_class and acc is not None and result.n_samples:
-        commonest, size = max(per_class.items(), key=lambda kv: kv[1])
-        share = size / result.n_samples
-        if acc <= share + 0.005:
-            notes.append(f"Weak model: its accuracy ({percent(acc, 1)}) is no better than always answering "
-                         f"{commonest} ({percent(share, 1)} of this split).")  # fmt: skip
-    auc = result.intervals.get("auc")
-    if auc and auc[0] <= 0.5:
-        notes.append(f"Weak model: the AUC's interval ({_interval(auc)}) includes 0.5, the AUC of guessing.")
-    return notes
-
-
 def _training_rows(status: dict[str, Any], config: ExperimentConfig) -> list[tuple[str, str]]:
     rows = [("started", when(status.get("started")))]
     if status.get("resumed"):
@@ -332,7 +314,7 @@ def report_context(
         "positive_sentences": _positive_sentences(positive, result.operating_point, result.n_samples, pct)
         if positive
         else [],
-        "weakness": _weakness(result, data),
+        "weakness": result.extra.get("weak", []),
         "metric_rows": metric_rows,
         "fitted_on_val": fitted_on_val + " fitted",
         "confidence_pct": pct,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import signal
 import threading
 import time
@@ -13,10 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 
 from medclass.errors import TrainingDiverged
 from medclass.run_dir import RunDir
+from medclass.wording import metric_label
+
+progress_log = logging.getLogger("medclass.progress")
 
 EPOCH_COLUMNS = (
     "epoch", "stage", "train_loss", "val_loss", "val_acc", "val_auc", "val_f1_macro", "val_balanced_acc",
@@ -164,3 +168,70 @@ class DivergenceStop(L.Callback):
             f"training diverged: the loss is {value} at epoch {trainer.current_epoch + 1}, step "
             f"{trainer.global_step}; {kept}. {self.hint}"
         )
+
+
+class EpochBar(RichProgressBar):
+    """Lightning's rich progress bar, with epochs numbered from 1 as in epochs.csv, the report and the plain
+    lines ("Epoch 1/30", not "Epoch 0/29"). Lightning builds the text in this one method and has no option for it."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        total = self.trainer.max_epochs
+        return f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")
+
+
+class EpochLines(L.Callback):
+    """Progress for output that is not a terminal (nohup, CI, a cluster job's log): one plain line per epoch
+    (epoch k/N, stage, training and validation loss, the monitored metric and the best so far, seconds), and
+    within a long epoch a line every ``every_s`` seconds, so a log file never sits silent for minutes."""
+
+    def __init__(self, monitor: str, mode: str, every_s: float = 30.0) -> None:
+        self.monitor, self.mode, self.every_s = monitor, mode, every_s
+        self.best: tuple[float, int] | None = None
+        self._started = self._reported = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = self._reported = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if now - self._reported < self.every_s or not trainer.is_global_zero:
+            return
+        self._reported = now
+        total = trainer.num_training_batches
+        done = batch_idx + 1
+        left = (now - self._started) / done * (total - done) if isinstance(total, int) and total > done else 0.0
+        of = f"/{total}" if isinstance(total, int) else ""
+        progress_log.info(
+            "%s: batch %d%s, %.0f s so far, about %.0f s left in this epoch",
+            self._epoch(trainer), done, of, now - self._started, left,
+        )  # fmt: skip
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = []
+        for key, label in (("train/loss", "training loss"), ("val/loss", "validation loss")):
+            if key in metrics:
+                parts.append(f"{label} {float(metrics[key]):.4f}")
+        epoch = trainer.current_epoch + 1
+        if self.monitor in metrics:
+            value = float(metrics[self.monitor])
+            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+            if better:
+                self.best = (value, epoch)
+            if self.monitor != "val/loss":
+                parts.append(f"{metric_label(self.monitor)} {value:.4f}")
+            parts[-1] += f" (best {self.best[0]:.4f} at epoch {self.best[1]})" if self.best else ""
+        stages = getattr(pl_module, "stages", [])
+        stage = f" ({pl_module.stage_for_epoch(trainer.current_epoch).name})" if len(stages) > 1 else ""
+        progress_log.info(
+            "%s%s: %s, %.1f s", self._epoch(trainer), stage, ", ".join(parts), time.perf_counter() - self._started
+        )
+
+    @staticmethod
+    def _epoch(trainer: L.Trainer) -> str:
+        total = trainer.max_epochs
+        return f"epoch {trainer.current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")

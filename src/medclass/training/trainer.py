@@ -6,16 +6,19 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
+from rich.console import Console
 
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError
 from medclass.run_dir import RunDir
 from medclass.training.callbacks import (
     DivergenceStop,
+    EpochBar,
     EpochCSVLogger,
+    EpochLines,
     EpochSeed,
     GracefulStop,
     StageEarlyStopping,
@@ -88,8 +91,11 @@ def build_trainer(
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if trainer_config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=trainer_config.ema_decay))
-    if show_progress:
-        callbacks.append(RichProgressBar(leave=True))
+    bar = show_progress and Console().is_terminal  # a live bar in a terminal; plain lines in a log file
+    if show_progress and not bar:
+        callbacks.append(EpochLines(monitor, mode))
+    if bar:
+        callbacks.append(EpochBar(leave=True))
     try:
         return L.Trainer(
             default_root_dir=run.path,
@@ -106,7 +112,7 @@ def build_trainer(
             callbacks=callbacks,
             plugins=[AtomicCheckpointIO()],
             logger=loggers or False,
-            enable_progress_bar=show_progress,
+            enable_progress_bar=bar,
             enable_model_summary=False,
         )
     except (MisconfigurationException, ValueError) as exc:
