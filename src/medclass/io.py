@@ -27,6 +27,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def give_usual_permissions(path: str | Path) -> Path:
+    """Set a file written by a library that creates it 0600 (safetensors does) to the mode the user's umask gives
+    every other file, so a package's files can be read by the same people."""
+    probe = Path(path).parent / f".{uuid.uuid4().hex[:8]}.mode"
+    with open(probe, "xb"):  # a file made the usual way carries the umask; reading the umask itself would set it
+        pass
+    try:
+        os.chmod(path, probe.stat().st_mode & 0o777)
+    finally:
+        probe.unlink(missing_ok=True)
+    return Path(path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -76,14 +76,18 @@ class _PlainFormatter(logging.Formatter):
         return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
 
-def _configure_logging() -> None:
+def _configure_logging(verbose: bool) -> None:
+    """medclass's own messages at INFO; other libraries' loggers only from WARNING (the ONNX optimizer, MLflow,
+    transformers and others announce their steps at INFO), unless --verbose."""
     handler: logging.Handler
     if err_console.is_terminal:
         handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_PlainFormatter("%(message)s"))
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler], force=True)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler],
+                        force=True)  # fmt: skip
+    logging.getLogger("medclass").setLevel(logging.INFO)
 
 
 def _quiet_lightning(ctx: typer.Context) -> None:
@@ -112,10 +116,17 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Lightning's device and tip messages.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show other libraries' messages (Lightning, ONNX, MLflow, transformers) and the causes of errors.",
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = {"verbose": verbose}
-    _configure_logging()
+    _configure_logging(verbose)
 
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file (see configs/).")]

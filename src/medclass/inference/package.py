@@ -28,7 +28,7 @@ from medclass.config import ModelConfig
 from medclass.config.data import MAX_IMAGE_SIZE
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ModelError, UserError
-from medclass.io import atomic_write_json
+from medclass.io import atomic_write_json, give_usual_permissions
 from medclass.models import Classifier, create_model
 from medclass.tasks import TASKS, Task
 
@@ -133,6 +133,7 @@ def save_package(
         if code is None:
             raise
         raise OSError(int(code[1]), os.strerror(int(code[1])), str(folder / WEIGHTS)) from None
+    give_usual_permissions(partial)  # safetensors writes 0600; its siblings are 0644 under the usual umask
     os.replace(partial, folder / WEIGHTS)  # atomic: readers see the old file or the whole new one
     atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
     return folder

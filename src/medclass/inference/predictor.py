@@ -42,7 +42,10 @@ class TorchPredictor(ManifestView):
         self.manifest = self.package.manifest
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.package.logits(torch.from_numpy(np.ascontiguousarray(images))).float().numpy()
+        # Decoded images can be read-only views of the decoder's buffer; torch warns about those (and would share
+        # them). A copy of a uint8 batch costs little next to the network.
+        batch = np.ascontiguousarray(images) if images.flags.writeable else np.array(images, order="C")
+        return self.package.logits(torch.from_numpy(batch)).float().numpy()
 
 
 def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predictor:
@@ -164,6 +167,33 @@ def decide(predictor: Predictor, scores: np.ndarray, calibrated: bool) -> list[l
     return [[classes[int(i)]] for i in scores.argmax(axis=1)]
 
 
+def decision_rule(predictor: Predictor, calibrated: bool) -> str:
+    """How the predicted class is chosen, in words (shown by the service and its page)."""
+    calibration = predictor.calibration if calibrated else {}
+    if predictor.task == "multilabel":
+        cut = "its threshold chosen on validation" if "label_thresholds" in calibration else "0.5"
+        return f"each label present when its probability exceeds {cut}"
+    if predictor.task == "binary" and "threshold" in calibration:
+        positive = predictor.classes[int(calibration.get("positive_index", 1))]
+        return (f"{positive} when P({positive}) ≥ {float(calibration['threshold']):.3f} (the operating threshold "
+                f"chosen on validation, {calibration.get('threshold_rule', 'rule unknown')} rule)")  # fmt: skip
+    return "the most probable class"
+
+
+def explain_decision(predictor: Predictor, row: np.ndarray, decided: str, calibrated: bool) -> str | None:
+    """One line when the calibrated binary decision is not the most probable class (the operating threshold is
+    not 0.5), else None."""
+    top = predictor.classes[int(np.argmax(row))]
+    calibration = predictor.calibration if calibrated else {}
+    if predictor.task != "binary" or decided == top or "threshold" not in calibration:
+        return None
+    index = int(calibration.get("positive_index", 1))
+    positive, threshold = predictor.classes[index], float(calibration["threshold"])
+    side = "reaches" if row[index] >= threshold else "stays below"
+    return (f"P({positive}) = {row[index]:.3f} {side} the operating threshold {threshold:.3f} chosen on validation, "
+            f"so the answer is {decided} although {top} is more probable ({row.max():.3f})")  # fmt: skip
+
+
 def predict_files(
     predictor: Predictor,
     inputs: list[str],
@@ -234,7 +264,11 @@ def write_predictions(result: PredictionResult, path: Path, classes: list[str], 
             "model": result.model,
             "calibrated": result.calibrated,
             "tta": result.tta,
-            "predictions": [p.__dict__ for p in result.predictions],
+            # One class is a string for single-label tasks, as in the CSV and the service; labels stay a list.
+            "predictions": [
+                {**p.__dict__, "predicted": p.predicted[0] if single_label and p.predicted else p.predicted}
+                for p in result.predictions
+            ],
             "unreadable": result.unreadable,
         }
         return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
@@ -255,6 +289,8 @@ __all__ = [
     "Predictor",
     "TorchPredictor",
     "collect_images",
+    "decision_rule",
+    "explain_decision",
     "load_predictor",
     "predict_files",
     "write_predictions",

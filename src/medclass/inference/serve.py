@@ -29,7 +29,14 @@ from fastapi.responses import HTMLResponse
 from PIL import Image
 
 from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded
-from medclass.inference.predictor import Predictor, decide, decode, probabilities
+from medclass.inference.predictor import (
+    Predictor,
+    decide,
+    decision_rule,
+    decode,
+    explain_decision,
+    probabilities,
+)
 from medclass.inference.service_limits import (
     DeadlineH11Protocol,
     RequestGuard,
@@ -93,7 +100,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
     @app.post("/predict")
     def predict(
         file: Annotated[UploadFile, File(description="An image file (PNG, JPEG, TIFF, BMP, ...).")],
-        heatmap: Annotated[bool, Query(description="Also return a HiResCAM heatmap of the top class.")] = False,
+        heatmap: Annotated[bool, Query(description="Also return a HiResCAM heatmap of the predicted class.")] = False,
         calibrated: Annotated[bool, Query(description="Apply the temperature fitted on validation.")] = False,
     ) -> dict[str, Any]:
         data = read_upload(file)
@@ -124,18 +131,27 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
             scores = probabilities(predictor, image[None], tta=False, calibrated=calibrated)
             row = scores[0]
             order = np.argsort(-row)[: max(1, min(top_k, len(row)))]
+            decided = decide(predictor, scores, calibrated)[0]
+            single = predictor.task != "multilabel"
             response: dict[str, Any] = {
                 "file": filename,
-                "predicted": decide(predictor, scores, calibrated)[0],
+                # one class (a string) for single-label tasks, as predictions.csv/.json; a list of labels otherwise
+                "predicted": decided[0] if single else decided,
+                "decision_rule": decision_rule(predictor, calibrated),
                 "top": [{"class": predictor.classes[i], "probability": float(row[i])} for i in order],
                 "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
                 "calibrated": calibrated,
             }
+            explanation = explain_decision(predictor, row, decided[0], calibrated) if single else None
+            if explanation:
+                response["explanation"] = explanation
             if heatmap:
                 from medclass.inference.explain import heatmaps, overlay, png_bytes
 
-                cams = heatmaps(predictor.package, image[None], [int(order[0])])  # type: ignore[attr-defined]
-                class_name = predictor.classes[int(order[0])]
+                # the evidence for the answer given (the decided class, which a threshold can make other than the top)
+                shown = predictor.classes.index(decided[0]) if single and decided else int(order[0])
+                cams = heatmaps(predictor.package, image[None], [shown])  # type: ignore[attr-defined]
+                class_name = predictor.classes[shown]
                 response["heatmap_class"] = class_name
                 response["heatmap_method"] = cams.method
                 note = cams.note(0, class_name)
