@@ -39,6 +39,16 @@ def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
     straight = medclass("train", "-c", str(config), f"output_dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr
     (reference,) = (tmp_path / "straight" / "resume").iterdir()
+    # Output to a pipe (a log file, CI): one plain line per epoch, numbered from 1 as in epochs.csv
+    lines = [line for line in straight.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == [
+        f"epoch {k}/7 ({'head' if k <= 2 else 'finetune'})" for k in range(1, 8)
+    ], straight.stderr
+    assert all("training loss" in line and "validation loss" in line and line.endswith(" s") for line in lines)
+    assert "Epoch 0" not in straight.stdout + straight.stderr
+    rates = epoch_log(reference)
+    assert [row["lr_backbone"] for row in rates[:2]] == ["0", "0"], "the backbone is frozen in the head stage"
+    assert all(float(row["lr_backbone"]) > 0 for row in rates[2:])
 
     script = Path(sys.executable).with_name("medclass")
     process = subprocess.Popen([str(script), "train", "-c", str(config), f"output_dir={tmp_path / 'killed'}"],
@@ -106,6 +116,7 @@ def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
 
     resumed = medclass("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
+    assert "Checkpoint directory" not in resumed.stderr + resumed.stdout, "Lightning's warning on a resume is noise"
     assert epoch_log(run) == epoch_log(reference), "every epoch exactly once: same stages, rates and metrics"
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "finished" and status["epochs"] == 7 and len(status["resumed"]) == 5

@@ -116,11 +116,28 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("store", ["unreachable-server", "unwritable-database"])
-def test_a_failing_tracker_warns_and_training_goes_on(tmp_path: Path, store: str, caplog, monkeypatch) -> None:
+@pytest.fixture
+def not_mlflow() -> str:
+    """A real HTTP server on loopback that is not MLflow (every path answers 404), as a mistyped port can be."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/nothing-here"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("store", ["unreachable-server", "not-an-mlflow-server", "unwritable-database"])
+def test_a_failing_tracker_warns_and_training_goes_on(
+    tmp_path: Path, store: str, caplog, capfd, monkeypatch, request
+) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # W&B then logs offline
     if store == "unreachable-server":
         uri = f"http://127.0.0.1:{closed_port()}"
+    elif store == "not-an-mlflow-server":
+        uri = request.getfixturevalue("not_mlflow")
     else:
         (tmp_path / "a-file").write_text("not a folder")
         uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
@@ -135,6 +152,13 @@ def test_a_failing_tracker_warns_and_training_goes_on(tmp_path: Path, store: str
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "MLflow" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "training goes on without" in warnings[0]
+    if store == "unreachable-server":
+        assert "is unreachable" in warnings[0]
+    if store == "not-an-mlflow-server":  # a server answered: it is there, but it is the wrong one
+        assert "not as MLflow does (HTTP 404 for /health)" in warnings[0] and "unreachable" not in warnings[0]
+    # W&B's own chatter stays out of the console: no anonymous-setting warning, no banner, no run summary
+    printed = capfd.readouterr()
+    assert "anonymous" not in printed.err + printed.out and "Run history" not in printed.err + printed.out
     assert (result.run_dir / "tensorboard").is_dir()  # the other trackers still worked
     (offline_log,) = (result.run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     assert offline_log.stat().st_size > 1000

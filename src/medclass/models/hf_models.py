@@ -3,6 +3,8 @@ classifier replaced by an identity so it returns pooled features; offline, only 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,25 +32,47 @@ def _source(config: ModelConfig) -> tuple[str, bool]:
     return source, Path(source).expanduser().is_dir()
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' INFO/WARNING lines ("You passed num_labels ...", the load report) and its progress bars
+    ("Loading weights", "Writing model shards") off for medclass's own calls, and back as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def build_hf_backbone(config: ModelConfig, num_classes: int) -> tuple[nn.Module, int, int | None, tuple, tuple]:
-    """(features module, feature width, input size, mean, std)."""
+    """(features module, feature width, input size, mean, std). ``num_classes`` is for medclass's head, built
+    by the caller: the model's own classifier is dropped."""
     try:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
     except ImportError:
         raise ModelError("hf: models need the transformers package: pip install transformers") from None
     source, local = _source(config)
     offline = not local and not hub_reachable()
+    # The model's own classifier is replaced by medclass's head below, so it is loaded as saved (its own number
+    # of labels): no size mismatch to re-initialise and nothing to warn about.
     try:
         if config.wants_pretrained:
-            model = AutoModelForImageClassification.from_pretrained(
-                source, num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=offline,
-                **config.kwargs,
-            )  # fmt: skip
+            with quiet_transformers():
+                model = AutoModelForImageClassification.from_pretrained(
+                    source, local_files_only=offline, **config.kwargs
+                )
         else:
-            hf_config = AutoConfig.from_pretrained(source, num_labels=num_classes, local_files_only=offline)
+            hf_config = AutoConfig.from_pretrained(source, local_files_only=offline)
             if hasattr(hf_config, "num_channels"):
                 hf_config.num_channels = config.in_chans
-            model = AutoModelForImageClassification.from_config(hf_config, **config.kwargs)
+            with quiet_transformers():
+                model = AutoModelForImageClassification.from_config(hf_config, **config.kwargs)
     except (OSError, ValueError, KeyError) as exc:
         where = "offline and not in the local HuggingFace cache" if offline else str(exc).splitlines()[0][:200]
         raise ModelError(

@@ -60,13 +60,16 @@ class EpochCSVLogger(L.Callback):
         metrics = trainer.callback_metrics
         row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
         stage_for_epoch = getattr(pl_module, "stage_for_epoch", None)
-        row["stage"] = stage_for_epoch(trainer.current_epoch).name if stage_for_epoch else ""
+        stage = stage_for_epoch(trainer.current_epoch) if stage_for_epoch else None
+        row["stage"] = stage.name if stage is not None else ""
         for column in EPOCH_COLUMNS[2:-2]:
             value = metrics.get(column.replace("_", "/", 1))  # train_loss -> train/loss, val_f1_macro -> val/f1_macro
             row[column] = f"{float(value):.6g}" if value is not None else ""
         rates = getattr(self, "_rates", {})
         row["lr_head"] = f"{rates['head']:.6g}" if "head" in rates else ""
         row["lr_backbone"] = f"{rates['backbone']:.6g}" if "backbone" in rates else ""
+        if stage is not None and stage.train != "all" and "backbone" in rates:
+            row["lr_backbone"] = "0"  # frozen: the optimizer's group keeps a rate, but nothing of it is trained
         seconds = self.run.read_status().get("epoch_seconds", {})
         seconds[str(row["epoch"])] = round(time.perf_counter() - self._epoch_start, 2)
         self.run.update_status(epoch_seconds=seconds)

@@ -212,6 +212,10 @@ def _fit_and_evaluate(
         with warnings.catch_warnings():
             # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # epochs.csv and the trackers get one row per epoch; Lightning's per-step logging interval is moot.
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            # A resumed run's checkpoint folder holds its own last.ckpt and best.ckpt, as it should.
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
             trainer.fit(
                 module, datamodule=ClassificationDataModule(dataset, config.data, config.seed), ckpt_path=checkpoint
             )

@@ -86,12 +86,17 @@ class GuardedLogger(Logger):
 
 
 def _reachable(uri: str) -> str | None:
-    """None when an http(s) MLflow server answers its /health endpoint, else the reason it does not."""
+    """None when an http(s) MLflow server answers its /health endpoint, else what is wrong, in words: a server
+    that answers with an HTTP error is there but is not an MLflow server (or not at that path); one that does not
+    answer is unreachable."""
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACHABILITY_TIMEOUT_S):
             return None
+    except urllib.error.HTTPError as exc:
+        return (f"a server answers at {uri} but not as MLflow does (HTTP {exc.code} for /health): check the address "
+                "and port")  # fmt: skip
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        return _first_line(exc)
+        return f"MLflow server {uri} is unreachable ({_first_line(exc)})"
 
 
 def mlflow_tracking_uri(config: ExperimentConfig) -> str:
@@ -113,7 +118,7 @@ def _mlflow_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) ->
     if uri.startswith(("http://", "https://")):
         reason = _reachable(uri)
         if reason is not None:
-            log.warning("MLflow server %s is unreachable (%s); training goes on without MLflow", uri, reason)
+            log.warning("%s; training goes on without MLflow", reason)
             return None
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -129,14 +134,23 @@ def _mlflow_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) ->
 
 
 def _wandb_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) -> Logger:
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     mode = config.tracking.wandb_mode
     offline = mode == "offline" or (mode == "auto" and not os.environ.get("WANDB_API_KEY"))
-    return WandbLogger(
+    logger = WandbLogger(
         project=config.tracking.wandb_project, name=f"{config.experiment}/{run.path.name}", save_dir=str(run.path),
         offline=offline, id=run_id, resume="allow" if run_id else None, log_model=False,
+        settings=wandb.Settings(silent=True),  # W&B's banner, run history and summary: medclass says what matters
     )  # fmt: skip
+    # Lightning passes anonymous=None to wandb.init, which W&B now warns about ("The anonymous setting has no
+    # effect"); not passing it at all is what W&B asks for.
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+    where = run.path / "wandb"
+    log.info("W&B: %s", f"offline, kept in {where} (upload later with `wandb sync {where}/offline-run-*`)" if offline
+             else f"online, project {config.tracking.wandb_project}")  # fmt: skip
+    return logger
 
 
 def build_loggers(config: ExperimentConfig, run: RunDir) -> list[GuardedLogger]:
