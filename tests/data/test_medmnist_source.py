@@ -146,6 +146,25 @@ def test_offline_download_fails_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp
     assert not (tmp_path / "medmnist" / "pneumoniamnist.npz").exists()
 
 
+def test_without_a_root_the_hint_and_the_download_go_to_the_users_folder(monkeypatch, tmp_path: Path) -> None:
+    """$MEDCLASS_DATA is often a shared collection: a missing file is fetched into the medmnist package's own
+    folder, and the hint says to put it there, never into the shared folder."""
+    from medclass.data.sources.medmnist import package_root
+
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    shared = tmp_path / "shared"
+    (shared / "medmnist").mkdir(parents=True)
+    monkeypatch.setenv("MEDCLASS_DATA", str(shared))
+    with pytest.raises(DataError) as err:
+        load_dataset(data_config("pneumoniamnist"))
+    message = str(err.value)
+    assert f"put it at {package_root() / 'pneumoniamnist.npz'}" in message and str(shared) not in message
+    assert not list(shared.rglob("*.npz"))
+
+
 def test_no_download_when_disabled(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"bloodmnist_64.npz not found and data.download is false"):
         load_dataset(data_config("bloodmnist", size=64, root=str(tmp_path), download=False))

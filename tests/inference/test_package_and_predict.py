@@ -114,6 +114,14 @@ def test_predict_command_writes_csv_json_and_heatmaps(blood_run: Path, blood_ima
     assert as_json.returncode == 0, as_json.stderr
     payload = json.loads((tmp_path / "p.json").read_text())
     assert len(payload["predictions"]) == 1 and payload["predictions"][0]["file"].endswith("cell_1.png")
+    # one class is a string in JSON as in the CSV (and the service)
+    assert isinstance(payload["predictions"][0]["predicted"], str)
+    # without --out: predictions.csv in the current folder, and the command says so with the full path
+    here = tmp_path / "here"
+    here.mkdir()
+    default = medclass("predict", str(blood_run), str(folder / "cell_1.png"), cwd=here)
+    assert default.returncode == 0, default.stderr
+    assert f"written to {here / 'predictions.csv'} (the default" in " ".join(default.stdout.split())
 
 
 @pytest.mark.parametrize(

@@ -356,7 +356,9 @@ def data_stats(ctx: typer.Context, target: TargetArgument, overrides: OverridesA
         f"{dataset.name}: training split, {stats['n_images']} images at {config.data.input_size} px", highlight=False
     )
     console.print(f"mean: [{mean}]\nstd:  [{std}]", highlight=False)
-    console.print("Use them with `data.normalization: dataset` (read from the stored file), or copy them into "
+    how = "read from" if stats.get("stored") else "stored in"
+    console.print(f"{how} {stats['path']}", highlight=False, soft_wrap=True)
+    console.print("Use them with `data.normalization: dataset` (read from that file), or copy them into "
                   "data.mean / data.std.", highlight=False, soft_wrap=True)  # fmt: skip
 
 

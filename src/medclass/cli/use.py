@@ -62,7 +62,9 @@ def predict(
     ctx: typer.Context,
     model: ModelArgument,
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
-    out: Annotated[Path, typer.Option(help="Results file: .csv or .json.")] = Path("predictions.csv"),
+    out: Annotated[
+        Path | None, typer.Option(help="Results file: .csv or .json.  [default: predictions.csv in this folder]")
+    ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     tta: Annotated[bool, typer.Option("--tta", help="Average with the horizontally mirrored image.")] = False,
@@ -79,6 +81,8 @@ def predict(
     from medclass.inference.predictor import load_predictor, predict_files, write_predictions
     from medclass.tasks import is_single_label
 
+    default_out = out is None
+    out = Path("predictions.csv") if out is None else out
     if out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"--out {out}: give a .csv or .json file name")
     predictor = load_predictor(model, tracking_uri)
@@ -93,7 +97,8 @@ def predict(
         _write_heatmaps(predictor, result, heatmaps, method)
     for item in result.unreadable:
         err_console.print(f"[bold yellow]skipped:[/] {item['file']}: {item['reason']}", highlight=False, soft_wrap=True)
-    console.print(f"{len(result.predictions)} image(s) predicted, {len(result.unreadable)} skipped: {out}",
+    where = f"{out.resolve()} (the default; choose the file with --out)" if default_out else str(out)
+    console.print(f"{len(result.predictions)} image(s) predicted, {len(result.unreadable)} skipped: written to {where}",
                   highlight=False, soft_wrap=True)  # fmt: skip
     if not result.predictions:
         raise UserError("no image could be read (see the skipped list above)")

@@ -45,8 +45,8 @@ def dataset_stats(dataset: LabelledImages, cache_dir: Path) -> dict:
     """The stored statistics of this dataset's training split, computed and stored when missing."""
     path = cache_dir / f"stats-{stats_key(dataset)}.json"
     if path.is_file():
-        return read_json(path)
+        return {**read_json(path), "path": str(path), "stored": True}
     stats = {"dataset": dataset.name, "split": "train", "n_images": len(dataset.splits["train"]),
              **compute_channel_stats(dataset)}  # fmt: skip
     atomic_write_json(path, stats)
-    return {**stats, "path": str(path)}
+    return {**stats, "path": str(path), "stored": False}

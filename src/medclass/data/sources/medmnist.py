@@ -65,18 +65,30 @@ def npz_filenames(flag: str, size: int) -> list[str]:
     return [f"{flag}.npz", f"{flag}_28.npz"] if size == 28 else [f"{flag}_{size}.npz"]
 
 
-def find_or_download(flag: str, size: int, root: Path, download: bool) -> Path:
+def package_root() -> Path:
+    """The medmnist package's own folder (~/.medmnist): where a file found nowhere else is downloaded to."""
+    from medmnist.info import DEFAULT_ROOT
+
+    return Path(DEFAULT_ROOT).expanduser()
+
+
+def find_or_download(flag: str, size: int, root: Path, download: bool, target: Path | None = None) -> Path:
+    """The npz file from ``root`` (or ``target``), else downloaded into ``target`` (default ``root``). Without an
+    explicit data.root, ``root`` is $MEDCLASS_DATA, often a shared read-only collection: downloads then go to the
+    user's own medmnist folder, and the hint points there rather than into the shared one."""
+    target = root if target is None else target
     names = npz_filenames(flag, size)
-    for name in names:
-        if (root / name).is_file():
-            return root / name
-    wanted = root / names[0]
+    for folder in dict.fromkeys((root, target)):
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    wanted = target / names[0]
     info = medmnist_info(flag)
     url = info["url" if size == 28 else f"url_{size}"].split("?")[0]
-    where = f"put it at {wanted} (or point data.root or MEDCLASS_DATA at the folder that holds it)"
+    where = f"put it at {wanted} (or set data.root to the folder that holds it)"
     if not download:
         raise DataError(f"{wanted} not found and data.download is false: download {url} and {where}")
-    reason = _download(flag, size, root)
+    reason = _download(flag, size, target)
     if reason is not None or not wanted.is_file():
         raise DataError(
             f"{wanted} not found and downloading it failed ({reason or 'no file'}): download {url} and {where}"
@@ -159,8 +171,10 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
     flag = config.flag.lower()
     info = medmnist_info(flag)
     task = MEDMNIST_TASKS[info["task"]]
-    root = config.root if config.root is not None else default_root()
-    path = find_or_download(flag, config.size, root, config.download)
+    if config.root is not None:
+        path = find_or_download(flag, config.size, config.root, config.download)
+    else:
+        path = find_or_download(flag, config.size, default_root(), config.download, target=package_root())
     splits = read_npz(path, multilabel=task == "multilabel")
     classes = [info["label"][str(i)] for i in range(len(info["label"]))]
     for name, split in splits.items():
@@ -183,7 +197,7 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
             "type": "medmnist",
             "flag": flag,
             "size": config.size,
-            "root": str(root.absolute()),
+            "root": str(path.parent.absolute()),
             "file": str(path.absolute()),
             "license": info["license"],
             "split": "official MedMNIST split",
