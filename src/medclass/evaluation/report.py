@@ -162,8 +162,11 @@ def _data_sentence(data: dict[str, Any], result: EvaluationResult) -> str:
 
 def _model_sentence(config: ExperimentConfig, status: dict[str, Any]) -> str:
     model = config.model
-    weights = "ImageNet-pretrained" if model.pretrained else ("weights from " + Path(str(model.weights)).name
-                                                             if model.weights else "trained from scratch")  # fmt: skip
+    weights = status.get("weights") or ("pretrained" if model.pretrained else "trained from scratch")
+    if weights.startswith("none"):
+        weights = "trained from scratch"
+    else:
+        weights = "pretrained weights: " + weights if not weights.startswith("pretrained") else weights
     size = f", {count(status['parameters'])} parameters" if status.get("parameters") else ""
     return f"{model.name} ({weights}{size}), {config.data.input_size} px input"
 

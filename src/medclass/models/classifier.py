@@ -28,6 +28,7 @@ class Classifier(nn.Module):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.family = family
+        self.weights_source = ""  # where the backbone's weights came from, in words (set by the factory)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features (batch, num_features): embeddings for classical models, or the head's input."""

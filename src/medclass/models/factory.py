@@ -21,12 +21,14 @@ def check_model_name(name: str) -> None:
 def create_model(config: ModelConfig, num_classes: int) -> Classifier:
     """Backbone + head with ``num_classes`` outputs, for ``timm:``/bare names and ``hf:`` ids alike."""
     if config.family == "hf":
-        backbone, width, size, mean, std = build_hf_backbone(config, num_classes)
+        backbone, width, size, mean, std, weights = build_hf_backbone(config, num_classes)
     else:
-        backbone, width = build_timm_backbone(config)
+        backbone, width, weights = build_timm_backbone(config)
         size, mean, std = timm_input_size_and_normalization(backbone)
     head = build_head(config.head, width, num_classes)
-    return Classifier(backbone, head, width, size, mean, std, config.family)
+    model = Classifier(backbone, head, width, size, mean, std, config.family)
+    model.weights_source = weights  # said in the console and kept in run.json
+    return model
 
 
 def default_normalization(model: Classifier, config: ModelConfig) -> tuple[Sequence[float], Sequence[float]]:

