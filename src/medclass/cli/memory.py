@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from medclass.cli.app import app, console, user_errors
+from medclass.cli.app import app, console, err_console, user_errors
 from medclass.errors import UserError
 
 GIB = 1024**3  # not imported from medclass.training.memory: that would load torch on every CLI start
@@ -42,10 +42,18 @@ def memory(
     table = Table(title=f"training-step memory at {image_size} px, {precision}", title_justify="left")
     for column in ("model", "params", "measured GiB", "fixed GiB", "MiB/img", f"batch {batch_size}", "max batch"):
         table.add_column(column, justify="left" if column in ("model", "measured GiB") else "right", overflow="fold")
-    device, budget_used = "", 0
+    device, budget_used, failed, coarse = "", 0, [], False
     for name in names:
-        estimate = estimate_memory(name, image_size, precision, sizes, budget)
+        try:
+            estimate = estimate_memory(name, image_size, precision, sizes, budget)
+        except UserError as exc:  # one model that cannot be measured does not hide the others
+            if len(names) == 1:
+                raise
+            failed.append(f"{name}: {exc}")
+            table.add_row(name, "", "could not be measured (below)", "", "", "", "")
+            continue
         device, budget_used = estimate.device, estimate.budget_bytes
+        coarse = coarse or estimate.below_resolution
         need = estimate.predict(batch_size)
         largest = estimate.max_batch_size
         largest_text = f">={largest}" if largest >= MAX_REPORTED_BATCH else str(largest)
@@ -53,10 +61,18 @@ def memory(
         table.add_row(
             name, f"{estimate.parameters / 1e6:.1f}M",
             " ".join(f"{b}:{m / GIB:.2f}" if m > 0 else f"{b}:OOM" for b, m in estimate.measured.items()),
-            f"{estimate.fixed_bytes / GIB:.2f}", f"{estimate.bytes_per_image / 2**20:.1f}",
+            f"{estimate.fixed_bytes / GIB:.2f}",
+            f"<{estimate.bytes_per_image / 2**20:.1f}" if estimate.below_resolution
+            else f"{estimate.bytes_per_image / 2**20:.1f}",
             f"{need / GIB:.2f} {fits}",
             largest_text,
         )  # fmt: skip
     what = "GPU memory" if device == "cuda" else "process memory (peak RSS of a fresh process)"
-    table.caption = f"{what}; budget {budget_used / GIB:.1f} GiB on {device}"
+    table.caption = f"{what}; budget {budget_used / GIB:.1f} GiB on {device}" if device else ""
+    if coarse:
+        table.caption += "; <: the images' share is below what the measurement resolves (an upper bound)"
     console.print(table)
+    for line in failed[:-1]:
+        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    if failed:
+        raise UserError(failed[-1])  # the last one, printed as every user error is (exit code 2)

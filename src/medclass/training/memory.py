@@ -37,6 +37,7 @@ class MemoryEstimate:
     bytes_per_image: float  # slope
     budget_bytes: int
     max_batch_size: int
+    below_resolution: bool = False  # the images' share was lost in the noise: bytes_per_image is an upper bound
 
     def predict(self, batch_size: int) -> float:
         return self.fixed_bytes + self.bytes_per_image * batch_size
@@ -146,14 +147,18 @@ def estimate_memory(
     fitted = {b: m for b, m in measured.items() if m > 0}
     if len(fitted) < 2:
         raise UserError(f"{model} at {image_size} px does not fit even at batch size {min(batch_sizes)} on {device}")
-    sizes = np.array(list(fitted), dtype=np.float64)
-    peaks = np.array(list(fitted.values()), dtype=np.float64)
-    slope, intercept = (float(v) for v in np.polyfit(sizes, peaks, 1))
-    if slope <= 0:
-        raise UserError(
-            f"{model}: peak memory did not grow from batch {int(sizes[0])} to {int(sizes[-1])} (measurement noise "
-            "is larger than the images' share); measure larger batch sizes, e.g. --measure 16,64"
-        )
+    slope, intercept = _fit(fitted)
+    if slope * max(fitted) < NOISE_BYTES and device == "cpu":
+        # Small images: the images' share of a step is smaller than the noise of a process's peak RSS. Measure a
+        # batch 8 times larger before fitting again.
+        larger = max(fitted) * 8
+        measured[larger] = measure_step(model, image_size, larger, precision, device, in_chans)
+        fitted = {b: m for b, m in measured.items() if m > 0}
+        slope, intercept = _fit(fitted)
+    below = slope * max(fitted) < NOISE_BYTES
+    if below:  # still lost in the noise: say so, and use the noise over the largest batch as an upper bound
+        slope = max(slope, NOISE_BYTES / max(fitted))
+        intercept = max(fitted.values()) - slope * max(fitted)
     budget = budget_bytes or default_budget(device)
     max_batch = min(MAX_REPORTED_BATCH, int((budget - intercept) // slope)) if budget > intercept else 0
     from medclass.config import ModelConfig
@@ -161,7 +166,18 @@ def estimate_memory(
 
     parameters = sum(p.numel() for p in create_model(ModelConfig(name=model, pretrained=False), 10).parameters())
     return MemoryEstimate(model, device, image_size, precision, parameters, measured, float(intercept), slope,
-                          int(budget), max(0, max_batch))  # fmt: skip
+                          int(budget), max(0, max_batch), below)  # fmt: skip
+
+
+NOISE_BYTES = 32 * 2**20  # how much the peak RSS of two identical fresh processes can differ
+
+
+def _fit(fitted: dict[int, int]) -> tuple[float, float]:
+    """(slope, intercept) of peak bytes against batch size."""
+    sizes = np.array(list(fitted), dtype=np.float64)
+    peaks = np.array(list(fitted.values()), dtype=np.float64)
+    slope, intercept = np.polyfit(sizes, peaks, 1)
+    return float(slope), float(intercept)
 
 
 AUTO_BATCH_CAP = 256  # larger batches rarely train better and need the learning rate retuned
