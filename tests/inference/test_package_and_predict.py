@@ -167,6 +167,18 @@ def test_registered_model_predicts_the_same(
         load_predictor("models:/nope/1", uri)
     assert list(workdir.iterdir()) == []
     assert list((tmp_path / "mlartifacts").rglob("weights.safetensors"))
+    # Without --tracking-uri: the store the help names (runs/mlflow.db here), where predict looks too; the same run
+    # registered into this second store gets a run of its own there (it used to fail with "Run ... not found").
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = medclass("register", str(blood_run), "--name", "blood-cells", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"registered models:/blood-cells/1 in sqlite:///{workdir / 'runs' / 'mlflow.db'}" in " ".join(
+        result.stdout.split()
+    )
+    again = medclass("predict", "models:/blood-cells/1", str(folder / "cell_2.png"), "--out",
+                     str(tmp_path / "r.csv"), cwd=workdir)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert register_run(blood_run, "blood-cells", uri)[1] == "3", "the first store still works"
 
 
 def test_model_files_from_something_else(blood_run: Path, tmp_path: Path) -> None:

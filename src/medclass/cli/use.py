@@ -25,7 +25,8 @@ ModelArgument = Annotated[
     typer.Argument(help="A model package, a run directory, an exported .onnx file, or models:/<name>/<version>."),
 ]
 TrackingOption = Annotated[
-    str | None, typer.Option(help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or runs/mlflow.db).")
+    str | None,
+    typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db in this folder)."),
 ]
 
 

@@ -13,21 +13,34 @@ from pathlib import Path
 from medclass.errors import UserError
 
 PACKAGE_ARTIFACT = "medclass-model"
-DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
+DEFAULT_STORE = Path("runs") / "mlflow.db"
 
 
-def resolve_tracking_uri(explicit: str | None, run_dir: Path | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the run's own store, else sqlite:///runs/mlflow.db."""
+def resolve_tracking_uri(explicit: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else runs/mlflow.db in the current folder (as an absolute
+    path, so messages say where it is). The same for register, predict and serve, so that what one command
+    registers the next one finds."""
     if explicit:
         return explicit
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    if run_dir is not None:
-        from medclass.run_dir import RunDir
-        from medclass.training.tracking import mlflow_tracking_uri
+    return f"sqlite:///{DEFAULT_STORE.resolve()}"
 
-        return mlflow_tracking_uri(RunDir.open(run_dir).load_config())
-    return DEFAULT_TRACKING_URI
+
+def _store_run(client, status: dict, uri: str) -> str | None:
+    """The MLflow run of this run directory in this store: the one made for it by an earlier registration here,
+    or the one training logged to when that was this store. None when the store has none (a second store)."""
+    from mlflow.exceptions import MlflowException
+
+    for run_id in ((status.get("mlflow_runs") or {}).get(uri), status.get("mlflow_run_id")):
+        if not run_id:
+            continue
+        try:
+            client.get_run(run_id)
+            return run_id
+        except MlflowException:  # a run of another store
+            continue
+    return None
 
 
 def _client(uri: str):
@@ -47,12 +60,12 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
 
     run = RunDir.open(run_dir)
     config = run.load_config()
-    uri = resolve_tracking_uri(tracking_uri, run.path)
+    uri = resolve_tracking_uri(tracking_uri)
     package = package_from_run(run.path)
     try:
         client = _client(uri)
         status = run.read_json("run.json")
-        run_id = status.get("mlflow_run_id")
+        run_id = _store_run(client, status, uri)
         if run_id is None:
             experiment_name = config.tracking.mlflow_experiment or config.experiment
             experiment = client.get_experiment_by_name(experiment_name)
@@ -65,7 +78,7 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
                                            tags={"run_dir": str(run.path.resolve())})  # fmt: skip
             run_id = mlflow_run.info.run_id
             client.set_terminated(run_id)
-            run.update_status(mlflow_run_id=run_id)
+            run.update_status(mlflow_runs={**(status.get("mlflow_runs") or {}), uri: run_id})
         client.log_artifacts(run_id, str(package), PACKAGE_ARTIFACT)
         try:
             client.create_registered_model(name)
