@@ -98,7 +98,7 @@ def when(timestamp: str | None) -> str:
     except ValueError:
         return timestamp
     zone = moment.strftime("%z")
-    zone = f" UTC{zone[:3]}:{zone[3:]}" if zone else ""
+    zone = " UTC" if zone == "+0000" else (f" UTC{zone[:3]}:{zone[3:]}" if zone else "")
     return moment.strftime("%Y-%m-%d %H:%M") + zone
 
 

@@ -214,3 +214,30 @@ def test_guided_mode_trains_after_confirmation(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Equivalent command" in result.stdout and "ACC" in result.stdout
     assert len(list((tmp_path / "breastmnist").iterdir())) == 1
+
+
+def test_progress_bar_in_a_terminal_counts_epochs_from_1(tmp_path: Path) -> None:
+    """In a terminal (a pseudo-terminal here) the live bar says "Epoch 1/2", as epochs.csv and the report do."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    script = Path(sys.executable).with_name("medclass")
+    process = subprocess.Popen(
+        [str(script), "train", "-c", str(REPO / "configs" / "breastmnist.yaml"), f"output_dir={tmp_path}",
+         "trainer.max_epochs=2", "trainer.limit_train_batches=2", "evaluation.bootstrap=0", "evaluation.report=false"],
+        stdin=secondary, stdout=secondary, stderr=secondary, env={**os.environ, "COLUMNS": "120"}, close_fds=True,
+    )  # fmt: skip
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the process has ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0, output.decode(errors="replace")[-2000:]
+    text = output.decode(errors="replace")
+    assert "Epoch 1/2" in text and "Epoch 2/2" in text, text[-2000:]
+    assert "Epoch 0/" not in text

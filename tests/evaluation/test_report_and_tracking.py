@@ -244,3 +244,49 @@ def test_run_written_by_another_version(blood, tmp_path: Path) -> None:
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(RunDirError, match="precision_plugin.*another version"):
         evaluate_run(copy)
+
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.mark.parametrize("width", [1440, 1024])
+def test_report_reads_well_in_a_browser(blood, breast_run, width: int) -> None:
+    """report.html in headless Chromium at a desktop and a laptop width, as a reader sees it: the question and
+    the positive class in words, headline numbers with intervals, tables without raw dicts, code keys or Python
+    booleans, long class names inside their column, and no path the run folder had on another machine."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the browser test needs Debian's chromium package (apt-get install chromium)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    blood_result, _ = blood
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        for name, run_dir in (("breastmnist", breast_run.run_dir), ("bloodmnist", blood_result.run_dir)):
+            page.goto((run_dir / "report" / "report.html").as_uri())
+            assert page.inner_text("h1") == f"resnet18 on {name}"  # said once, not "x: resnet18 on x"
+            facts = page.inner_text("dl.facts")
+            assert "Question" in facts and "Model" in facts and "Data" in facts and "trained from scratch" in facts
+            cards = page.inner_text(".cards")
+            assert cards.count("95% CI") == 4, cards
+            tables = "\n".join(page.locator("table").all_inner_texts())
+            for raw in ("{'", "False", "True", "stopped_early", "best_epoch", "best_score", "cpu_count", "None"):
+                assert raw not in tables, raw
+            text = page.inner_text("body")
+            assert str(run_dir.parent) not in text and run_dir.name in text, "paths relative to the run folder"
+            # every table fits its column: nothing runs past the page's content box
+            overflow = page.evaluate(
+                "Array.from(document.querySelectorAll('table')).filter(t => t.getBoundingClientRect().right >"
+                " document.body.getBoundingClientRect().right + 1).length"
+            )
+            assert overflow == 0
+            if name == "breastmnist":
+                assert "Positive class" in facts and "malignant" in facts
+                plain = page.inner_text(".plain >> nth=0")
+                assert "of the 42 images of malignant" in plain and "95% CI" in plain and "specificity" in plain
+            else:  # the 68-character class name wraps inside its cell
+                cell = page.locator("td.name", has_text="immature granulocytes").first
+                assert cell.bounding_box()["height"] > 30 and "granulocytes (myelocytes" in cell.inner_text()
+            page.screenshot(path=str(ARTIFACTS / f"report_{name}_{width}.png"), full_page=True)
+        browser.close()

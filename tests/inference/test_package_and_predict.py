@@ -7,6 +7,8 @@ import csv
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,33 @@ def test_predict_real_files_lists_the_unreadable(blood_run: Path, blood_images) 
         assert prediction.top[0][0] == prediction.predicted[0] and len(prediction.top) == 3
     tta = predict_files(predictor, [str(folder / "cell_0.png")], tta=True, calibrated=True)
     assert tta.predictions[0].probabilities != result.predictions[0].probabilities
+
+
+def test_export_command_says_two_lines_and_writes_readable_files(blood_run: Path, tmp_path: Path) -> None:
+    """No third-party chatter (the ONNX optimizer logged ~15 INFO lines), and the weights file gets the same mode
+    as its siblings (safetensors wrote it 0600)."""
+    result = medclass("export", str(blood_run), "--out", str(tmp_path / "pkg"), "--onnx")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[0].startswith("model package:") and lines[1].startswith("ONNX:"), lines
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "pkg").iterdir()}
+    assert modes["weights.safetensors"] == modes["medclass-model.json"] == modes["model.onnx"], modes
+
+
+def test_grey_uploads_predict_without_a_numpy_warning(breast_run, data_dir: Path) -> None:
+    """A grey model decodes uploads into read-only arrays; torch warned "The given NumPy array is not writable"
+    on each server's first request. Checked in a fresh process (torch warns once per process)."""
+    image = sorted((data_dir / "brain_mri_4class" / "notumor").glob("*.jpg"))[0]
+    code = (
+        "import sys; from medclass.inference.predictor import load_predictor, decode, probabilities; "
+        "p = load_predictor(sys.argv[1]); image = decode(p, open(sys.argv[2], 'rb')); "
+        "assert not image.flags.writeable; print(probabilities(p, image[None], True, False).sum())"
+    )
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code, str(breast_run.run_dir), str(image)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[-1]) == pytest.approx(1.0, abs=1e-5)
+    assert "not writable" not in done.stderr, done.stderr
 
 
 def test_onnx_matches_pytorch(blood_run: Path, blood_images, tmp_path: Path) -> None:

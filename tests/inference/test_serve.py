@@ -157,3 +157,5 @@ def test_page_explains_a_calibrated_decision_that_is_not_the_top_class(
     finally:
         other.process.terminate()
         other.process.wait(timeout=30)
+    log = other.process.stdout.read()
+    assert "Traceback" not in log, log[-2000:]

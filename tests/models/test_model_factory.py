@@ -103,12 +103,18 @@ def tiny_hf_folder(folder: Path, with_weights: bool) -> Path:
     return folder
 
 
-def test_huggingface_model_from_a_local_folder(tmp_path: Path) -> None:
+def test_huggingface_model_from_a_local_folder(tmp_path: Path, capfd) -> None:
     folder = tiny_hf_folder(tmp_path / "vit", with_weights=True)
     from transformers import ViTForImageClassification
 
     saved = ViTForImageClassification.from_pretrained(folder).vit.embeddings.patch_embeddings.projection.weight
+    capfd.readouterr()
     model = create_model(ModelConfig(name=f"hf:{folder}", pretrained=True), num_classes=3)
+    # transformers' num_labels warning, load report and progress bars stay out of medclass's output
+    printed = capfd.readouterr()
+    assert "num_labels" not in printed.err + printed.out and "Loading weights" not in printed.err, printed
+    assert "LOAD REPORT" not in printed.err + printed.out
+    assert model.weights_source == f"folder {folder}"
     assert model.family == "hf" and model.num_features == 32 and model.input_size == 32
     check_interface(model, 3, torch.zeros(2, 3, 32, 32))
     loaded = model.backbone.model.vit.embeddings.patch_embeddings.projection.weight

@@ -32,9 +32,7 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_confusion(
-    path: Path, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], task: Task, normalize: bool
-) -> Path:
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], task: Task, normalize: bool) -> Figure:
     """Counts, or rows normalised to 1 (each row then reads as the recall of that true class)."""
     labels = [wrap_class(c) for c in classes]
     if task == "multilabel":
@@ -73,7 +71,7 @@ def plot_confusion(
         "Confusion matrix, row-normalised (each row: share of that true class)" if normalize
         else "Confusion matrix (image counts)"
     )  # fmt: skip
-    return save_figure(fig, path)
+    return fig
 
 
 def _binary_columns(y_true: np.ndarray, y_score: np.ndarray, task: Task, classes: list[str], positive: int | None):
@@ -87,10 +85,10 @@ def _binary_columns(y_true: np.ndarray, y_score: np.ndarray, task: Task, classes
     return [(c, (truth == i).astype(int), y_score[:, i]) for i, c in enumerate(classes)]
 
 
-def plot_roc_pr(
-    path: Path, y_true: np.ndarray, y_score: np.ndarray, classes: list[str], task: Task, positive: int | None = None,
+def roc_pr_figure(
+    y_true: np.ndarray, y_score: np.ndarray, classes: list[str], task: Task, positive: int | None = None,
     operating_point: dict | None = None, split: str = "test",
-) -> Path:  # fmt: skip
+) -> Figure:  # fmt: skip
     """ROC (left) and precision-recall (right) curves with their AUC and AP: for a binary task those of detecting
     its positive class, with the decision points marked (the threshold chosen on validation, and 0.5), else
     one-vs-rest per class."""
@@ -99,7 +97,7 @@ def plot_roc_pr(
     for name, truth, score in _binary_columns(y_true, y_score, task, classes, positive):
         if truth.min() == truth.max():
             continue  # no curve without positives and negatives
-        label = wrap_class(name, 28)
+        label = wrap_class(name)
         RocCurveDisplay.from_predictions(truth, score, ax=roc_ax, name=label, plot_chance_level=False)
         PrecisionRecallDisplay.from_predictions(truth, score, ax=pr_ax, name=label)
     roc_ax.plot([0, 1], [0, 1], linestyle=":", color="gray", linewidth=1, label="chance")
@@ -125,7 +123,7 @@ def plot_roc_pr(
     pr_ax.set_ylabel("precision (PPV)")
     for ax in (roc_ax, pr_ax):
         ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
-    return save_figure(fig, path)
+    return fig
 
 
 def _one_line(name: str, limit: int = 40) -> str:
@@ -133,10 +131,10 @@ def _one_line(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else textwrap.shorten(name, limit, placeholder=" …")
 
 
-def plot_reliability(
-    path: Path, before: ReliabilityCurve, ece_before: float, after: ReliabilityCurve | None, ece_after: float | None,
+def reliability_figure(
+    before: ReliabilityCurve, ece_before: float, after: ReliabilityCurve | None, ece_after: float | None,
     temperature: float | None, split: str = "test",
-) -> Path:  # fmt: skip
+) -> Figure:  # fmt: skip
     """Observed accuracy against confidence per bin; the diagonal is perfect calibration. The histogram below
     shows how many predictions fall in each bin."""
     fig = Figure(figsize=(5.5, 6.4), layout="constrained")
@@ -157,7 +155,7 @@ def plot_reliability(
     hist.set_xlim(0, 1)
     hist.set_xlabel("confidence (predicted probability)")
     hist.set_ylabel("images")
-    return save_figure(fig, path)
+    return fig
 
 
 def read_epochs(path: Path) -> list[dict[str, str]]:
@@ -170,9 +168,9 @@ def read_epochs(path: Path) -> list[dict[str, str]]:
 CURVE_METRICS = ("acc", "auc", "f1_macro", "balanced_acc")
 
 
-def plot_training_curves(
-    path: Path, epochs: list[dict[str, str]], monitor: str, best_epoch: int | None = None, loss_name: str = "loss"
-) -> Path | None:
+def training_curves_figure(
+    epochs: list[dict[str, str]], monitor: str, best_epoch: int | None = None, loss_name: str = "loss"
+) -> Figure | None:
     """Training and validation loss (left) and validation metrics (right) per epoch, numbered from 1; stage
     changes dashed, the best epoch (the checkpoint evaluated) marked on both panels."""
     if not epochs:
@@ -199,24 +197,27 @@ def plot_training_curves(
             ax.axvspan(best_epoch - 0.3, best_epoch + 0.3, color="tab:green", alpha=0.18, linewidth=0,
                        label=f"best epoch {best_epoch}, chosen by {chosen_by}")  # fmt: skip
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlim(x.min() - 0.5, x.max() + 0.5)  # one epoch: a tick at 1, not 0.945 ... 1.050
+        if len(x) <= 12:
+            ax.set_xticks(x)  # every epoch; one epoch: a tick at 1, not 0.945 ... 1.050
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(x.min() - 0.5, x.max() + 0.5)
         ax.grid(alpha=0.25)
         ax.legend(fontsize=8)
     loss_ax.set_title("Loss per epoch")
     loss_ax.set_ylabel(loss_name)
     metric_ax.set_title("Validation metrics per epoch")
     metric_ax.set_ylabel("metric value")
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_worst_images(path: Path, images: list[np.ndarray], captions: list[str], title: str) -> Path | None:
+def worst_images_figure(images: list[np.ndarray], captions: list[str], title: str) -> Figure | None:
     if not images:
         return None
-    columns = min(8, len(images))
+    columns = min(6, len(images))
     rows = (len(images) + columns - 1) // columns
     lines = max(caption.count("\n") + 1 for caption in captions)
-    fig = Figure(figsize=(1.95 * columns, (2.1 + 0.16 * lines) * rows + 0.5), layout="constrained")
+    fig = Figure(figsize=(2.0 * columns, (2.1 + 0.16 * lines) * rows + 0.5), layout="constrained")
     for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         ax = fig.add_subplot(rows, columns, i + 1)
         grey = image.shape[-1] == 1
@@ -224,4 +225,23 @@ def plot_worst_images(path: Path, images: list[np.ndarray], captions: list[str],
         ax.set_title(caption, fontsize=7, loc="left")
         ax.axis("off")
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
+
+
+def _saved(build):
+    """plot_<name>(path, ...) for each <name>_figure(...): the figure written to ``path`` (None when there is
+    nothing to draw). The builders return the Figure, so tests read its titles and labels through its artists."""
+
+    def plot(path: Path, *args, **kwargs) -> Path | None:
+        fig = build(*args, **kwargs)
+        return None if fig is None else save_figure(fig, path)
+
+    plot.__doc__ = build.__doc__
+    return plot
+
+
+plot_confusion = _saved(confusion_figure)
+plot_roc_pr = _saved(roc_pr_figure)
+plot_reliability = _saved(reliability_figure)
+plot_training_curves = _saved(training_curves_figure)
+plot_worst_images = _saved(worst_images_figure)

@@ -61,7 +61,6 @@ def worst_images(
     if limit == 0:
         return [], []
     classes = dataset.classes
-    width = 24
     if dataset.task == "multilabel":
         p = np.clip(scores, 1e-7, 1 - 1e-7)
         loss = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean(axis=1)
@@ -70,15 +69,15 @@ def worst_images(
         for i in order:
             true = "; ".join(c for c, t in zip(classes, targets[i], strict=True) if t) or "none"
             predicted = "; ".join(c for c, s in zip(classes, scores[i], strict=True) if s > 0.5) or "none"
-            captions.append(f"image {i}\ntrue: {wrap_class(true, width)}\npredicted: {wrap_class(predicted, width)}")
+            captions.append(f"image {i}\ntrue: {wrap_class(true)}\npredicted: {wrap_class(predicted)}")
     else:
         truth = targets.reshape(-1)
         p_true = scores[np.arange(len(truth)), truth]
         wrong = np.flatnonzero(scores.argmax(axis=1) != truth)
         order = wrong[np.argsort(p_true[wrong])][:limit]
         captions = [
-            f"image {i}\ntrue: {wrap_class(classes[truth[i]], width)}\n"
-            f"predicted: {wrap_class(classes[scores[i].argmax()], width)} (P = {scores[i].max():.2f})"
+            f"image {i}\ntrue: {wrap_class(classes[truth[i]])}\n"
+            f"predicted: {wrap_class(classes[scores[i].argmax()])} (P = {scores[i].max():.2f})"
             for i in order
         ]
     files = dataset.splits[split].files
