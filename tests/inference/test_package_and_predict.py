@@ -93,6 +93,8 @@ def test_export_command_says_two_lines_and_writes_readable_files(blood_run: Path
     assert len(lines) == 2 and lines[0].startswith("model package:") and lines[1].startswith("ONNX:"), lines
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "pkg").iterdir()}
     assert modes["weights.safetensors"] == modes["medclass-model.json"] == modes["model.onnx"], modes
+    verbose = medclass("--verbose", "export", str(blood_run), "--out", str(tmp_path / "pkg2"), "--onnx")
+    assert verbose.returncode == 0 and len((verbose.stdout + verbose.stderr).splitlines()) > 2, "--verbose keeps them"
 
 
 def test_grey_uploads_predict_without_a_numpy_warning(breast_run, data_dir: Path) -> None:

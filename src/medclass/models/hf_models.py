@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medclass.chatter import third_party_wanted
 from medclass.config.model import ModelConfig
 from medclass.errors import ModelError
 from medclass.models.weights import hub_reachable
@@ -38,6 +39,9 @@ def quiet_transformers() -> Iterator[None]:
     ("Loading weights", "Writing model shards") off for medclass's own calls, and back as they were after."""
     from transformers.utils import logging as hf_logging
 
+    if third_party_wanted():  # --verbose
+        yield
+        return
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()

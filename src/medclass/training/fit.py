@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from medclass.chatter import third_party_wanted
 from medclass.config import ExperimentConfig, MedMNISTData
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
@@ -214,12 +215,13 @@ def _fit_and_evaluate(
         trainer = build_trainer(config, run, progress, loggers)
         stop = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)
         with warnings.catch_warnings():
-            # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            # epochs.csv and the trackers get one row per epoch; Lightning's per-step logging interval is moot.
-            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-            # A resumed run's checkpoint folder holds its own last.ckpt and best.ckpt, as it should.
-            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+            if not third_party_wanted():  # --verbose shows them
+                # In-memory arrays need no loader workers; Lightning's advice to add some does not apply here.
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                # epochs.csv and the trackers get one row per epoch; Lightning's per-step logging interval is moot.
+                warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+                # A resumed run's checkpoint folder holds its own last.ckpt and best.ckpt, as it should.
+                warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
             trainer.fit(
                 module, datamodule=ClassificationDataModule(dataset, config.data, config.seed), ckpt_path=checkpoint
             )

@@ -18,6 +18,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from medclass.chatter import third_party_wanted
 from medclass.config import ExperimentConfig, config_to_dict
 from medclass.run_dir import RunDir
 
@@ -142,7 +143,8 @@ def _wandb_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) -> 
     logger = WandbLogger(
         project=config.tracking.wandb_project, name=f"{config.experiment}/{run.path.name}", save_dir=str(run.path),
         offline=offline, id=run_id, resume="allow" if run_id else None, log_model=False,
-        settings=wandb.Settings(silent=True),  # W&B's banner, run history and summary: medclass says what matters
+        # W&B's banner, run history and summary (unless --verbose): medclass says what matters
+        settings=wandb.Settings(silent=not third_party_wanted()),
     )  # fmt: skip
     # Lightning passes anonymous=None to wandb.init, which W&B now warns about ("The anonymous setting has no
     # effect"); not passing it at all is what W&B asks for.
