@@ -201,7 +201,7 @@ def plot_counts(inspection: Inspection, path: Path) -> Path:
         ax.bar_label(bars, fontsize=7)
     ax.set_xticks(x, [wrap_class(c) for c in classes], rotation=30, ha="right", rotation_mode="anchor")
     ax.set_ylabel("images")
-    ax.set_title(f"{inspection.name}: images per class and split")
+    ax.set_title(f"Images per class and split: {inspection.name}")
     ax.legend(title="split")
     fig.savefig(path, dpi=110)
     return path

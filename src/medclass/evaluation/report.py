@@ -161,13 +161,22 @@ def _data_sentence(data: dict[str, Any], result: EvaluationResult) -> str:
 
 def _model_sentence(config: ExperimentConfig, status: dict[str, Any]) -> str:
     model = config.model
-    weights = status.get("weights") or ("pretrained" if model.pretrained else "trained from scratch")
-    if weights.startswith("none"):
-        weights = "trained from scratch"
-    else:
-        weights = "pretrained weights: " + weights if not weights.startswith("pretrained") else weights
+    weights = _weights_words(status.get("weights") or ("pretrained" if model.pretrained else "none"))
     size = f", {count(status['parameters'])} parameters" if status.get("parameters") else ""
     return f"{model.name} ({weights}{size}), {config.data.input_size} px input"
+
+
+def _weights_words(source: str) -> str:
+    """run.json's weights source, short: the package, cache or file name (the full path stays in run.json)."""
+    if source.startswith("none"):
+        return "trained from scratch"
+    if source == "pretrained":  # a run from before the source was recorded
+        return source
+    if source.startswith("file "):
+        return "pretrained weights from " + Path(source.removeprefix("file ")).name
+    if source.startswith("folder "):
+        return "pretrained weights from the folder " + Path(source.removeprefix("folder ")).name
+    return "pretrained weights: " + source.split(" (")[0]
 
 
 def _training_sentence(config: ExperimentConfig, status: dict[str, Any], result: EvaluationResult) -> str:

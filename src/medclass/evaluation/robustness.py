@@ -175,13 +175,13 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
 
 def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
     names = list(dict.fromkeys(r["corruption"] for r in result.rows))
-    fig = Figure(figsize=(5.5 * len(TABLE_METRICS), 4.2))
+    fig = Figure(figsize=(5.5 * len(TABLE_METRICS), 4.4), layout="constrained")
     axes = fig.subplots(1, len(TABLE_METRICS))
     x = [0, *severities]
     for ax, metric in zip(np.atleast_1d(axes), TABLE_METRICS, strict=True):
         for name in names:
             ax.plot(x, [result.clean[metric], *(result.value(name, s, metric) for s in severities)], marker="o",
-                    markersize=3, linewidth=1, label=name)  # fmt: skip
+                    markersize=3, linewidth=1, label=name.replace("_", " "))  # fmt: skip
         mean = [result.clean[metric], *(result.mean_at(s, metric) for s in severities)]
         ax.plot(x, mean, color="black", linewidth=2.5, label="mean")
         collapsed = result.collapsed()
@@ -189,9 +189,11 @@ def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
             ax.scatter([r["severity"] for r in collapsed], [r[metric] for r in collapsed], marker="x", s=60,
                        color="red", zorder=5, label="collapsed to one class")  # fmt: skip
         ax.set_xticks(x, ["clean", *(str(s) for s in severities)])
-        ax.set_xlabel("severity")
+        ax.set_xlabel("corruption severity (1: mild, 5: severe)")
         ax.set_ylabel(f"{result.split} {METRIC_TITLES[metric]}")
+        label = METRIC_TITLES[metric]
+        ax.set_title(f"{label[0].upper()}{label[1:]} under each corruption")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{_name(result)}: {result.split} metrics under image corruptions")
+    fig.suptitle(f"Robustness of {_name(result)}: {result.split} metrics under image corruptions")
     return fig
