@@ -103,7 +103,8 @@ def test_auto_batch_size_is_measured_saved_and_recorded(tmp_path: Path) -> None:
     info = json.loads((result.run_dir / "run.json").read_text())["batch_size_auto"]
     assert isinstance(saved, int) and saved == info["chosen"], "the run's config keeps the number: a resume reuses it"
     assert saved & (saved - 1) == 0 and 1 <= saved <= 256 and saved <= info["max_fitting"]
-    assert info["bytes_per_image"] > 0 and set(info["measured"]) == {"4", "16"} and info["device"] == "cpu"
+    # batches 4 and 16, and a larger one when the images' share was lost in the measurement's noise
+    assert info["bytes_per_image"] > 0 and {"4", "16"} <= set(info["measured"]) and info["device"] == "cpu"
 
 
 def test_auto_batch_size_is_for_one_device(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from medclass.cli.app import app, console, err_console, user_errors
@@ -39,9 +40,13 @@ def memory(
         raise UserError(f"--measure {measure!r}: give batch sizes separated by commas, e.g. 2,4,8") from None
     names = [name.strip() for item in model for name in item.split(",") if name.strip()]
     budget = int(memory_gb * GIB) if memory_gb else None
-    table = Table(title=f"training-step memory at {image_size} px, {precision}", title_justify="left")
-    for column in ("model", "params", "measured GiB", "fixed GiB", "MiB/img", f"batch {batch_size}", "max batch"):
-        table.add_column(column, justify="left" if column in ("model", "measured GiB") else "right", overflow="fold")
+    # Narrow enough for 80 columns (a log file): two-line headers, one measurement per line, model names whole.
+    table = Table(title=f"training-step memory at {image_size} px, {precision}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    table.add_column("model", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
+    for column in ("params", "measured\nbatch: GiB", "fixed\nGiB", "MiB per\nimage", f"at {batch_size}\nGiB",
+                   "max\nbatch"):  # fmt: skip
+        table.add_column(column, justify="left" if column.startswith("measured") else "right", no_wrap=True)
     device, budget_used, failed, coarse = "", 0, [], False
     for name in names:
         try:
@@ -50,7 +55,7 @@ def memory(
             if len(names) == 1:
                 raise
             failed.append(f"{name}: {exc}")
-            table.add_row(name, "", "could not be measured (below)", "", "", "", "")
+            table.add_row(name, "", "(see below)", "", "", "", "")
             continue
         device, budget_used = estimate.device, estimate.budget_bytes
         coarse = coarse or estimate.below_resolution
@@ -60,11 +65,11 @@ def memory(
         fits = "fits" if need <= estimate.budget_bytes else "too big"
         table.add_row(
             name, f"{estimate.parameters / 1e6:.1f}M",
-            " ".join(f"{b}:{m / GIB:.2f}" if m > 0 else f"{b}:OOM" for b, m in estimate.measured.items()),
+            "\n".join(f"{b}: {m / GIB:.2f}" if m > 0 else f"{b}: OOM" for b, m in estimate.measured.items()),
             f"{estimate.fixed_bytes / GIB:.2f}",
             f"<{estimate.bytes_per_image / 2**20:.1f}" if estimate.below_resolution
             else f"{estimate.bytes_per_image / 2**20:.1f}",
-            f"{need / GIB:.2f} {fits}",
+            f"{need / GIB:.2f}\n{fits}",
             largest_text,
         )  # fmt: skip
     what = "GPU memory" if device == "cuda" else "process memory (peak RSS of a fresh process)"

@@ -263,7 +263,7 @@ def _environment_rows(environment: dict[str, Any]) -> list[tuple[str, str]]:
                                                                           if git.get("dirty") else "")))  # fmt: skip
     packages = environment.get("packages") or {}
     if packages:
-        rows.append(("packages", ", ".join(f"{name} {version}" for name, version in packages.items())))
+        rows.append(("packages", ", ".join(f"{name} {version}" for name, version in packages.items() if version)))
     return rows
 
 

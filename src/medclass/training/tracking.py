@@ -91,7 +91,9 @@ def _reachable(uri: str) -> str | None:
     that answers with an HTTP error is there but is not an MLflow server (or not at that path); one that does not
     answer is unreachable."""
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACHABILITY_TIMEOUT_S):
+        # A fresh opener: urlopen's global one keeps the proxy settings of the process's first request.
+        opener = urllib.request.build_opener()
+        with opener.open(uri.rstrip("/") + "/health", timeout=REACHABILITY_TIMEOUT_S):
             return None
     except urllib.error.HTTPError as exc:
         return (f"a server answers at {uri} but not as MLflow does (HTTP {exc.code} for /health): check the address "

@@ -91,11 +91,9 @@ def build_trainer(
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if trainer_config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=trainer_config.ema_decay))
-    bar = show_progress and Console().is_terminal  # a live bar in a terminal; plain lines in a log file
-    if show_progress and not bar:
-        callbacks.append(EpochLines(monitor, mode))
-    if bar:
-        callbacks.append(EpochBar(leave=True))
+    # A live bar in a terminal; otherwise (a log file, a pipe, or progress_bar: false) one plain line per epoch.
+    bar = show_progress and Console().is_terminal
+    callbacks.append(EpochBar(leave=True) if bar else EpochLines(monitor, mode))
     try:
         return L.Trainer(
             default_root_dir=run.path,

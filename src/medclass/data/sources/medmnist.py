@@ -55,9 +55,7 @@ def default_root() -> Path:
     if env:
         base = Path(env).expanduser()
         return base / "medmnist" if (base / "medmnist").is_dir() else base
-    from medmnist.info import DEFAULT_ROOT
-
-    return Path(DEFAULT_ROOT)
+    return package_root()
 
 
 def npz_filenames(flag: str, size: int) -> list[str]:
@@ -69,7 +67,8 @@ def package_root() -> Path:
     """The medmnist package's own folder (~/.medmnist): where a file found nowhere else is downloaded to."""
     from medmnist.info import DEFAULT_ROOT
 
-    return Path(DEFAULT_ROOT).expanduser()
+    # None when medmnist could not create it (a home folder the user cannot write): the path it would have used
+    return Path(DEFAULT_ROOT or "~/.medmnist").expanduser()
 
 
 def find_or_download(flag: str, size: int, root: Path, download: bool, target: Path | None = None) -> Path:
