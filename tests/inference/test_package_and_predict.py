@@ -203,6 +203,7 @@ def test_registered_model_predicts_the_same(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = medclass("register", str(blood_run), "--name", "blood-cells", cwd=workdir)
     assert result.returncode == 0, result.stderr
+    assert "Updating database tables" not in result.stderr, "MLflow's INFO lines stay out (unless --verbose)"
     assert f"registered models:/blood-cells/1 in sqlite:///{workdir / 'runs' / 'mlflow.db'}" in " ".join(
         result.stdout.split()
     )

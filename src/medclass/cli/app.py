@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -88,6 +89,10 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler],
                         force=True)  # fmt: skip
     logging.getLogger("medclass").setLevel(logging.INFO)
+    if not verbose:
+        # MLflow sets its own logger to INFO when imported (the store's "Updating database tables" on every
+        # command that opens one), unless this variable says otherwise; a user's own setting is kept.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _quiet_lightning(ctx: typer.Context) -> None:
