@@ -271,11 +271,11 @@ def epoch_timing(run_dir: Path) -> tuple[float | None, float | None]:
 
 
 def run_one(plan: Plan, machine: str, command: str) -> dict[str, Any]:
-    from medclass import load_config, train
+    from medclass import load_config, run_experiment
 
     config = load_config(REPO / plan.config, plan.overrides)
     started = time.perf_counter()
-    result = train(config, progress=False)
+    result = run_experiment(config, progress=False)
     wall = time.perf_counter() - started
     assert result is not None  # a single-process run always reports
     status = json.loads((result.run_dir / "run.json").read_text())

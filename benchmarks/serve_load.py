@@ -43,14 +43,14 @@ def rss_mib(pid: int) -> float:
 
 
 def tiny_model(out: Path) -> Path:
-    from medclass import load_config, train
+    from medclass import load_config, run_experiment
 
     config = load_config(
         REPO / "configs" / "chest_xray.yaml",
         [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false",
          "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    return train(config).run_dir
+    return run_experiment(config).run_dir
 
 
 def start_server(model: Path) -> tuple[subprocess.Popen, str]:

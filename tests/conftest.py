@@ -40,14 +40,14 @@ def _data_env(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def breast_run(tmp_path_factory: pytest.TempPathFactory):
     """A short real BreastMNIST run (2 epochs of the shipped config), shared by the tests that read a binary run."""
-    from medclass import load_config, train
+    from medclass import load_config, run_experiment
 
     out = tmp_path_factory.mktemp("breast-runs")
     config = load_config(
         REPO_ROOT / "configs" / "breastmnist.yaml",
         [f"output_dir={out}", "trainer.max_epochs=2", "trainer.progress_bar=false"],
     )
-    return train(config)
+    return run_experiment(config)
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def folder_config(root: Path | str, *overrides: str, **data):
 @pytest.fixture(scope="session")
 def chest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny chest X-ray model (real JPEGs, 32 px) so uploads are real clinical image files."""
-    from medclass import load_config, train
+    from medclass import load_config, run_experiment
 
     out = tmp_path_factory.mktemp("runs")
     config = load_config(
@@ -85,7 +85,7 @@ def chest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false",
          "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    return train(config).run_dir
+    return run_experiment(config).run_dir
 
 
 @pytest.fixture(scope="session")

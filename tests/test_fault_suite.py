@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medclass import train
+from medclass import run_experiment
 from medclass.cli.app import app
 from medclass.config import load_config
 
@@ -154,7 +154,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.progress_bar=false", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    return train(config).run_dir
+    return run_experiment(config).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,12 @@
 
 The Python API mirrors the CLI::
 
-    from medclass import load_config, train, evaluate_run
+    from medclass import load_config, run_experiment, evaluate_run
     config = load_config("configs/breastmnist.yaml", ["trainer.max_epochs=3"])
-    result = train(config)
-    evaluate_run(result.run_dir)
+    result = run_experiment(config)      # train, then evaluate the best checkpoint on the test split
+    evaluate_run(result.run_dir, checkpoint="last", split="val")
+
+``train`` alone trains (the run directory is left ``trained``, without test metrics or report).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ _API = {
     "UserError": "medclass.errors",
     "evaluate_run": "medclass.evaluation",
     "train": "medclass.training",
+    "resume_experiment": "medclass.experiments",
+    "run_experiment": "medclass.experiments",
 }
 
 if TYPE_CHECKING:
     from medclass.config import ExperimentConfig, load_config
     from medclass.errors import UserError
     from medclass.evaluation import evaluate_run
+    from medclass.experiments import resume_experiment, run_experiment
     from medclass.training import train
 
 
@@ -41,4 +46,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'medclass' has no attribute {name!r}")
 
 
-__all__ = ["ExperimentConfig", "UserError", "__version__", "evaluate_run", "load_config", "train"]
+__all__ = [
+    "ExperimentConfig",
+    "UserError",
+    "__version__",
+    "evaluate_run",
+    "load_config",
+    "resume_experiment",
+    "run_experiment",
+    "train",
+]

@@ -4,8 +4,10 @@ adding an entry is decorating one function
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
+
+from pydantic import AfterValidator
 
 from medclass.errors import ConfigError, suggest
 
@@ -29,5 +31,25 @@ class Registry(dict[str, T], Generic[T]):
     def lookup(self, name: str, field: str) -> T:
         """The entry called ``name``; an unknown name is a :class:`ConfigError` naming ``field``."""
         if name not in self:
-            raise ConfigError(f"{field}: unknown {self.kind} {name!r}{suggest(name, self)}; known: {', '.join(self)}")
+            raise ConfigError(f"{field}: {self.unknown(name)}")
         return self[name]
+
+    def unknown(self, name: str, among: Iterable[str] | None = None) -> str:
+        """The message for a name that is not registered (with the closest known names)."""
+        known = list(self if among is None else among)
+        if name in self and name not in known:
+            return f"{self.kind} {name!r} cannot be used here; choose one of {', '.join(known)}"
+        return f"unknown {self.kind} {name!r}{suggest(name, known)}; known: {', '.join(known)}"
+
+
+def registered(registry: Registry, among: Callable[[], Iterable[str]] | None = None) -> AfterValidator:
+    """A pydantic validator for a config field that names an entry of ``registry`` (or of ``among()``, a subset),
+    checked when the config is validated, so that registering an entry is all it takes to make it a valid value."""
+
+    def check(name: str) -> str:
+        known = list(registry if among is None else among())
+        if name not in known:
+            raise ValueError(registry.unknown(name, known))
+        return name
+
+    return AfterValidator(check)

@@ -1,23 +1,10 @@
-"""The run directory: the contract between training and everything after it (evaluate, predict, export, ...).
+"""The run directory: the contract between training and everything after it (evaluate, predict, export, compare).
 
-Layout (format version 1)::
+:class:`RunDir` owns it: every file name is spelled here and nowhere else, with typed readers and writers, the
+one answer to "is this a run directory?", and the format version (checked on read). The layout, as the README
+shows it (the README's table is :func:`layout_markdown`, checked by a test)::
 
-    runs/<experiment>/<YYYYmmdd-HHMMSS>/
-        run.json            format version, status, start/end time, best epoch and its validation score
-        config.yaml         the resolved experiment config (load it with medclass.config.load_config)
-        data.json           dataset summary: task, class names, counts per split and class, source file, split
-        preprocessing.json  what the model expects: channels, input size, normalisation mean/std
-        environment.json    python, platform, package versions, device, seed, git commit, command line
-        epochs.csv          one row per epoch: losses, validation metrics, learning rate (wall times: run.json)
-        checkpoints/best.ckpt, checkpoints/last.ckpt   Lightning checkpoints (weights-only loadable)
-        metrics.json        test metrics of the best checkpoint: all metrics, 95% intervals, per-class table,
-                            calibration, binary operating point (other split/checkpoint: metrics_<split>_<ckpt>.json)
-        calibration.json    temperature and decision thresholds fitted on validation (applied by prediction on request)
-        predictions_test.csv  per test image: true label, predicted label, score per class
-        report/             report.html (self-contained), summary.md and the plots (PNG)
-        tensorboard/, wandb/  tracker files when tracking is switched on
-        splits.csv          file sources: every image file with its split and label (the split is part of the result)
-        skipped.csv         files left out (unreadable, not an image, missing), with the reason
+    runs/<experiment>/<YYYYmmdd-HHMMSS>/   see LAYOUT below
 
 Every file is written atomically.
 """
@@ -27,30 +14,93 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medclass.config import ExperimentConfig, dump_config, load_config
 from medclass.errors import ConfigError, RunDirError
 from medclass.io import atomic_write_json, atomic_write_text, read_json
 
-if TYPE_CHECKING:
-    from medclass.data.dataset import LabelledImages
-
 RUN_FORMAT_VERSION = 1
 CHECKPOINTS = ("best", "last")
+CANONICAL = ("test", "best")  # the result: the best checkpoint on the test split
+
+# What a run directory holds, in the README's words (the README's table is made from this).
+LAYOUT: tuple[tuple[str, str], ...] = (
+    ("`run.json`", "format version, status, start/end times, best epoch and its validation score, parameters, where "
+     "the pretrained weights came from (`weights`)"),
+    ("`config.yaml`", "the resolved config (all defaults filled in, paths absolute)"),
+    ("`data.json`", "task, class names, counts per split and class, source, how the split was made, skipped files, "
+     "leakage and label-conflict checks"),
+    ("`splits.csv`, `skipped.csv`", "file sources: every image with its split and label; files left out and why"),
+    ("`preprocessing.json`", "input channels, input size, normalisation mean/std"),
+    ("`environment.json`", "Python, platform, package versions, device, seed, git commit, command line"),
+    ("`epochs.csv`", "one row per epoch: train/val loss, the validation headline metrics (ACC, AUC, F1, balanced "
+     "ACC: the metric registry's), head and backbone learning rates (0 for a frozen backbone; wall times per epoch "
+     "and evaluation speed are in `run.json`)"),
+    ("`checkpoints/best.ckpt`, `checkpoints/last.ckpt`", "Lightning checkpoints with medclass metadata (class names, "
+     "task, normalisation, format version), loadable with `torch.load(weights_only=True)`"),
+    ("`metrics.json`", "test metrics of the best checkpoint with definitions, 95% intervals, per-class table, "
+     "calibration, operating point, warnings and `weak` (a model no better than the commonest class or chance) "
+     "(other split/checkpoint: `metrics_<split>_<checkpoint>.json`)"),
+    ("`calibration.json`", "temperature (1.0 when it did not help on validation) and decision thresholds fitted on "
+     "validation, the positive class (other checkpoint: `calibration_<checkpoint>.json`)"),
+    ("`predictions_test.csv`", "per test image: its source (file path or npz index), true label, predicted label, "
+     "probability of every class"),
+    ("`report/`", "`report.html`, `summary.md` and the plots (other split/checkpoint: `report_<split>_<checkpoint>/`)"),
+    ("`robustness/`", "`medclass evaluate RUN --corruptions ...`: `robustness.csv`, `.md` and `.png`"),
+    ("`tensorboard/`, `wandb/`", "tracker files, when switched on"),
+    ("`model/`", "the model package (`medclass export`, or made on first `predict`/`serve` of the run; "
+     "`model_last/` for the last checkpoint)"),
+)  # fmt: skip
+
+
+def layout_markdown() -> str:
+    """The README's table of the run directory."""
+    rows = ["| file | content |", "|---|---|", *(f"| {entry} | {content} |" for entry, content in LAYOUT)]
+    return "\n".join(rows)
+
+
+def _suffix(split: str, checkpoint: str) -> str:
+    """'' for the canonical result (test split, best checkpoint), else ``_<split>_<checkpoint>``."""
+    return "" if (split, checkpoint) == CANONICAL else f"_{split}_{checkpoint}"
 
 
 class RunDir:
-    """Paths and readers/writers for one run directory."""
+    """Paths, readers and writers for one run directory."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     # Paths -------------------------------------------------------------------------------------------------
     @property
+    def status_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / "data.json"
+
+    @property
+    def preprocessing_path(self) -> Path:
+        return self.path / "preprocessing.json"
+
+    @property
+    def environment_path(self) -> Path:
+        return self.path / "environment.json"
+
+    @property
+    def splits_path(self) -> Path:
+        return self.path / "splits.csv"
+
+    @property
+    def skipped_path(self) -> Path:
+        return self.path / "skipped.csv"
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -60,16 +110,44 @@ class RunDir:
     def epochs_csv(self) -> Path:
         return self.path / "epochs.csv"
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path / "wandb"
+
     def checkpoint_path(self, which: str = "best") -> Path:
         return self.checkpoint_dir / f"{which}.ckpt"
 
     def predictions_path(self, split: str) -> Path:
         return self.path / f"predictions_{split}.csv"
 
-    def file(self, name: str) -> Path:
-        return self.path / name
+    def metrics_path(self, split: str = "test", checkpoint: str = "best") -> Path:
+        """metrics.json holds the canonical result (test split, best checkpoint); other pairs get their own file."""
+        return self.path / f"metrics{_suffix(split, checkpoint)}.json"
 
-    # Creating and opening ----------------------------------------------------------------------------------
+    def calibration_path(self, checkpoint: str = "best") -> Path:
+        """What prediction applies on request: temperature and thresholds, fitted on validation for one checkpoint."""
+        return self.path / ("calibration.json" if checkpoint == "best" else f"calibration_{checkpoint}.json")
+
+    def report_dir(self, split: str = "test", checkpoint: str = "best") -> Path:
+        return self.path / f"report{_suffix(split, checkpoint)}"
+
+    def robustness_dir(self, split: str = "test", checkpoint: str = "best") -> Path:
+        return self.path / f"robustness{_suffix(split, checkpoint)}"
+
+    def package_dir(self, checkpoint: str = "best") -> Path:
+        return self.path / ("model" if checkpoint == "best" else f"model_{checkpoint}")
+
+    def tracked_files(self) -> list[Path]:
+        """The result files a tracker keeps with the run (MLflow artifacts), those that exist."""
+        files = [self.config_path, self.metrics_path(), self.calibration_path(), self.epochs_csv, self.data_path,
+                 self.environment_path]  # fmt: skip
+        return [f for f in files if f.is_file()]
+
+    # Creating, recognising and opening ---------------------------------------------------------------------
     @classmethod
     def create(cls, output_dir: Path, experiment: str) -> RunDir:
         """A new, empty run directory ``output_dir/experiment/<timestamp>`` (suffixed if that name is taken)."""
@@ -88,6 +166,17 @@ class RunDir:
             return cls(path)
         raise RunDirError(f"could not find a free run folder name under {parent}")
 
+    @staticmethod
+    def is_run_dir(path: str | Path) -> bool:
+        """The one test of "is this a run directory?": a folder with the config.yaml medclass trained from (what
+        :meth:`open` accepts; an incomplete one is refused later, with the reason, by :meth:`check_format`)."""
+        return RunDir(path).config_path.is_file()
+
+    @staticmethod
+    def find(folder: str | Path) -> list[Path]:
+        """Run directories under ``folder`` (any depth) that got as far as their run.json, in name order."""
+        return sorted(p.parent for p in Path(folder).rglob("run.json") if RunDir.is_run_dir(p.parent))
+
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory; raises :class:`RunDirError` when it is not one."""
@@ -98,7 +187,20 @@ class RunDir:
             raise RunDirError(f"{run.path} has no config.yaml, so it is not a medclass run directory")
         return run
 
-    # Reading and writing -----------------------------------------------------------------------------------
+    def check_format(self) -> None:
+        """Refuse run directories written in another format version (they may lack or misname files)."""
+        if not self.status_path.is_file():
+            raise RunDirError(f"{self.path} has no run.json; it is not a complete medclass run directory")
+        version = read_json(self.status_path).get("format_version")
+        if version != RUN_FORMAT_VERSION:
+            newer = isinstance(version, int) and version > RUN_FORMAT_VERSION
+            raise RunDirError(
+                f"{self.status_path} says run format version {version!r}; this medclass reads version "
+                f"{RUN_FORMAT_VERSION}: " + ("upgrade medclass to read it" if newer else
+                                             "evaluate it with the medclass version that wrote it")
+            )  # fmt: skip
+
+    # Config and status -------------------------------------------------------------------------------------
     def write_config(self, config: ExperimentConfig) -> None:
         atomic_write_text(self.config_path, dump_config(config))
 
@@ -111,38 +213,43 @@ class RunDir:
                 "another version or edited by hand"
             ) from None
 
-    def check_format(self) -> None:
-        """Refuse run directories written in another format version (they may lack or misname files)."""
-        path = self.file("run.json")
-        if not path.is_file():
-            raise RunDirError(f"{self.path} has no run.json; it is not a complete medclass run directory")
-        version = read_json(path).get("format_version")
-        if version != RUN_FORMAT_VERSION:
-            raise RunDirError(
-                f"{path} says run format version {version!r}; this medclass reads version {RUN_FORMAT_VERSION}: "
-                "evaluate it with the medclass version that wrote it"
-            )
-
-    def write_json(self, name: str, obj: Any) -> Path:
-        return atomic_write_json(self.file(name), obj)
-
-    def read_json(self, name: str) -> Any:
-        path = self.file(name)
-        if not path.is_file():
-            raise RunDirError(f"{self.path} has no {name}; was the run finished?")
-        return read_json(path)
-
     def read_status(self) -> dict[str, Any]:
         """run.json, or {} before it exists."""
-        path = self.file("run.json")
-        return read_json(path) if path.is_file() else {}
+        return read_json(self.status_path) if self.status_path.is_file() else {}
 
     def update_status(self, **fields: Any) -> None:
         """Merge ``fields`` into run.json."""
-        path = self.file("run.json")
-        status = read_json(path) if path.is_file() else {"format_version": RUN_FORMAT_VERSION}
+        status = self.read_status() or {"format_version": RUN_FORMAT_VERSION}
         status.update(fields)
-        atomic_write_json(path, status)
+        atomic_write_json(self.status_path, status)
+
+    # What training writes ----------------------------------------------------------------------------------
+    def write_data_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.data_path, summary)
+
+    def read_data_summary(self) -> dict[str, Any]:
+        return self._read_required(self.data_path)
+
+    def write_preprocessing(self, preprocessing: dict[str, Any]) -> None:
+        atomic_write_json(self.preprocessing_path, preprocessing)
+
+    def write_environment(self, environment: dict[str, Any]) -> None:
+        atomic_write_json(self.environment_path, environment)
+
+    def read_environment(self) -> dict[str, Any]:
+        return read_json(self.environment_path) if self.environment_path.is_file() else {}
+
+    def write_splits(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """splits.csv: (file, split, label) of every image file (written only when there are files)."""
+        rows = list(rows)
+        if rows:
+            atomic_write_text(self.splits_path, _csv([("file", "split", "label"), *rows]))
+
+    def write_skipped(self, rows: Iterable[tuple[str, str]]) -> None:
+        """skipped.csv: (file, reason) of every file left out (written only when some were)."""
+        rows = list(rows)
+        if rows:
+            atomic_write_text(self.skipped_path, _csv([("file", "reason"), *rows]))
 
     def existing_checkpoint(self, which: str = "best") -> Path:
         """The checkpoint file, or a :class:`RunDirError` saying which are there."""
@@ -157,32 +264,37 @@ class RunDir:
             raise RunDirError(f"{self.path} has no {which} checkpoint ({path.name}); {found}")
         return path
 
+    # What evaluation writes --------------------------------------------------------------------------------
+    def write_metrics(self, split: str, checkpoint: str, metrics: dict[str, Any]) -> Path:
+        return atomic_write_json(self.metrics_path(split, checkpoint), metrics)
+
+    def read_metrics(self, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
+        return self._read_required(self.metrics_path(split, checkpoint))
+
+    def has_metrics(self, split: str = "test", checkpoint: str = "best") -> bool:
+        return self.metrics_path(split, checkpoint).is_file()
+
+    def write_calibration(self, checkpoint: str, calibration: dict[str, Any]) -> Path:
+        return atomic_write_json(self.calibration_path(checkpoint), calibration)
+
+    def read_calibration(self, checkpoint: str = "best") -> dict[str, Any]:
+        """The stored calibration, or {} when the checkpoint was never evaluated."""
+        path = self.calibration_path(checkpoint)
+        return read_json(path) if path.is_file() else {}
+
+    def write_predictions(self, split: str, text: str) -> Path:
+        return atomic_write_text(self.predictions_path(split), text)
+
+    def _read_required(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise RunDirError(f"{self.path} has no {path.name}; was the run finished?")
+        return read_json(path)
+
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
 
-def write_split_files(run: RunDir, dataset: LabelledImages) -> None:
-    """splits.csv (file, split, label) for datasets made of files, and skipped.csv when files were left out."""
-    from medclass.tasks import is_single_label
-
-    rows = []
-    for split_name, split in dataset.splits.items():
-        if split.files is None:
-            continue
-        for file, label in zip(split.files, split.labels, strict=True):
-            if is_single_label(dataset.task):
-                label_text = dataset.classes[int(label)]
-            else:
-                label_text = "|".join(c for c, on in zip(dataset.classes, label, strict=True) if on)
-            rows.append([file, split_name, label_text])
-    if rows:
-        atomic_write_text(run.file("splits.csv"), _csv([["file", "split", "label"], *rows]))
-    if dataset.skipped:
-        skipped = [[entry["file"], entry["reason"]] for entry in dataset.skipped]
-        atomic_write_text(run.file("skipped.csv"), _csv([["file", "reason"], *skipped]))
-
-
-def _csv(rows: list[list[str]]) -> str:
+def _csv(rows: list[tuple[str, ...]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
 from medclass.errors import ConfigError
+
+if TYPE_CHECKING:  # tensors arrive from callers; importing torch here would slow every config check
+    import torch
 
 Task = Literal["binary", "multiclass", "multilabel", "ordinal"]
 TASKS: tuple[str, ...] = get_args(Task)

@@ -1,6 +1,7 @@
-"""How results are named for people: metric labels, class names wrapped the same way in every plot and table,
-file names shortened without losing their extension, and numbers, sizes, times and durations in words. One place,
-so that a class or a metric reads the same in the report, the plots, the comparison and the console."""
+"""How results are named for people: class names wrapped the same way in every plot and table, file names
+shortened without losing their extension, and numbers, sizes, times and durations in words. One place, so that a
+class reads the same in the report, the plots, the comparison and the console (metric labels live with the metrics
+in their registry, medclass.metrics)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,11 @@ import re
 import textwrap
 from typing import Any
 
-METRIC_LABELS = {
-    "acc": "ACC", "balanced_acc": "balanced ACC", "auc": "AUC (MedMNIST)", "auc_macro_ovr": "AUC macro OvR",
-    "auc_weighted_ovr": "AUC weighted OvR", "top3_acc": "top-3 ACC", "top5_acc": "top-5 ACC", "f1_macro": "F1 macro",
-    "f1_weighted": "F1 weighted", "kappa": "Cohen's kappa", "mcc": "MCC", "ece": "ECE", "brier": "Brier score",
-    "loss": "loss",
-}  # fmt: skip
 PER_CLASS_LABELS = {
     "class": "class", "support": "images", "sensitivity": "sensitivity", "specificity": "specificity",
     "ppv": "PPV", "npv": "NPV", "f1": "F1", "auc": "AUC",
 }  # fmt: skip
 CLASS_WIDTH = 18  # characters per line of a class name in plots
-
-
-def metric_label(name: str) -> str:
-    """``auc`` -> ``AUC (MedMNIST)``; ``val/f1_macro`` or ``val_f1_macro`` -> ``validation F1 macro``."""
-    for prefix in ("val/", "val_"):
-        if name.startswith(prefix):
-            return "validation " + metric_label(name[len(prefix) :])
-    return METRIC_LABELS.get(name, name.replace("_", " "))
 
 
 def class_name(name: str) -> str:

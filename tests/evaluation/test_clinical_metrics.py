@@ -19,9 +19,7 @@ from sklearn.metrics import (
 from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.calibration import (
     apply_temperature,
-    brier_score,
     choose_temperature,
-    expected_calibration_error,
     fit_temperature,
     reliability_curve,
 )
@@ -31,11 +29,16 @@ from medclass.evaluation.clinical import (
     per_class_intervals,
     per_class_table,
     resample_weights,
+)
+from medclass.evaluation.thresholds import operating_threshold, sensitivity_specificity
+from medclass.metrics import (
+    brier_score,
+    column_aucs,
+    expected_calibration_error,
+    predicted_labels,
     summary_metrics,
 )
-from medclass.evaluation.medmnist_metrics import column_aucs
-from medclass.evaluation.metrics import classification_metrics, predicted_labels
-from medclass.evaluation.thresholds import operating_threshold, sensitivity_specificity
+from medclass.metrics import headline_metrics as classification_metrics
 
 
 def multiclass_case(n: int = 300, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

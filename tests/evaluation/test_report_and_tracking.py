@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 from medclass.config import EvaluationConfig
 from medclass.evaluation import evaluate_run
 from medclass.evaluation.compare import compare_runs
@@ -36,7 +36,7 @@ def blood_config(out: Path, *extra: str):
 @pytest.fixture(scope="module")
 def blood(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("runs")
-    result = train(blood_config(out, "tracking.tensorboard=true", "tracking.mlflow=true"))
+    result = run_experiment(blood_config(out, "tracking.tensorboard=true", "tracking.mlflow=true"))
     return result, out
 
 
@@ -147,7 +147,7 @@ def test_a_failing_tracker_warns_and_training_goes_on(
          "trainer.progress_bar=false", "evaluation.bootstrap=0", "evaluation.report=false", "tracking.mlflow=true",
          f"tracking.mlflow_tracking_uri={uri}", "tracking.tensorboard=true", "tracking.wandb=true"],
     )  # fmt: skip
-    result = train(config)
+    result = run_experiment(config)
     assert json.loads((result.run_dir / "run.json").read_text())["status"] == "finished"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "MLflow" in r.getMessage()]
     assert len(warnings) == 1, warnings
@@ -201,7 +201,7 @@ def test_evaluate_val_split_with_the_last_checkpoint(blood) -> None:
 def test_compare_three_runs_names_the_best_and_lists_a_broken_one(blood, tmp_path: Path) -> None:
     first, out = blood
     for seed in (1, 2):
-        train(blood_config(out, f"seed={seed}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+        run_experiment(blood_config(out, f"seed={seed}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                            "evaluation.report=false", "evaluation.bootstrap=0"))  # fmt: skip
     broken = out / "bloodmnist" / "zz-broken"
     broken.mkdir()

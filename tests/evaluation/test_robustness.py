@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cli_runner import assert_one_line_error, medclass
 
-from medclass import train
+from medclass import run_experiment
 from medclass.config import load_config
 from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from medclass.errors import ConfigError
@@ -53,7 +53,7 @@ def blood_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=25",
          "trainer.progress_bar=false", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    return train(config).run_dir
+    return run_experiment(config).run_dir
 
 
 def test_evaluate_corruptions_on_a_real_run(blood_run: Path) -> None:

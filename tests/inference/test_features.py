@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cli_runner import medclass
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 from medclass.inference.features import run_features
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_pretrained_backbone_features_and_baselines(tmp_path: Path) -> None:
 
 
 def test_features_command_compares_with_the_fine_tuned_model(tmp_path: Path) -> None:
-    run = train(
+    run = run_experiment(
         load_config(
             BREAST,
             [

@@ -10,7 +10,7 @@ import torch
 from cli_runner import medclass
 from PIL import Image
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 from medclass.config import ModelConfig
 from medclass.inference.explain import heatmaps
 from medclass.inference.package import load_package, package_from_run, save_package
@@ -48,7 +48,7 @@ def blood_package(tmp_path_factory: pytest.TempPathFactory):
         [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.progress_bar=false",
          "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    return load_package(package_from_run(train(config).run_dir))
+    return load_package(package_from_run(run_experiment(config).run_dir))
 
 
 def test_multiclass_heatmaps_show_every_class(blood_package, medmnist_dir: Path) -> None:

@@ -17,11 +17,11 @@ import torch
 from cli_runner import medclass
 from PIL import Image
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 from medclass.errors import ModelError, UserError
-from medclass.inference import load_module
 from medclass.inference.package import load_package, package_from_run
 from medclass.inference.predictor import load_predictor, predict_files
+from medclass.training.restore import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def blood_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=6", "trainer.progress_bar=false",
          "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
-    return train(config).run_dir
+    return run_experiment(config).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 from medclass.inference.predictor import load_predictor
 from medclass.inference.serve import create_app
 from medclass.inference.service_limits import ServiceLimits
@@ -32,7 +32,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
          "trainer.progress_bar=false", "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
     limits = ServiceLimits(max_upload_bytes=200_000, max_pixels=1_000_000, max_decode_bytes=24 * 2**20)
-    app = create_app(load_predictor(train(config).run_dir), limits)
+    app = create_app(load_predictor(run_experiment(config).run_dir), limits)
     return TestClient(app, raise_server_exceptions=False)
 
 

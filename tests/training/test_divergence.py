@@ -13,8 +13,8 @@ from cli_runner import medclass
 import medclass.training.fit as fit
 from medclass.config import load_config
 from medclass.errors import TrainingDiverged
-from medclass.inference import read_checkpoint
-from medclass.training.fit import resume
+from medclass.experiments import resume_experiment
+from medclass.training.restore import read_checkpoint
 
 
 class PoisonWeights(L.Callback):
@@ -52,7 +52,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint_and_resumes(tmp_path: Path, m
     assert len((run / "epochs.csv").read_text().splitlines()) == 2, "header + the one good epoch"
 
     monkeypatch.setattr(fit, "build_trainer", real_build)  # the fault is gone: the run resumes and finishes
-    result = resume(run)
+    result = resume_experiment(run)
     assert json.loads((run / "run.json").read_text())["status"] == "finished" and result.best_epoch is not None
 
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-from medclass import train
+from medclass import run_experiment
 from medclass.config import load_config
 from medclass.data.dataset import ImageSplit
 from medclass.data.resident import ResidentBatches, augment_batch, use_resident
 from medclass.data.transforms import build_batch_augmentation
 from medclass.errors import ConfigError
-from medclass.inference import read_checkpoint
 from medclass.training.fit import resolve_batch_size
+from medclass.training.restore import read_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -81,15 +81,15 @@ def _quick(tmp_path: Path, *overrides: str):
 
 def test_both_data_paths_train_and_evaluate(tmp_path: Path) -> None:
     for setting in ("true", "false"):
-        result = train(_quick(tmp_path / setting, f"data.on_device={setting}", "data.augmentation=medical"))
+        result = run_experiment(_quick(tmp_path / setting, f"data.on_device={setting}", "data.augmentation=medical"))
         assert 0.0 < result.test.metrics["auc"] <= 1.0
         assert (result.run_dir / "checkpoints" / "best.ckpt").is_file()
 
 
 def test_channels_last_and_compile_keep_checkpoints_portable(tmp_path: Path) -> None:
     # resnet10t and one validation batch (78 images) keep torch.compile's work small: ~45 s on 2 CPU cores
-    result = train(_quick(tmp_path, "model.name=resnet10t", "trainer.channels_last=true", "trainer.compile=true",
-                          "data.eval_batch_size=78"))  # fmt: skip
+    result = run_experiment(_quick(tmp_path, "model.name=resnet10t", "trainer.channels_last=true",
+                                   "trainer.compile=true", "data.eval_batch_size=78"))  # fmt: skip
     state = read_checkpoint(result.run_dir / "checkpoints" / "last.ckpt")["state_dict"]
     assert not any("_orig_mod" in key for key in state), "compiled weights keep their plain names"
     assert any(v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous()
@@ -98,7 +98,7 @@ def test_channels_last_and_compile_keep_checkpoints_portable(tmp_path: Path) -> 
 
 
 def test_auto_batch_size_is_measured_saved_and_recorded(tmp_path: Path) -> None:
-    result = train(_quick(tmp_path, "model.name=mobilenetv3_small_050", "data.batch_size=auto"))
+    result = run_experiment(_quick(tmp_path, "model.name=mobilenetv3_small_050", "data.batch_size=auto"))
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["data"]["batch_size"]
     info = json.loads((result.run_dir / "run.json").read_text())["batch_size_auto"]
     assert isinstance(saved, int) and saved == info["chosen"], "the run's config keeps the number: a resume reuses it"

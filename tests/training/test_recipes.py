@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 from medclass.config import ExperimentConfig
 from medclass.data import ClassificationDataModule, load_dataset
 from medclass.data.sampling import EpochSampler, balanced_weights
@@ -132,7 +132,7 @@ def test_two_stage_freezes_then_fine_tunes(tmp_path: Path) -> None:
 
 
 def test_two_stage_run_records_stages_and_rates(tmp_path: Path) -> None:
-    result = train(breast(tmp_path, *TWO_STAGE))
+    result = run_experiment(breast(tmp_path, *TWO_STAGE))
     log = rows(result.run_dir)
     assert [r["stage"] for r in log] == ["head", "finetune", "finetune"]
     assert float(log[0]["lr_head"]) == pytest.approx(0.01)
@@ -140,7 +140,7 @@ def test_two_stage_run_records_stages_and_rates(tmp_path: Path) -> None:
 
 
 def test_early_stopping_ends_the_run(tmp_path: Path) -> None:
-    result = train(breast(tmp_path, "trainer.max_epochs=6", "early_stopping.patience=1",
+    result = run_experiment(breast(tmp_path, "trainer.max_epochs=6", "early_stopping.patience=1",
                           "early_stopping.min_delta=10", "checkpoint.monitor=loss"))  # fmt: skip
     status = json.loads((result.run_dir / "run.json").read_text())
     assert status["stopped_early"] is True and status["epochs"] == 2 and len(rows(result.run_dir)) == 2
@@ -177,12 +177,12 @@ def test_ordinal_task_trains_with_soft_ordinal_targets(tmp_path: Path) -> None:
     config = load_config(None, [f"output_dir={tmp_path}", "trainer.max_epochs=1", "trainer.progress_bar=false"],
                          experiment="retina", data={"flag": "retinamnist", "batch_size": 128})  # fmt: skip
     assert config.loss.ordinal == "sord"
-    result = train(config)
+    result = run_experiment(config)
     assert result.test.task == "ordinal" and result.test.n_samples == 400
 
 
 def test_mixup_cutmix_ema_and_bf16(tmp_path: Path) -> None:
-    result = train(breast(tmp_path, "loss.mixup_alpha=0.2", "loss.cutmix_alpha=1.0", "trainer.ema_decay=0.9",
+    result = run_experiment(breast(tmp_path, "loss.mixup_alpha=0.2", "loss.cutmix_alpha=1.0", "trainer.ema_decay=0.9",
                           "trainer.precision=bf16-mixed", "trainer.max_epochs=1"))  # fmt: skip
     checkpoint = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert "averaging_state" in checkpoint and "current_model_state" in checkpoint

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cli_runner import medclass
 
-from medclass import load_config, train
+from medclass import load_config, run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 # 72 px keeps training on the per-image DataLoader path, where loader workers take part (<= 64 px on a CPU forms
@@ -49,7 +49,7 @@ def test_same_config_and_seed_give_identical_files(
 
     # The Python API in this (long-lived) process: a warm cache, then loader workers.
     for name, extra in (("warm", ["data.num_workers=0"]), ("workers", ["data.num_workers=2"])):
-        result = train(load_config(config, [*OVERRIDES, *extra, f"output_dir={tmp_path / name}"]))
+        result = run_experiment(load_config(config, [*OVERRIDES, *extra, f"output_dir={tmp_path / name}"]))
         assert outputs(result.run_dir) == reference, name
     metrics = json.loads(reference[1])
     assert metrics["positive_class"]["class"] == "glioma" and metrics["positive_class"]["ci"]["auc"] is not None

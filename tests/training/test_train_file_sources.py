@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medclass import evaluate_run, load_config, train
+from medclass import evaluate_run, load_config, run_experiment
 from medclass.data import load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
@@ -23,7 +23,7 @@ def mri_run(tmp_path_factory: pytest.TempPathFactory):
         [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "data.image_size=32",
          "trainer.progress_bar=false", "data.normalization=dataset"],
     )  # fmt: skip
-    return config, train(config)
+    return config, run_experiment(config)
 
 
 def test_split_and_skipped_files_are_recorded(mri_run) -> None:
@@ -62,7 +62,7 @@ def test_csv_source_trains(tmp_path: Path) -> None:
             "trainer.progress_bar=false",
         ],
     )
-    result = train(config)
+    result = run_experiment(config)
     assert result.test.n_samples == 2005 and 0.0 <= result.test.metrics["auc"] <= 1.0
 
 
@@ -82,7 +82,7 @@ def test_multilabel_csv_trains_with_validation_thresholds(tmp_path: Path, data_d
         data={"source": "csv", "csv": str(tmp_path / "labels.csv"), "image_dir": str(images),
               "label_column": "findings", "label_separator": "|", "image_size": 28, "batch_size": 64},
     )  # fmt: skip
-    result = train(config)
+    result = run_experiment(config)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["task"] == "multilabel" and len(metrics["thresholds"]) == 8
     assert all(0.0 <= t <= 1.0 for t in metrics["thresholds"])

@@ -13,11 +13,12 @@ import pytest
 import torch
 import yaml
 
-from medclass import evaluate_run, load_config, train
+from medclass import evaluate_run, load_config, run_experiment
 from medclass.config import ExperimentConfig
 from medclass.data import ClassificationDataModule, ImageSplit, LabelledImages, load_dataset
-from medclass.inference import load_module, predict_scores
 from medclass.training import ClassificationModule
+from medclass.training.predict import predict_scores
+from medclass.training.restore import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,7 +189,7 @@ def test_checkpoints_load_with_weights_only(trained) -> None:
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
     def weights(sub: str) -> dict[str, torch.Tensor]:
-        result = train(quick_config(tmp_path / sub, "trainer.max_epochs=1", "trainer.limit_train_batches=3"))
+        result = run_experiment(quick_config(tmp_path / sub, "trainer.max_epochs=1", "trainer.limit_train_batches=3"))
         return torch.load(result.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
 
     a, b = weights("a"), weights("b")

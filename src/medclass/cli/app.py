@@ -169,12 +169,11 @@ def train(
     else:
         experiment = load_config(config, overrides or [])  # config mistakes surface before the heavy imports
     from medclass.cli.render import metrics_table, result_notes
-    from medclass.training import resume as resume_training
-    from medclass.training import train as run_training
-    from medclass.wording import metric_label
+    from medclass.experiments import resume_experiment, run_experiment
+    from medclass.metrics import metric_label
 
     _quiet_lightning(ctx)
-    result = resume_training(resume) if resume is not None else run_training(experiment)
+    result = resume_experiment(resume) if resume is not None else run_experiment(experiment)
     if result is None:  # an extra process of a distributed run: rank 0 reports
         return
     console.print(metrics_table(result.test))
@@ -190,10 +189,10 @@ def train(
 
 def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoint: str, split: str) -> None:
     from medclass.cli.render import robustness_table
-    from medclass.evaluation.compare import is_run_dir
     from medclass.evaluation.robustness import evaluate_corruptions, parse_corruptions
+    from medclass.run_dir import RunDir
 
-    if not (is_run_dir(path) or (path / "config.yaml").is_file()):
+    if not RunDir.is_run_dir(path):
         raise UserError(f"--corruptions evaluates one run: {path} is not a run directory")
     try:
         levels = tuple(sorted({int(v) for v in severities.split(",") if v.strip()}))
@@ -239,7 +238,8 @@ def evaluate(
     HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
     from medclass.cli.render import comparison_table, metrics_table, result_notes
     from medclass.evaluation import compare_runs, evaluate_run
-    from medclass.evaluation.compare import check_metric, is_run_dir
+    from medclass.evaluation.compare import check_metric
+    from medclass.run_dir import RunDir
 
     check_metric(metric)
     if not path.exists():
@@ -253,7 +253,7 @@ def evaluate(
 
         settings["bootstrap"] = validate_config({"bootstrap": bootstrap}, "--bootstrap", EvaluationConfig).bootstrap
     _quiet_lightning(ctx)
-    if is_run_dir(path) or (path / "config.yaml").is_file():
+    if RunDir.is_run_dir(path):
         result = evaluate_run(path, checkpoint=checkpoint, split=split, overrides=settings)
         console.print(metrics_table(result))
         for note in result_notes(result):
@@ -277,7 +277,7 @@ def benchmark(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgu
 
     experiment = load_config(config, overrides or [])
     from medclass.cli.render import leaderboard_table
-    from medclass.training.benchmark import run_benchmark
+    from medclass.experiments.benchmark import run_benchmark
 
     _quiet_lightning(ctx)
     result = run_benchmark(experiment)

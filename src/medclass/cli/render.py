@@ -6,11 +6,10 @@ from rich.table import Table
 
 from medclass.data.inspect import Inspection
 from medclass.evaluation.evaluate import EvaluationResult
+from medclass.metrics import metric_label
 
 
 def metrics_table(result: EvaluationResult) -> Table:
-    from medclass.wording import METRIC_LABELS
-
     title = f"{result.split} split, {result.checkpoint} checkpoint (epoch {result.epoch})"
     table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("metric")
@@ -20,7 +19,7 @@ def metrics_table(result: EvaluationResult) -> Table:
         table.add_column(f"{confidence:.0%} CI", justify="right")
     for name, value in result.metrics.items():
         interval = result.intervals.get(name)
-        cells = [METRIC_LABELS.get(name, name), f"{value:.4f}"]
+        cells = [metric_label(name), f"{value:.4f}"]
         if result.intervals:
             cells.append(f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else "")
         table.add_row(*cells)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
@@ -24,10 +24,13 @@ from medclass.config.recipe import (
     StageConfig,
 )
 from medclass.config.reporting import EvaluationConfig, TrackingConfig
+from medclass.metrics import METRICS
+from medclass.registry import registered
 
 __all__ = ["HeadConfig", "ModelConfig", "OptimizerConfig", "SchedulerConfig", "LossConfig", "StageConfig"]
 
-MonitorName = Literal["auc", "acc", "loss", "f1_macro", "balanced_acc"]
+# The headline metrics of the registry, and the loss.
+MonitorName = Annotated[str, registered(METRICS, METRICS.monitorable)]
 
 
 class TrainerConfig(StrictModel):
@@ -89,7 +92,7 @@ class CheckpointConfig(StrictModel):
     def resolved_mode(self) -> Literal["max", "min"]:
         if self.mode is not None:
             return self.mode
-        return "min" if self.monitor == "loss" else "max"
+        return "max" if METRICS[self.monitor].higher_is_better else "min"
 
 
 class BenchmarkEntry(StrictModel):

@@ -1,18 +1,7 @@
-"""Evaluation: metrics (MedMNIST definitions and more) and run evaluation."""
+"""Evaluation of a run directory: held-out metrics with intervals, the per-class table, calibration, the report,
+robustness and the comparison of runs (the metrics themselves are in :mod:`medclass.metrics`)."""
 
 from medclass.evaluation.compare import Comparison, compare_runs
 from medclass.evaluation.evaluate import EvaluationResult, evaluate_run
-from medclass.evaluation.medmnist_metrics import medmnist_acc, medmnist_auc
-from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics, predicted_labels
 
-__all__ = [
-    "HEADLINE_METRICS",
-    "Comparison",
-    "EvaluationResult",
-    "compare_runs",
-    "classification_metrics",
-    "evaluate_run",
-    "medmnist_acc",
-    "medmnist_auc",
-    "predicted_labels",
-]
+__all__ = ["Comparison", "EvaluationResult", "compare_runs", "evaluate_run"]

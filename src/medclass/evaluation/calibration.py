@@ -12,36 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
-from torchmetrics.functional.classification import binary_calibration_error
 
+from medclass.metrics import brier_score, confidence_and_correct, expected_calibration_error
 from medclass.tasks import Task, is_single_label, scores_from_logits
-
-
-def confidence_and_correct(y_true: np.ndarray, y_score: np.ndarray, task: Task) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (probability, outcome): the top-label confidence and whether it was right, or for multi-label tasks
-    every label's probability and whether the label is present."""
-    y_score = np.asarray(y_score, dtype=np.float64)
-    if is_single_label(task):
-        return y_score.max(axis=1), (y_score.argmax(axis=1) == np.asarray(y_true).reshape(-1)).astype(np.int64)
-    return y_score.reshape(-1), np.asarray(y_true).astype(np.int64).reshape(-1)
-
-
-def expected_calibration_error(y_true: np.ndarray, y_score: np.ndarray, task: Task, bins: int = 15) -> float:
-    confidence, correct = confidence_and_correct(y_true, y_score, task)
-    return float(binary_calibration_error(torch.from_numpy(confidence), torch.from_numpy(correct), n_bins=bins))
-
-
-def brier_score(y_true: np.ndarray, y_score: np.ndarray, task: Task) -> float:
-    """Binary: mean squared error of P(positive) (the usual Brier score). Otherwise: mean over images of the
-    squared error summed over classes (labels), against the one-hot truth."""
-    y_score = np.asarray(y_score, dtype=np.float64)
-    if task == "binary":
-        return float(np.mean((y_score[:, -1] - np.asarray(y_true).reshape(-1)) ** 2))
-    if is_single_label(task):
-        truth = np.eye(y_score.shape[1])[np.asarray(y_true).reshape(-1)]
-    else:
-        truth = np.asarray(y_true, dtype=np.float64)
-    return float(np.mean(np.sum((y_score - truth) ** 2, axis=1)))
 
 
 @dataclass(frozen=True)

@@ -15,31 +15,20 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medclass.errors import UserError, suggest
-from medclass.evaluation.clinical import METRIC_DEFINITIONS
 from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
+from medclass.metrics import METRICS, metric_label
 from medclass.run_dir import RunDir
-from medclass.wording import metric_label
 
 log = logging.getLogger("medclass")
-LOWER_IS_BETTER = {"ece", "brier"}
-TABLE_METRICS = ("acc", "balanced_acc", "auc", "f1_macro", "kappa", "mcc", "ece")
 
 
 def check_metric(name: str) -> str:
-    if name not in METRIC_DEFINITIONS:
-        raise UserError(f"unknown metric {name!r}{suggest(name, METRIC_DEFINITIONS)}; choose one of "
-                        f"{', '.join(METRIC_DEFINITIONS)}")  # fmt: skip
+    """A metric the runs' metrics.json can hold (any summary metric of the registry)."""
+    known = METRICS.names("summary")
+    if name not in known:
+        raise UserError(f"unknown metric {name!r}{suggest(name, known)}; choose one of {', '.join(known)}")
     return name
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "run.json").is_file()
-
-
-def find_runs(folder: Path) -> list[Path]:
-    """Run directories under ``folder`` (any depth), in name order."""
-    return sorted(p.parent for p in Path(folder).rglob("run.json") if is_run_dir(p.parent))
 
 
 @dataclass
@@ -65,7 +54,7 @@ class Comparison:
 
 def _sort_key(metric: str):
     """Evaluated runs first, by dataset, best first; then the failures."""
-    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    sign = -1.0 if METRICS[metric].higher_is_better else 1.0
 
     def key(row: ComparedRun) -> tuple[bool, str, float]:
         value = row.metrics.get(metric, float("nan"))
@@ -88,7 +77,7 @@ def compare_runs(
 
     folder = Path(folder)
     check_metric(metric)
-    runs = find_runs(folder)
+    runs = RunDir.find(folder)
     if not runs:
         raise UserError(f"{folder} holds no run directories (folders with config.yaml and run.json)")
     rows = []
@@ -130,7 +119,7 @@ def _cell(row: ComparedRun, name: str) -> str:
 def write_comparison(
     folder: Path, rows: list[ComparedRun], metric: str, best: dict[str, ComparedRun], split: str
 ) -> dict[str, Path]:
-    columns = list(dict.fromkeys([metric, *TABLE_METRICS]))
+    columns = list(dict.fromkeys([metric, *METRICS.names("compare")]))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["run", "status", "experiment", "dataset", "model", "epoch", *columns,
@@ -142,7 +131,7 @@ def write_comparison(
                          *(_cell(row, c) for c in columns), low, high, is_best, row.error])  # fmt: skip
     files = {"csv": atomic_write_text(folder / "comparison.csv", buffer.getvalue())}
 
-    direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+    direction = "higher is better" if METRICS[metric].higher_is_better else "lower is better"
     lines = [f"# Comparison of {len(rows)} runs ({split} split, by {metric}, {direction})", ""]
     lines += [f"**Best on {dataset}: {row.run_dir}** ({row.model}, {metric} {row.metrics[metric]:.4f})"
               for dataset, row in best.items()]  # fmt: skip

@@ -24,18 +24,17 @@ from medclass.errors import UserError
 from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.calibration import apply_temperature, choose_temperature
 from medclass.evaluation.clinical import (
-    METRIC_DEFINITIONS,
     average_precision,
     average_precision_interval,
     per_class_intervals,
     per_class_table,
-    summary_metrics,
 )
-from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics, predicted_labels
 from medclass.evaluation.thresholds import best_f1_thresholds, operating_threshold, sensitivity_specificity
-from medclass.io import atomic_write_text
+from medclass.metrics import METRICS, headline_metrics, metric_definitions, predicted_labels, summary_metrics
 from medclass.run_dir import RunDir
 from medclass.tasks import Task, positive_class_index, scores_from_logits
+from medclass.training.predict import predict_logits
+from medclass.training.restore import load_module
 
 UNREPRODUCIBLE = ("images_per_second",)
 
@@ -68,25 +67,11 @@ class EvaluationResult:
             "per_class": self.per_class,
             "calibration": self.calibration,
             "operating_point": self.operating_point,
-            "definitions": {name: METRIC_DEFINITIONS[name] for name in self.metrics if name in METRIC_DEFINITIONS},
+            "definitions": metric_definitions(list(self.metrics)),
             # Speed is a fact of the machine, not of the model: it goes to run.json, so that metrics.json is the
             # same file for the same config and seed.
             **{k: v for k, v in self.extra.items() if k not in UNREPRODUCIBLE},
         }
-
-
-def metrics_filename(split: str, checkpoint: str) -> str:
-    """metrics.json holds the canonical result (test split, best checkpoint); other pairs get their own file."""
-    return "metrics.json" if (split, checkpoint) == ("test", "best") else f"metrics_{split}_{checkpoint}.json"
-
-
-def calibration_filename(checkpoint: str) -> str:
-    """What prediction applies on request: temperature and thresholds, fitted on validation for one checkpoint."""
-    return "calibration.json" if checkpoint == "best" else f"calibration_{checkpoint}.json"
-
-
-def report_dirname(split: str, checkpoint: str) -> str:
-    return "report" if (split, checkpoint) == ("test", "best") else f"report_{split}_{checkpoint}"
 
 
 def evaluate_run(
@@ -101,8 +86,6 @@ def evaluate_run(
     """Load the run's checkpoint, score every image of ``split`` and write metrics, predictions and the report.
 
     ``settings`` replace the run's own evaluation settings; ``overrides`` change single fields of them."""
-    from medclass.inference import load_module, predict_logits  # inference builds on training; import lazily
-
     if split not in SPLITS:
         raise UserError(f"split {split!r} does not exist; choose one of {', '.join(SPLITS)}")
     run = RunDir.open(run_dir)
@@ -131,15 +114,14 @@ def evaluate_run(
 
     thresholds = best_f1_thresholds(val_targets, val_scores) if task == "multilabel" else None
     positive = positive_class_index(dataset.classes, settings.positive_class) if task == "binary" else None
-    metrics = summary_metrics(targets, scores, task, thresholds)
+    metrics = summary_metrics(targets, scores, task, thresholds, settings.calibration_bins)
     calibration = choose_temperature(val_logits, val_targets, logits, targets, task, settings.calibration_bins)
-    metrics["ece"], metrics["brier"] = calibration["ece"], calibration["brier"]
     y_pred = predicted_labels(scores, task, 0.5 if thresholds is None else thresholds)
     per_class = per_class_table(targets, scores, y_pred, task, dataset.classes)
     intervals = {}
     if settings.bootstrap:
         intervals = bootstrap_intervals(
-            targets, scores, lambda t, s: classification_metrics(t, s, task, thresholds), list(HEADLINE_METRICS),
+            targets, scores, lambda t, s: headline_metrics(t, s, task, thresholds), list(METRICS.names("headline")),
             resamples=settings.bootstrap, confidence=settings.confidence, seed=config.seed,
         )  # fmt: skip
         class_intervals = per_class_intervals(
@@ -185,18 +167,17 @@ def evaluate_run(
             **({"thresholds": [round(float(t), 6) for t in thresholds]} if thresholds is not None else {}),
         },
     )
-    run.write_json(metrics_filename(split, checkpoint), result.as_dict())
+    result.files["metrics"] = run.write_metrics(split, checkpoint, result.as_dict())
     speed = run.read_status().get("images_per_second", {})
     run.update_status(images_per_second={**speed, f"{split}/{checkpoint}": result.extra["images_per_second"]})
-    run.write_json(calibration_filename(checkpoint), _stored_calibration(result, thresholds))
-    result.files["metrics"] = run.file(metrics_filename(split, checkpoint))
-    result.files["predictions"] = atomic_write_text(
-        run.predictions_path(split), predictions_csv(targets, scores, dataset.classes, task, dataset.sources(split))
+    run.write_calibration(checkpoint, _stored_calibration(result, thresholds))
+    result.files["predictions"] = run.write_predictions(
+        split, predictions_csv(targets, scores, dataset.classes, task, dataset.sources(split))
     )
     if settings.report:
         from medclass.evaluation.report import write_report
 
-        report_dir = run.file(report_dirname(split, checkpoint))
+        report_dir = run.report_dir(split, checkpoint)
         scaled = apply_temperature(logits, task, calibration["fitted_temperature"])
         result.files.update(
             write_report(report_dir, run, config, dataset, result, targets, scores, scaled, y_pred, settings)
@@ -270,7 +251,7 @@ def _operating_point(
         val_truth, val_scores[:, positive], settings.operating_point, settings.target_sensitivity
     )
     sensitivity, specificity = sensitivity_specificity(truth, scores[:, positive], threshold)
-    default_sens, default_spec = sensitivity_specificity(truth, scores[:, positive], np.nextafter(0.5, 1.0))
+    default_sens, default_spec = sensitivity_specificity(truth, scores[:, positive], 0.5)
     return {
         "rule": settings.operating_point,
         **({"target_sensitivity": settings.target_sensitivity} if settings.operating_point == "sensitivity" else {}),

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from medclass.evaluation.metrics import HEADLINE_METRICS
 from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
-from medclass.wording import metric_label
+from medclass.metrics import METRICS, metric_label
 
+HEADLINE_METRICS = METRICS.names("headline")
 COLUMNS = ("rank", "model", "status", *HEADLINE_METRICS, "parameters_M", "images_per_s", "train_min", "best_epoch",
            "run_dir", "error")  # fmt: skip
 

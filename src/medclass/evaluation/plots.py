@@ -22,8 +22,9 @@ from sklearn.metrics import (
 
 from medclass.evaluation.calibration import ReliabilityCurve
 from medclass.io import atomic_write_bytes
+from medclass.metrics import metric_label
 from medclass.tasks import Task
-from medclass.wording import metric_label, wrap_class
+from medclass.wording import wrap_class
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:

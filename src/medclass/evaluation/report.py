@@ -12,7 +12,7 @@ import numpy as np
 
 from medclass.config import EvaluationConfig, ExperimentConfig
 from medclass.evaluation.calibration import reliability_curve
-from medclass.evaluation.clinical import METRIC_DEFINITIONS, PER_CLASS_COLUMNS
+from medclass.evaluation.clinical import PER_CLASS_COLUMNS
 from medclass.evaluation.plots import (
     plot_confusion,
     plot_reliability,
@@ -22,6 +22,7 @@ from medclass.evaluation.plots import (
     read_epochs,
 )
 from medclass.io import atomic_write_text
+from medclass.metrics import metric_definitions, metric_label
 from medclass.run_dir import RunDir
 from medclass.wording import (
     PER_CLASS_LABELS,
@@ -29,7 +30,6 @@ from medclass.wording import (
     count,
     duration,
     listing,
-    metric_label,
     number,
     percent,
     plural,
@@ -209,7 +209,7 @@ def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, 
         )
     if operating_point:
         sentences.append(
-            f"At the threshold chosen on validation (P({name}) ≥ {operating_point['threshold']:.2f}, "
+            f"At the threshold chosen on validation (P({name}) > {operating_point['threshold']:.2f}, "
             f"{operating_point['rule']}): sensitivity {percent(operating_point['sensitivity'])}, specificity "
             f"{percent(operating_point['specificity'])} on this split."
         )
@@ -270,13 +270,14 @@ def _environment_rows(environment: dict[str, Any]) -> list[tuple[str, str]]:
 def report_context(
     run: RunDir, config: ExperimentConfig, result: EvaluationResult, plots: dict[str, Path]
 ) -> dict[str, Any]:
-    status = run.read_json("run.json") if run.file("run.json").is_file() else {}
-    data = run.read_json("data.json") if run.file("data.json").is_file() else {}
-    environment = run.read_json("environment.json") if run.file("environment.json").is_file() else {}
+    status = run.read_status()
+    data = run.read_data_summary() if run.data_path.is_file() else {}
+    environment = run.read_environment()
     pct = round(100 * result.extra.get("bootstrap", {}).get("confidence", 0.95))
+    definitions = metric_definitions()
     metric_rows = [
         {"name": metric_label(name), "key": name, "value": number(value, 4),
-         "interval": _interval(result.intervals.get(name), 4), "definition": METRIC_DEFINITIONS.get(name, "")}
+         "interval": _interval(result.intervals.get(name), 4), "definition": definitions.get(name, "")}
         for name, value in result.metrics.items()
     ]  # fmt: skip
     per_class = [

@@ -21,14 +21,15 @@ from medclass.data import LabelledImages, load_dataset
 from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from medclass.data.dataset import ArrayDataset, ImageSplit
 from medclass.errors import UserError
-from medclass.evaluation.metrics import HEADLINE_METRICS, classification_metrics, predicted_labels
 from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
+from medclass.metrics import METRICS, headline_metrics, metric_label, predicted_labels
 from medclass.run_dir import RunDir
 from medclass.tasks import scores_from_logits
+from medclass.training.predict import predict_logits
+from medclass.training.restore import load_module
 
-TABLE_METRICS = ("auc", "acc", "balanced_acc")
-METRIC_TITLES = {"auc": "AUC", "acc": "ACC", "balanced_acc": "balanced ACC"}
+TABLE_METRICS = METRICS.names("headline")
 COLLAPSE_SHARE = 0.95  # a model that gives one class to this share of the images (well above its true share) ...
 COLLAPSE_EXCESS = 0.10  # ... answers the same whatever the image: the corruption has collapsed it
 
@@ -72,8 +73,6 @@ def evaluate_corruptions(
     split: str = "test",
     dataset: LabelledImages | None = None,
 ) -> RobustnessResult:
-    from medclass.inference import load_module, predict_logits
-
     for severity in severities:
         if severity not in SEVERITIES:
             raise UserError(f"--severities: {severity} is not a severity; use values from 1 to {max(SEVERITIES)}")
@@ -93,14 +92,14 @@ def evaluate_corruptions(
         loader = DataLoader(ArrayDataset(ImageSplit(batch_images, labels)), batch_size=batch_size)
         logits, targets = predict_logits(module, loader, config.trainer)
         scores = scores_from_logits(torch.from_numpy(logits), dataset.task).numpy()
-        return {**classification_metrics(targets, scores, dataset.task), **_collapse(targets, scores, dataset)}
+        return {**headline_metrics(targets, scores, dataset.task), **_collapse(targets, scores, dataset)}
 
     result = RobustnessResult(run.path, split, metrics_of(images))
     for name in names:
         for severity in severities:
             degraded = corrupt(images, name, severity, seed=config.seed)
             result.rows.append({"corruption": name, "severity": severity, **metrics_of(degraded)})
-    out = run.path / ("robustness" if (split, checkpoint) == ("test", "best") else f"robustness_{split}_{checkpoint}")
+    out = run.robustness_dir(split, checkpoint)
     out.mkdir(exist_ok=True)
     result.files = {
         "csv": _write_csv(result, out / "robustness.csv"),
@@ -129,7 +128,7 @@ def _name(result: RobustnessResult) -> str:
 
 def _write_csv(result: RobustnessResult, path: Path) -> Path:
     buffer = io.StringIO()
-    fields = ["corruption", "severity", *HEADLINE_METRICS, "top_class", "top_share", "collapsed"]
+    fields = ["corruption", "severity", *TABLE_METRICS, "top_class", "top_share", "collapsed"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerow({"corruption": "clean", "severity": 0, **result.clean})
@@ -158,7 +157,7 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
         lines.append("")
     for metric in TABLE_METRICS:
         header = ["corruption", "clean", *(f"s{s}" for s in severities), f"drop at s{severities[-1]}"]
-        lines += [f"## {METRIC_TITLES[metric]}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        lines += [f"## {metric_label(metric)}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for name in [*names, "mean"]:
             values = [result.mean_at(s, metric) if name == "mean" else result.value(name, s, metric)
                       for s in severities]  # fmt: skip
@@ -190,8 +189,8 @@ def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
                        color="red", zorder=5, label="collapsed to one class")  # fmt: skip
         ax.set_xticks(x, ["clean", *(str(s) for s in severities)])
         ax.set_xlabel("corruption severity (1: mild, 5: severe)")
-        ax.set_ylabel(f"{result.split} {METRIC_TITLES[metric]}")
-        label = METRIC_TITLES[metric]
+        ax.set_ylabel(f"{result.split} {metric_label(metric)}")
+        label = metric_label(metric)
         ax.set_title(f"{label[0].upper()}{label[1:]} under each corruption")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower left")

@@ -6,6 +6,14 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from medclass.metrics import decide_positive
+
+
+def _for_decide(cut: float) -> float:
+    """scikit-learn's curves decide ``score >= cut``; medclass decides ``score > threshold`` (decide_positive).
+    The largest float below the cut makes the same decisions under that rule (1.0, "nothing positive", stays)."""
+    return float(cut) if cut >= 1.0 else float(np.nextafter(cut, -np.inf))
+
 
 def best_f1_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 0.5) -> np.ndarray:
     """For each label, the score threshold with the highest F1 on these (validation) labels; ``default`` for a
@@ -21,7 +29,7 @@ def best_f1_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 
             2 * precision * recall, precision + recall, out=np.zeros_like(precision), where=precision + recall > 0
         )
         best = int(np.argmax(f1[:-1]))  # the last point has no threshold
-        thresholds[label] = float(cuts[best])
+        thresholds[label] = _for_decide(cuts[best])
     return thresholds
 
 
@@ -38,15 +46,15 @@ def operating_threshold(
     fpr, tpr, cuts = roc_curve(y_true, positive_scores)
     cuts = np.minimum(cuts, 1.0)  # scikit-learn's first cut is +inf (nothing predicted positive)
     if rule == "youden":
-        return float(cuts[int(np.argmax(tpr - fpr))])
+        return _for_decide(cuts[int(np.argmax(tpr - fpr))])
     reaching = np.flatnonzero(tpr >= target_sensitivity)
-    return float(cuts[reaching[0]])  # cuts fall as tpr rises, so the first is the highest
+    return _for_decide(cuts[reaching[0]])  # cuts fall as tpr rises, so the first is the highest
 
 
 def sensitivity_specificity(y_true: np.ndarray, positive_scores: np.ndarray, threshold: float) -> tuple[float, float]:
-    """Decisions are ``score >= threshold`` (scikit-learn's convention for ROC thresholds)."""
+    """(sensitivity, specificity) of the decisions ``metrics.decide_positive(score, threshold)``."""
     y_true = np.asarray(y_true).reshape(-1).astype(bool)
-    predicted = np.asarray(positive_scores) >= threshold
+    predicted = decide_positive(positive_scores, threshold)
     sensitivity = float((predicted & y_true).sum() / max(1, y_true.sum()))
     specificity = float((~predicted & ~y_true).sum() / max(1, (~y_true).sum()))
     return sensitivity, specificity

@@ -1,6 +1,2 @@
-"""Using trained models: safe checkpoint loading and prediction."""
-
-from medclass.inference.checkpoint import load_module, read_checkpoint
-from medclass.inference.predict import predict_logits, predict_scores
-
-__all__ = ["load_module", "predict_logits", "predict_scores", "read_checkpoint"]
+"""Using trained models: packages, prediction of files, explanations, export, the service, features and the
+model registry. Restoring a module from a run's checkpoint is training's (medclass.training.restore)."""

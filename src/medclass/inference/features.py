@@ -23,12 +23,13 @@ from sklearn.exceptions import ConvergenceWarning
 from medclass.config import DataConfig
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.errors import UserError
-from medclass.evaluation.clinical import summary_metrics
 from medclass.io import atomic_write_bytes, atomic_write_text
+from medclass.metrics import METRICS, summary_metrics
+from medclass.run_dir import RunDir
 from medclass.tasks import is_single_label
 
 log = logging.getLogger("medclass")
-TABLE_METRICS = ("acc", "balanced_acc", "auc", "f1_macro", "mcc")
+TABLE_METRICS = METRICS.names("headline")
 
 
 @dataclass
@@ -53,7 +54,7 @@ def feature_model(spec: str, data: DataConfig) -> FeatureModel:
     path = Path(spec)
     if path.is_dir():
         if not is_package(path):
-            if not (path / "config.yaml").is_file():
+            if not RunDir.is_run_dir(path):
                 raise UserError(f"{path} is neither a model package nor a run directory")
             path = run_package(path)
         package = load_package(path)

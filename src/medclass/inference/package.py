@@ -24,13 +24,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from medclass.config import ModelConfig
+from medclass import __version__
+from medclass.config import MedMNISTData, ModelConfig
 from medclass.config.data import MAX_IMAGE_SIZE
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ModelError, UserError
 from medclass.io import atomic_write_json, give_usual_permissions
 from medclass.models import Classifier, create_model
+from medclass.models.heads import build_head
+from medclass.models.hf_models import HFFeatures
+from medclass.run_dir import RunDir
 from medclass.tasks import TASKS, Task
+from medclass.training.restore import load_module
 
 PACKAGE_FORMAT = "medclass-model"
 PACKAGE_FORMAT_VERSION = 1
@@ -102,8 +107,6 @@ def save_package(
     source: dict[str, Any] | None = None,
 ) -> Path:
     """Write a package directory (created if needed); returns its path."""
-    from medclass import __version__
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     architecture = model_config.model_dump(mode="json")
@@ -224,10 +227,7 @@ def _build_net(manifest: dict[str, Any]) -> Classifier:
     model_config = ModelConfig(**manifest["model"])
     num_classes = len(manifest["classes"])
     if model_config.family == "hf" and "hf_config" in manifest:
-        from transformers import AutoConfig, AutoModelForImageClassification
-
-        from medclass.models.heads import build_head
-        from medclass.models.hf_models import HFFeatures
+        from transformers import AutoConfig, AutoModelForImageClassification  # only HF packages need it
 
         hf_dict = dict(manifest["hf_config"])
         hf_config = AutoConfig.for_model(hf_dict.pop("model_type"), **hf_dict)
@@ -289,16 +289,11 @@ def load_package(path: str | Path) -> ModelPackage:
 def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | Path | None = None) -> Path:
     """Export a run's checkpoint as a package (default: RUN_DIR/model for the best checkpoint). The calibration
     stored by the last evaluation of that checkpoint (fitted on validation) goes with it."""
-    from medclass.config import MedMNISTData
-    from medclass.evaluation.evaluate import calibration_filename, metrics_filename
-    from medclass.inference.checkpoint import load_module
-    from medclass.run_dir import RunDir
-
     run = RunDir.open(run_dir)
     run.check_format()
     checkpoint_path = run.existing_checkpoint(checkpoint)
     config = run.load_config()
-    data = run.read_json("data.json")
+    data = run.read_data_summary()
     module, info = load_module(config, data["task"], data["classes"], checkpoint_path)
     if isinstance(config.data, MedMNISTData):  # the npz resolution; the net may see a resized version of it
         decode_size, resize = config.data.size, "squash"
@@ -313,10 +308,8 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "mean": [float(v) for v in module.preprocess.mean.flatten()],
         "std": [float(v) for v in module.preprocess.std.flatten()],
     }
-    calibration_name = calibration_filename(checkpoint)
-    calibration = run.read_json(calibration_name) if run.file(calibration_name).is_file() else {}
-    metrics_name = metrics_filename("test", checkpoint)
-    test = run.read_json(metrics_name).get("metrics", {}) if run.file(metrics_name).is_file() else {}
+    calibration = run.read_calibration(checkpoint)
+    test = run.read_metrics("test", checkpoint).get("metrics", {}) if run.has_metrics("test", checkpoint) else {}
     source = {
         "run_dir": str(run.path.resolve()),
         "experiment": config.experiment,
@@ -327,14 +320,14 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "seed": config.seed,
         "test_metrics": test,
     }
-    folder = Path(out) if out is not None else run.file("model" if checkpoint == "best" else f"model_{checkpoint}")
+    folder = Path(out) if out is not None else run.package_dir(checkpoint)
     return save_package(folder, module.net, config.model, data["task"], data["classes"], preprocessing,
                         calibration, source)  # fmt: skip
 
 
 def run_package(run_dir: str | Path) -> Path:
     """RUN_DIR/model, exported from the run's best checkpoint on first use."""
-    packaged = Path(run_dir) / "model"
+    packaged = RunDir(run_dir).package_dir()
     if not is_package(packaged):
         package_from_run(run_dir)
     return packaged

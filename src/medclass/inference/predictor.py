@@ -17,6 +17,8 @@ from medclass.config.data import IMAGE_EXTENSIONS
 from medclass.data.images import DECODE_ERRORS, load_image
 from medclass.errors import ModelError, UserError
 from medclass.inference.package import ManifestView
+from medclass.metrics import decide_positive
+from medclass.run_dir import RunDir
 from medclass.tasks import Task, scores_from_logits
 
 
@@ -64,7 +66,7 @@ def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predict
         return OnnxPredictor.open(path)
     if path.is_dir() and is_package(path):
         return TorchPredictor(load_package(path), f"package {path}")
-    if path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+    if path.is_dir() and RunDir.is_run_dir(path):
         return TorchPredictor(load_package(run_package(path)), f"run {path} (best checkpoint)")
     if not path.exists():
         raise ModelError(f"{path} does not exist: give a model package, a run directory or an .onnx file")
@@ -155,15 +157,16 @@ def decide(predictor: Predictor, scores: np.ndarray, calibrated: bool) -> list[l
     calibration = predictor.calibration if calibrated else {}
     if predictor.task == "multilabel":
         thresholds = np.asarray(calibration.get("label_thresholds", [0.5] * len(classes)))
-        return [[c for c, on in zip(classes, row > thresholds, strict=True) if on] for row in scores]
+        return [[c for c, on in zip(classes, decide_positive(row, thresholds), strict=True) if on] for row in scores]
     if predictor.task == "binary":
         if "threshold" not in calibration:
-            return [[classes[int(p)]] for p in scores[:, 1] > 0.5]
+            return [[classes[int(p)]] for p in decide_positive(scores[:, 1])]
         # The operating threshold is on P(positive class); packages from before positive classes were named
         # chose it on the second class.
         positive = int(calibration.get("positive_index", 1))
         other = 1 - positive
-        return [[classes[positive if p else other]] for p in scores[:, positive] >= float(calibration["threshold"])]
+        decided = decide_positive(scores[:, positive], float(calibration["threshold"]))
+        return [[classes[positive if p else other]] for p in decided]
     return [[classes[int(i)]] for i in scores.argmax(axis=1)]
 
 
@@ -175,7 +178,7 @@ def decision_rule(predictor: Predictor, calibrated: bool) -> str:
         return f"each label present when its probability exceeds {cut}"
     if predictor.task == "binary" and "threshold" in calibration:
         positive = predictor.classes[int(calibration.get("positive_index", 1))]
-        return (f"{positive} when P({positive}) ≥ {float(calibration['threshold']):.3f} (the operating threshold "
+        return (f"{positive} when P({positive}) > {float(calibration['threshold']):.3f} (the operating threshold "
                 f"chosen on validation, {calibration.get('threshold_rule', 'rule unknown')} rule)")  # fmt: skip
     return "the most probable class"
 
@@ -189,7 +192,7 @@ def explain_decision(predictor: Predictor, row: np.ndarray, decided: str, calibr
         return None
     index = int(calibration.get("positive_index", 1))
     positive, threshold = predictor.classes[index], float(calibration["threshold"])
-    side = "reaches" if row[index] >= threshold else "stays below"
+    side = "exceeds" if decide_positive(row[index], threshold) else "does not exceed"
     return (f"P({positive}) = {row[index]:.3f} {side} the operating threshold {threshold:.3f} chosen on validation, "
             f"so the answer is {decided} although {top} is more probable ({row.max():.3f})")  # fmt: skip
 

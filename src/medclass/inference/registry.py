@@ -64,7 +64,7 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
     package = package_from_run(run.path)
     try:
         client = _client(uri)
-        status = run.read_json("run.json")
+        status = run.read_status()
         run_id = _store_run(client, status, uri)
         if run_id is None:
             experiment_name = config.tracking.mlflow_experiment or config.experiment

@@ -17,15 +17,14 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 
 from medclass.errors import TrainingDiverged
+from medclass.metrics import METRICS, metric_label
 from medclass.run_dir import RunDir
-from medclass.wording import metric_label
 
 progress_log = logging.getLogger("medclass.progress")
 
-EPOCH_COLUMNS = (
-    "epoch", "stage", "train_loss", "val_loss", "val_acc", "val_auc", "val_f1_macro", "val_balanced_acc",
-    "lr_head", "lr_backbone",
-)  # fmt: skip
+# The validation columns are the headline metrics of the registry (computed every validation epoch).
+LOGGED_COLUMNS = ("train_loss", "val_loss", *(f"val_{name}" for name in METRICS.names("headline")))
+EPOCH_COLUMNS = ("epoch", "stage", *LOGGED_COLUMNS, "lr_head", "lr_backbone")
 
 
 class EpochCSVLogger(L.Callback):
@@ -62,7 +61,7 @@ class EpochCSVLogger(L.Callback):
         stage_for_epoch = getattr(pl_module, "stage_for_epoch", None)
         stage = stage_for_epoch(trainer.current_epoch) if stage_for_epoch else None
         row["stage"] = stage.name if stage is not None else ""
-        for column in EPOCH_COLUMNS[2:-2]:
+        for column in LOGGED_COLUMNS:
             value = metrics.get(column.replace("_", "/", 1))  # train_loss -> train/loss, val_f1_macro -> val/f1_macro
             row[column] = f"{float(value):.6g}" if value is not None else ""
         rates = getattr(self, "_rates", {})

@@ -1,5 +1,6 @@
-"""``train``: config in, run directory out, with the held-out test evaluation of the best checkpoint.
-``resume``: continue a run directory from its last checkpoint."""
+"""``train``: config in, trained run directory out (status ``trained``: checkpoints, epochs.csv, run files).
+``resume``: continue a run directory from its last checkpoint. Evaluating the best checkpoint on the test split
+and writing the report come after, in :mod:`medclass.experiments.pipeline`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import signal
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -24,14 +25,14 @@ from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
 from medclass.environment import collect_environment
 from medclass.errors import ConfigError, RunInterrupted, UserError, storage_error
-from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.io import atomic_write_text
 from medclass.models import check_model_name
-from medclass.run_dir import RunDir, write_split_files
+from medclass.run_dir import RunDir
 from medclass.tasks import is_single_label
 from medclass.training.callbacks import GracefulStop
 from medclass.training.module import ClassificationModule
-from medclass.training.tracking import build_loggers, log_results
+from medclass.training.restore import read_checkpoint
+from medclass.training.tracking import GuardedLogger, build_loggers
 from medclass.training.trainer import build_trainer
 
 log = logging.getLogger("medclass")
@@ -45,7 +46,9 @@ class TrainResult:
     best_score: float | None
     monitor: str
     duration_s: float
-    test: EvaluationResult
+    dataset: LabelledImages = field(repr=False)  # the data it trained on, so evaluating next need not load it again
+    loggers: list[GuardedLogger] = field(default_factory=list, repr=False)  # trackers, still open for the results
+    steps: int = 0
 
 
 def _now() -> str:
@@ -112,8 +115,8 @@ def resolve_batch_size(config: ExperimentConfig, n_train: int) -> tuple[Experime
 
 
 def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult | None:
-    """Train the model the config describes, keep the best validation epoch, and evaluate it on the test split.
-    Returns None in the extra processes of a distributed run (only rank 0 evaluates and reports)."""
+    """Train the model the config describes and keep the best validation epoch (checkpoints/best.ckpt).
+    Returns None in the extra processes of a distributed run (only rank 0 owns the run directory)."""
     started = time.perf_counter()
     check_model_name(config.model.name)  # fail before loading data when the model name is wrong
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -137,7 +140,7 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
         if auto_batch:
             run.update_status(batch_size_auto=auto_batch)
     try:
-        return _fit_and_evaluate(run, config, dataset, module, progress, started, checkpoint=None)
+        return _fit(run, config, dataset, module, progress, started, checkpoint=None)
     finally:
         if is_rank_zero():
             os.environ.pop(RUN_DIR_ENV, None)
@@ -149,6 +152,12 @@ def resume(run_dir: str | Path, progress: bool | None = None) -> TrainResult | N
     status = run.read_status()
     if status.get("status") == "finished":
         raise UserError(f"{run.path} finished already; there is nothing to resume")
+    if status.get("status") == "trained":  # stopped after training, before its test evaluation: nothing to train
+        config = run.load_config()
+        dataset = load_dataset(config.data)
+        loggers = build_loggers(config, run) if is_rank_zero() else []
+        monitor = str(status.get("monitor", f"val/{config.checkpoint.monitor}"))
+        return TrainResult(run.path, status.get("best_epoch"), status.get("best_score"), monitor, 0.0, dataset, loggers)
     # last.ckpt, or best.ckpt when a stop came before the first last.ckpt was complete (epochs after it are
     # trained again). Both are read before anything is written, so a refused resume changes nothing on disk.
     checkpoint = run.checkpoint_path("last")
@@ -169,7 +178,7 @@ def resume(run_dir: str | Path, progress: bool | None = None) -> TrainResult | N
             leftover.unlink(missing_ok=True)
         log.info("resuming %s from %s", run.path, checkpoint.name)
     try:
-        return _fit_and_evaluate(run, config, dataset, module, progress, started, checkpoint=checkpoint)
+        return _fit(run, config, dataset, module, progress, started, checkpoint=checkpoint)
     finally:
         if is_rank_zero():
             os.environ.pop(RUN_DIR_ENV, None)
@@ -183,10 +192,11 @@ def _write_run_files(
     run.update_status(status="running", started=_now(), experiment=config.experiment, parameters=n_params,
                       weights=weights)  # fmt: skip
     run.write_config(config)
-    run.write_json("data.json", dataset.summary())
-    write_split_files(run, dataset)
-    run.write_json("preprocessing.json", {k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
-    run.write_json("environment.json", collect_environment(config.seed))
+    run.write_data_summary(dataset.summary())
+    run.write_splits(_split_rows(dataset))
+    run.write_skipped((entry["file"], entry["reason"]) for entry in dataset.skipped)
+    run.write_preprocessing({k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
+    run.write_environment(collect_environment(config.seed))
     for warning in dataset.warnings:
         log.warning(warning)
     stages = config.resolved_stages()
@@ -200,7 +210,22 @@ def _write_run_files(
         log.info("pretrained weights: %s", weights)
 
 
-def _fit_and_evaluate(
+def _split_rows(dataset: LabelledImages) -> list[tuple[str, str, str]]:
+    """(file, split, label) for every image of a dataset made of files (splits.csv); multi-label labels joined by |."""
+    rows = []
+    for split_name, split in dataset.splits.items():
+        if split.files is None:
+            continue
+        for file, label in zip(split.files, split.labels, strict=True):
+            if is_single_label(dataset.task):
+                label_text = dataset.classes[int(label)]
+            else:
+                label_text = "|".join(c for c, on in zip(dataset.classes, label, strict=True) if on)
+            rows.append((file, split_name, label_text))
+    return rows
+
+
+def _fit(
     run: RunDir,
     config: ExperimentConfig,
     dataset: LabelledImages,
@@ -262,15 +287,12 @@ def _fit_and_evaluate(
     best_epoch = _best_epoch(run)
     monitor = f"val/{config.checkpoint.monitor}"
     stopped_early = trainer.current_epoch < config.total_epochs
+    duration = time.perf_counter() - started
     run.update_status(
         status="trained", trained=_now(), epochs=trainer.current_epoch, stopped_early=stopped_early,
-        monitor=monitor, best_epoch=best_epoch, best_score=best_score,
+        monitor=monitor, best_epoch=best_epoch, best_score=best_score, train_s=round(duration, 1),
     )  # fmt: skip
-    test = evaluate_run(run.path, "best", "test", dataset=dataset)
-    log_results(loggers, run, test.metrics, trainer.global_step)
-    duration = time.perf_counter() - started
-    run.update_status(status="finished", finished=_now(), duration_s=round(duration, 1))
-    return TrainResult(run.path, best_epoch, best_score, monitor, duration, test)
+    return TrainResult(run.path, best_epoch, best_score, monitor, duration, dataset, loggers, trainer.global_step)
 
 
 def _interrupted(run: RunDir, config: ExperimentConfig, signum: signal.Signals) -> RunInterrupted:
@@ -291,8 +313,6 @@ def _interrupted(run: RunDir, config: ExperimentConfig, signum: signal.Signals) 
 
 def _checkpoint_epoch(path: Path) -> int:
     """Epochs completed when ``path`` was saved."""
-    from medclass.inference import read_checkpoint
-
     return int(read_checkpoint(path).get("epoch", -1)) + 1
 
 
@@ -306,8 +326,6 @@ def _drop_epochs_after(run: RunDir, epochs_done: int) -> None:
 
 
 def _best_epoch(run: RunDir) -> int | None:
-    from medclass.inference import read_checkpoint
-
     path = run.checkpoint_path("best")
     if not path.is_file():
         return None

@@ -13,7 +13,8 @@ from torchmetrics import CatMetric
 
 from medclass.config.schema import ExperimentConfig
 from medclass.data.transforms import BatchPreprocess
-from medclass.evaluation.metrics import classification_metrics
+from medclass.errors import ConfigError
+from medclass.metrics import headline_metrics
 from medclass.models import Classifier, create_model, default_normalization
 from medclass.tasks import Task, is_single_label, scores_from_logits
 from medclass.training.losses import ClassificationLoss
@@ -71,8 +72,6 @@ class ClassificationModule(L.LightningModule):
         if loss.mixup_alpha == 0 and loss.cutmix_alpha == 0:
             return None
         if not is_single_label(task):
-            from medclass.errors import ConfigError
-
             raise ConfigError("loss.mixup_alpha/cutmix_alpha: mixing is for single-label tasks only")
         from timm.data import Mixup
 
@@ -172,7 +171,7 @@ class ClassificationModule(L.LightningModule):
         targets = self.val_targets.compute().cpu().numpy()
         self.val_scores.reset()
         self.val_targets.reset()
-        metrics = classification_metrics(targets, scores, self.task)
+        metrics = headline_metrics(targets, scores, self.task)
         for name, value in metrics.items():
             self.log(f"val/{name}", float(value), prog_bar=name in ("acc", "auc"), sync_dist=True)
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
@@ -183,7 +182,7 @@ class ClassificationModule(L.LightningModule):
                 scheduler.observe(value, self.config.checkpoint.resolved_mode)
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, ...]:
-        """Logits (not probabilities), so evaluation can fit a temperature; see inference.predict_scores."""
+        """Logits (not probabilities), so evaluation can fit a temperature; see training.predict."""
         images, targets = batch
         return self(images).float(), targets
 

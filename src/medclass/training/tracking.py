@@ -151,7 +151,7 @@ def _wandb_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) -> 
     # Lightning passes anonymous=None to wandb.init, which W&B now warns about ("The anonymous setting has no
     # effect"); not passing it at all is what W&B asks for.
     getattr(logger, "_wandb_init", {}).pop("anonymous", None)
-    where = run.path / "wandb"
+    where = run.wandb_dir
     log.info("W&B: %s", f"offline, kept in {where} (upload later with `wandb sync {where}/offline-run-*`)" if offline
              else f"online, project {config.tracking.wandb_project}")  # fmt: skip
     return logger
@@ -161,7 +161,7 @@ def build_loggers(config: ExperimentConfig, run: RunDir) -> list[GuardedLogger]:
     """The trackers the config switches on, already holding the config as hyperparameters. A tracker that cannot
     even start is left out with a warning. Their run ids are kept in run.json so a resumed run continues them."""
     tracking = config.tracking
-    status = run.read_json("run.json") if run.file("run.json").is_file() else {}
+    status = run.read_status()
     loggers: list[GuardedLogger] = []
     builders = []
     if tracking.tensorboard:
@@ -191,7 +191,7 @@ def build_loggers(config: ExperimentConfig, run: RunDir) -> list[GuardedLogger]:
 def _tensorboard_logger(run: RunDir) -> Logger:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    return TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)
+    return TensorBoardLogger(save_dir=str(run.path), name=run.tensorboard_dir.name, version="", default_hp_metric=False)
 
 
 def _by_kind(loggers: list[GuardedLogger]) -> dict[str, GuardedLogger]:
@@ -223,13 +223,12 @@ def log_results(loggers: list[GuardedLogger], run: RunDir, test_metrics: dict[st
     mlflow_logger = kinds.get("mlflow")
     if mlflow_logger is not None and not mlflow_logger.failed:
         inner: Any = mlflow_logger.inner
-        uploads = [(run.file(name), None) for name in ("config.yaml", "metrics.json", "calibration.json",
-                                                         "epochs.csv", "data.json", "environment.json")]  # fmt: skip
+        uploads: list[tuple[Path, str | None]] = [(path, None) for path in run.tracked_files()]
         uploads += [(run.checkpoint_path("best"), "model")]
         for path, folder in uploads:
             if path.is_file():
                 mlflow_logger.guard(lambda p=path, f=folder: inner.experiment.log_artifact(inner.run_id, str(p), f))
-        report = run.file("report")
+        report = run.report_dir()
         if report.is_dir():
             mlflow_logger.guard(lambda: inner.experiment.log_artifacts(inner.run_id, str(report), "report"))
     wandb_logger = kinds.get("wandb")

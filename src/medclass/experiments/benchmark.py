@@ -4,17 +4,21 @@ and split, and write a leaderboard. A model that fails is reported in the leader
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medclass.config import ExperimentConfig, validate_config
 from medclass.config.loading import apply_overrides, config_to_dict
 from medclass.errors import ConfigError, UserError
+from medclass.evaluation.leaderboard import write_leaderboard
+from medclass.experiments.pipeline import run_experiment
 from medclass.run_dir import RunDir
-from medclass.training.fit import train
 
 log = logging.getLogger("medclass")
 
@@ -60,14 +64,10 @@ def model_configs(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig 
 
 
 def _yaml(value: Any) -> str:
-    import yaml
-
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> BenchmarkResult:
-    from medclass.evaluation.leaderboard import write_leaderboard
-
     folder = RunDir.create(config.output_dir, f"{config.experiment}-benchmark").path
     rows: list[BenchmarkRow] = []
     used: set[str] = set()
@@ -83,7 +83,7 @@ def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> Ben
         log.info("benchmark: %s", label)
         started = time.perf_counter()
         try:
-            result = train(model_config, progress=progress)
+            result = run_experiment(model_config, progress=progress)
         except UserError as exc:
             rows.append(BenchmarkRow(label, model_config.model.name, "failed", error=str(exc)))
             log.warning("benchmark: %s failed: %s", label, exc)
@@ -94,7 +94,7 @@ def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> Ben
             continue
         if result is None:  # an extra process of a distributed run
             continue
-        parameters = RunDir(result.run_dir).read_json("run.json").get("parameters")
+        parameters = RunDir(result.run_dir).read_status().get("parameters")
         rows.append(
             BenchmarkRow(
                 label,
@@ -113,6 +113,4 @@ def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> Ben
 
 
 def _safe(label: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_.-") or "model"

@@ -9,7 +9,8 @@ import pytest
 from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from medclass.evaluation import classification_metrics, medmnist_acc, medmnist_auc, predicted_labels
+from medclass.metrics import headline_metrics as classification_metrics
+from medclass.metrics import medmnist_acc, medmnist_auc, predicted_labels
 
 MEDMNIST_TASK = {"binary": "binary-class", "multiclass": "multi-class", "ordinal": "ordinal-regression",
                  "multilabel": "multi-label, binary-class"}  # fmt: skip

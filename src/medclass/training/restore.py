@@ -1,4 +1,5 @@
-"""Load trained weights safely: checkpoints are read with ``torch.load(weights_only=True)``, never unpickling code."""
+"""Restore a trained module from a checkpoint, safely: checkpoints are read with ``torch.load(weights_only=True)``,
+never unpickling code, and their format version is checked."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import RunDirError
-from medclass.training.module import ClassificationModule
+from medclass.training.module import CHECKPOINT_FORMAT_VERSION, ClassificationModule
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -24,6 +25,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise RunDirError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    version = checkpoint.get("medclass", {}).get("format_version", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise RunDirError(
+            f"{path} has checkpoint format version {version!r}; this medclass reads versions up to "
+            f"{CHECKPOINT_FORMAT_VERSION}: it was written by a newer medclass, so use that version"
+        )
     return checkpoint
 
 

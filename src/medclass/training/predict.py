@@ -1,4 +1,5 @@
-"""Run a module over a loader and collect logits or class probabilities."""
+"""Run a trained module over a loader and collect logits or class probabilities (evaluation and packaging use
+this; the per-image prediction of files and services is medclass.inference.predictor)."""
 
 from __future__ import annotations
 
