@@ -1,11 +1,18 @@
-"""Name -> factory registries (sources, augmentations, degradations, ...), as timm registers its models:
-adding an entry is decorating one function
-(or registering one value)."""
+"""Name -> entry registries, as timm registers its models: adding a data source, head, augmentation, degradation,
+corruption or schedule is registering one entry (decorating one function, or registering one value), and the
+config accepts its name from then on.
+
+The registries live here, below the config, so that the schema can validate a name against its registry (with the
+closest names when it is wrong) without depending on the packages that fill them. Each registry knows the module
+that registers its built-in entries and imports it by name the first time the registry is read (the way plugins
+are found through entry points); a module that registers more entries imports the registry from here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+import importlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 from pydantic import AfterValidator
 
@@ -15,18 +22,62 @@ T = TypeVar("T")
 
 
 class Registry(dict[str, T], Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         super().__init__()
         self.kind = kind
+        self.builtins = builtins  # the module that registers the built-in entries, imported on first read
+        self._loading = builtins is None
+
+    def _load(self) -> None:
+        if not self._loading:
+            self._loading = True
+            importlib.import_module(self.builtins)  # type: ignore[arg-type]
+
+    # Every read loads the built-ins first.
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+    def __getitem__(self, name: str) -> T:
+        self._load()
+        return super().__getitem__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._load()
+        return super().get(name, default)
+
+    def keys(self):  # type: ignore[override]
+        self._load()
+        return super().keys()
+
+    def values(self):  # type: ignore[override]
+        self._load()
+        return super().values()
+
+    def items(self):  # type: ignore[override]
+        self._load()
+        return super().items()
 
     def register(self, name: str) -> Callable[[T], T]:
-        def decorator(factory: T) -> T:
-            if name in self:
+        def decorator(entry: T) -> T:
+            if dict.__contains__(self, name):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self[name] = factory
-            return factory
+            self[name] = entry
+            return entry
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests that register one of their own clean up with this)."""
+        dict.pop(self, name, None)
 
     def lookup(self, name: str, field: str) -> T:
         """The entry called ``name``; an unknown name is a :class:`ConfigError` naming ``field``."""
@@ -53,3 +104,12 @@ def registered(registry: Registry, among: Callable[[], Iterable[str]] | None = N
         return name
 
     return AfterValidator(check)
+
+
+# The registries. Entries: see the modules named here.
+SOURCES: Registry[Any] = Registry("source", "medclass.data.sources")  # data.source -> loader
+HEADS: Registry[Any] = Registry("head", "medclass.models.heads")  # model.head.type -> HeadSpec
+AUGMENTATIONS: Registry[Any] = Registry("augmentation", "medclass.data.transforms")  # data.augmentation -> spec
+DEGRADATIONS: Registry[Any] = Registry("degradation", "medclass.data.degrade")  # low_quality.degradations
+CORRUPTIONS: Registry[Any] = Registry("corruption", "medclass.data.corruptions")  # evaluate --corruptions
+SCHEDULES: Registry[Any] = Registry("schedule", "medclass.training.schedule")  # scheduler.name -> shape

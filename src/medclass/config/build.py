@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 from pydantic import Field, PositiveInt, model_validator
 
 from medclass.config.base import StrictModel
 from medclass.config.data import IMAGE_EXTENSIONS
+from medclass.registry import DEGRADATIONS, registered
 
-DegradationName = Literal["blur", "noise", "jpeg", "downscale", "exposure", "motion_blur"]
+DegradationName = Annotated[str, registered(DEGRADATIONS)]
 
 
 class BuildSource(StrictModel):

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, NonNegativeInt, PositiveInt, Tag, field_validator, model_validator
 
 from medclass.config.base import StrictModel
+from medclass.registry import AUGMENTATIONS, registered
 
-AugmentationName = Literal["none", "light", "medical"]
+AugmentationName = Annotated[str, registered(AUGMENTATIONS)]
 NormalizationName = Literal["auto", "dataset", "imagenet", "half"]
 MAX_IMAGE_SIZE = 4096  # a side beyond this is a typo, not a model input (one 4096 px RGB image is 48 MiB)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
 from medclass.config.base import StrictModel
+from medclass.registry import HEADS, registered
 
 
 class HeadConfig(StrictModel):
@@ -17,7 +18,12 @@ class HeadConfig(StrictModel):
     Dropout -> Linear.
     """
 
-    type: Literal["linear", "mlp"] = "linear"
+    type: Annotated[str, registered(HEADS)] = Field(
+        "linear", description="A registered head (medclass.registry.HEADS)."
+    )
+    options: dict[str, Any] = Field(
+        {}, description="Settings of a registered head that hidden and dropout do not cover."
+    )
     hidden: PositiveInt = Field(512, description="mlp: width of the hidden layer.")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="mlp: dropout before each Linear.")
 

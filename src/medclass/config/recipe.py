@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator
 
 from medclass.config.base import StrictModel
+from medclass.registry import SCHEDULES, registered
 
-ScheduleName = Literal["cosine", "constant", "step", "onecycle", "plateau"]
+ScheduleName = Annotated[str, registered(SCHEDULES)]
 
 
 def _sensible_lr(value: float | None) -> float | None:

@@ -16,11 +16,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from medclass.registry import Registry
+from medclass.registry import CORRUPTIONS
 
 SEVERITIES = (1, 2, 3, 4, 5)
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
-CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 register_corruption = CORRUPTIONS.register
 
 MODALITY_HINTS = {

@@ -17,10 +17,9 @@ from PIL import Image, ImageFilter
 
 from medclass.config.build import DegradationRanges
 from medclass.data.images import to_8bit
-from medclass.registry import Registry
+from medclass.registry import DEGRADATIONS
 
 Degradation = Callable[[Image.Image, np.random.Generator, DegradationRanges], tuple[Image.Image, dict[str, Any]]]
-DEGRADATIONS: Registry[Degradation] = Registry("degradation")
 register_degradation = DEGRADATIONS.register
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-from medclass.registry import Registry
+from medclass.registry import AUGMENTATIONS
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,6 @@ class AugmentationSpec:
     saturation: float = 0.0
 
 
-AUGMENTATIONS: Registry[AugmentationSpec | None] = Registry("augmentation")
 AUGMENTATIONS.register("none")(None)
 # Horizontal flips and small shifts/rotations/scaling: safe for almost every modality.
 AUGMENTATIONS.register("light")(AugmentationSpec())

@@ -111,7 +111,7 @@ class MetricRegistry(Registry[Metric]):
         return tuple(m.name for m in self.values() if m.scopes & {"headline", "monitor"})
 
 
-METRICS = MetricRegistry("metric")
+METRICS = MetricRegistry("metric", "medclass.metrics.builtin")
 
 
 def register_metric(

@@ -31,11 +31,13 @@ class Classifier(nn.Module):
         self.weights_source = ""  # where the backbone's weights came from, in words (set by the factory)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features (batch, num_features): embeddings for classical models, or the head's input."""
-        return self.backbone(images)
+        """Pooled features (batch, num_features): embeddings for classical models. A head that pools the feature
+        map itself (medclass.models.heads, ``feature_map=True``) pools it here too."""
+        features = self.backbone(images)
+        return self.head.pool(features) if features.ndim > 2 and hasattr(self.head, "pool") else features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(images))
+        return self.head(self.backbone(images))
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from medclass.config.model import ModelConfig
+from medclass.errors import ModelError
 from medclass.models.classifier import Classifier
-from medclass.models.heads import build_head
+from medclass.models.heads import build_head, head_spec
 from medclass.models.hf_models import build_hf_backbone
 from medclass.models.timm_models import build_timm_backbone, check_timm_name, timm_input_size_and_normalization
 
@@ -20,10 +21,13 @@ def check_model_name(name: str) -> None:
 
 def create_model(config: ModelConfig, num_classes: int) -> Classifier:
     """Backbone + head with ``num_classes`` outputs, for ``timm:``/bare names and ``hf:`` ids alike."""
+    feature_map = head_spec(config.head).feature_map
     if config.family == "hf":
-        backbone, width, size, mean, std, weights = build_hf_backbone(config, num_classes)
+        if feature_map:
+            raise ModelError(f"model.head.type {config.head.type!r} pools a feature map: use a timm model with it")
+        backbone, width, size, mean, std, weights = build_hf_backbone(config)
     else:
-        backbone, width, weights = build_timm_backbone(config)
+        backbone, width, weights = build_timm_backbone(config, pooled=not feature_map)
         size, mean, std = timm_input_size_and_normalization(backbone)
     head = build_head(config.head, width, num_classes)
     model = Classifier(backbone, head, width, size, mean, std, config.family)

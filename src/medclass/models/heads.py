@@ -1,23 +1,49 @@
-"""Classifier heads on pooled features, chosen by ``model.head.type``."""
+"""Classifier heads, chosen by ``model.head.type`` from the head registry (medclass.registry.HEADS).
+
+A head is registered with :func:`register_head`: a builder ``(in_features, num_classes, head_config) -> module``.
+Most heads take the backbone's pooled features (batch, width). A head registered with ``feature_map=True`` takes
+the backbone's feature map (batch, width, h, w) instead and does its own pooling (GeM, attention pooling); it
+must then have a ``pool(feature_map) -> (batch, width)`` method, which gives the features that ``medclass features``
+exports. Feature-map heads need a timm backbone (timm can leave the pooling out; HuggingFace models pool inside).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
 from medclass.config.model import HeadConfig
-from medclass.registry import Registry
+from medclass.registry import HEADS
 
-HEADS: Registry[Callable[[int, int, HeadConfig], nn.Module]] = Registry("head")
+HeadBuilder = Callable[[int, int, HeadConfig], nn.Module]
 
 
-@HEADS.register("linear")
+@dataclass(frozen=True)
+class HeadSpec:
+    build: HeadBuilder
+    feature_map: bool = False  # the head pools the backbone's feature map itself
+
+
+def register_head(name: str, feature_map: bool = False) -> Callable[[HeadBuilder], HeadBuilder]:
+    def decorator(build: HeadBuilder) -> HeadBuilder:
+        HEADS.register(name)(HeadSpec(build, feature_map))
+        return build
+
+    return decorator
+
+
+def head_spec(config: HeadConfig) -> HeadSpec:
+    return HEADS.lookup(config.type, "model.head.type")
+
+
+@register_head("linear")
 def linear_head(in_features: int, num_classes: int, config: HeadConfig) -> nn.Module:
     return nn.Linear(in_features, num_classes)
 
 
-@HEADS.register("mlp")
+@register_head("mlp")
 def mlp_head(in_features: int, num_classes: int, config: HeadConfig) -> nn.Module:
     """The chest X-ray project's head: LayerNorm -> Dropout -> Linear(hidden) -> ReLU -> Dropout -> Linear."""
     return nn.Sequential(
@@ -31,4 +57,4 @@ def mlp_head(in_features: int, num_classes: int, config: HeadConfig) -> nn.Modul
 
 
 def build_head(config: HeadConfig, in_features: int, num_classes: int) -> nn.Module:
-    return HEADS.lookup(config.type, "model.head.type")(in_features, num_classes, config)
+    return head_spec(config).build(in_features, num_classes, config)

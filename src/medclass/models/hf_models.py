@@ -54,9 +54,9 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def build_hf_backbone(config: ModelConfig, num_classes: int) -> tuple[nn.Module, int, int | None, tuple, tuple, str]:
-    """(features module, feature width, input size, mean, std, where the weights came from in words).
-    ``num_classes`` is for medclass's head, built by the caller: the model's own classifier is dropped."""
+def build_hf_backbone(config: ModelConfig) -> tuple[nn.Module, int, int | None, tuple, tuple, str]:
+    """(features module, feature width, input size, mean, std, where the weights came from in words). The model's
+    own classifier is dropped: medclass's head, built by the caller, replaces it."""
     try:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
     except ImportError:

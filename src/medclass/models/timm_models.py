@@ -90,12 +90,15 @@ def _checkpoint_reason(exc: BaseException) -> str:
     return f"not a readable checkpoint ({type(exc).__name__}: {first_line[:200]})"
 
 
-def build_timm_backbone(config: ModelConfig) -> tuple[nn.Module, int, str]:
-    """(backbone returning pooled features, their width, where its weights came from in words)."""
+def build_timm_backbone(config: ModelConfig, pooled: bool = True) -> tuple[nn.Module, int, str]:
+    """(backbone returning pooled features, or its feature map when not ``pooled``; their width; where its weights
+    came from in words)."""
     name = config.bare_name
     arch = check_timm_name(name)
     kwargs: dict[str, Any] = dict(config.kwargs)
     kwargs.update(num_classes=0, in_chans=config.in_chans, drop_rate=config.drop_rate)
+    if not pooled:
+        kwargs["global_pool"] = ""  # timm leaves the pooling out: the head pools the feature map
     if config.drop_path_rate is not None:
         kwargs["drop_path_rate"] = config.drop_path_rate
 

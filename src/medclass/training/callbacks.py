@@ -133,9 +133,15 @@ class StageEarlyStopping(EarlyStopping):
         super().__init__(**kwargs)
         self.first_epoch = first_epoch
 
-    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
-        if trainer.current_epoch >= self.first_epoch:  # before its stage the counter and best score stay untouched
-            super()._run_early_stopping_check(trainer)
+    # Lightning checks at one of these two hooks (check_on_train_epoch_end); before the callback's stage neither
+    # runs, so the counter and best score stay untouched.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.first_epoch:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.first_epoch:
+            super().on_train_epoch_end(trainer, pl_module)
 
 
 class DivergenceStop(L.Callback):

@@ -12,16 +12,18 @@ is in (warm-up, then constant, cosine, step, one-cycle, or plateau decay).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from medclass.config.recipe import OptimizerConfig, ResolvedStage, SchedulerConfig
 from medclass.errors import ConfigError
 from medclass.models.classifier import Classifier
+from medclass.registry import SCHEDULES
 
 
 def parameter_groups(model: Classifier, config: OptimizerConfig) -> list[dict[str, Any]]:
@@ -48,6 +50,50 @@ def build_optimizer(model: Classifier, config: OptimizerConfig) -> Optimizer:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     # Adam is AdamW with no weight decay, so stages may move between them on one optimiser.
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+@dataclass(frozen=True)
+class SchedulePoint:
+    """Where a step is within its stage, after warm-up: what a schedule shape sees."""
+
+    progress: float  # 0 -> 1 over the stage's steps after warm-up
+    epoch: int  # epochs into the stage
+    floor: float  # min_lr / lr
+    config: SchedulerConfig
+    plateau_scale: float  # the plateau rule's current factor (1 until the monitored metric stalls)
+
+
+# A schedule is a shape: the factor on the stage's learning rate at a point. Registered in medclass.registry.SCHEDULES.
+register_schedule = SCHEDULES.register
+
+
+@register_schedule("constant")
+def _constant(point: SchedulePoint) -> float:
+    return 1.0
+
+
+@register_schedule("cosine")
+def _cosine(point: SchedulePoint) -> float:
+    return point.floor + (1 - point.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, point.progress)))
+
+
+@register_schedule("step")
+def _step(point: SchedulePoint) -> float:
+    return point.config.gamma ** (point.epoch // point.config.step_size)
+
+
+@register_schedule("onecycle")
+def _onecycle(point: SchedulePoint) -> float:
+    """torch OneCycleLR's cosine shape: up from lr/25 for 30% of the stage, then down to the floor."""
+    if point.progress < 0.3:
+        return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * point.progress / 0.3))
+    return point.floor + (1 - point.floor) * 0.5 * (1 + math.cos(math.pi * (point.progress - 0.3) / 0.7))
+
+
+@register_schedule("plateau")
+def _plateau(point: SchedulePoint) -> float:
+    """Decays by gamma after ``patience`` validations without improvement (StagedLR.observe keeps the count)."""
+    return point.plateau_scale
 
 
 class StagedLR(LRScheduler):
@@ -86,19 +132,16 @@ class StagedLR(LRScheduler):
         if local < warmup:
             start = self.config.warmup_start_factor
             return start + (1.0 - start) * local / max(1, warmup)
-        progress = (local - warmup) / max(1, total - warmup)
-        floor = stage.min_lr / stage.lr if stage.lr > 0 else 0.0
-        if stage.scheduler == "cosine":
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if stage.scheduler == "step":
-            return self.config.gamma ** (local // self.steps_per_epoch // self.config.step_size)
-        if stage.scheduler == "onecycle":  # torch OneCycleLR's cosine shape: up from lr/25 for 30%, then down
-            if progress < 0.3:
-                return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * progress / 0.3))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (progress - 0.3) / 0.7))
-        if stage.scheduler == "plateau":
-            return self.plateau_scale if self.plateau_stage == stage.index else 1.0
-        return 1.0
+        shape = SCHEDULES.lookup(stage.scheduler, "scheduler.name")
+        return shape(
+            SchedulePoint(
+                progress=(local - warmup) / max(1, total - warmup),
+                epoch=local // self.steps_per_epoch,
+                floor=stage.min_lr / stage.lr if stage.lr > 0 else 0.0,
+                config=self.config,
+                plateau_scale=self.plateau_scale if self.plateau_stage == stage.index else 1.0,
+            )
+        )
 
     def get_lr(self) -> list[float]:
         step = max(0, self.last_epoch)

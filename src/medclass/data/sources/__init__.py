@@ -10,10 +10,9 @@ from collections.abc import Callable
 
 from medclass.config.data import DataConfig
 from medclass.data.dataset import LabelledImages
-from medclass.registry import Registry
+from medclass.registry import SOURCES
 
 SourceLoader = Callable[[DataConfig], LabelledImages]
-SOURCES: Registry[SourceLoader] = Registry("source")
 register_source = SOURCES.register
 
 
