@@ -43,10 +43,11 @@ def test_only_run_dir_spells_a_run_files_name() -> None:
 def test_layout_names_what_run_dir_writes() -> None:
     run = RunDir("/r")
     named = " ".join(entry for entry, _ in LAYOUT)
-    for path in [run.status_path, run.config_path, run.data_path, run.preprocessing_path, run.environment_path,
-                 run.splits_path, run.skipped_path, run.epochs_csv, run.metrics_path(), run.calibration_path(),
-                 run.predictions_path("test"), run.report_dir(), run.robustness_dir(), run.package_dir(),
-                 run.tensorboard_dir, run.wandb_dir, run.checkpoint_path("best"), run.checkpoint_path("last")]:  # fmt: skip
+    paths = [run.status_path, run.config_path, run.data_path, run.preprocessing_path, run.environment_path,
+             run.splits_path, run.skipped_path, run.epochs_csv, run.metrics_path(), run.calibration_path(),
+             run.predictions_path("test"), run.report_dir(), run.robustness_dir(), run.package_dir(),
+             run.tensorboard_dir, run.wandb_dir, run.checkpoint_path("best"), run.checkpoint_path("last")]  # fmt: skip
+    for path in paths:
         assert f"`{path.relative_to('/r')}" in named, path
     assert run.metrics_path("val", "last").name == "metrics_val_last.json"
     assert run.report_dir("val", "best").name == "report_val_best"

@@ -106,7 +106,9 @@ def registered(registry: Registry, among: Callable[[], Iterable[str]] | None = N
     return AfterValidator(check)
 
 
-# The registries. Entries: see the modules named here.
+# The registries. Entries: see the modules named here. A data source is two entries under one name: its config
+# class (the fields of its data: section, validated with the config) and its loader (medclass.data.sources).
+SOURCE_CONFIGS: Registry[Any] = Registry("source", "medclass.config.data")  # data.source -> config class
 SOURCES: Registry[Any] = Registry("source", "medclass.data.sources")  # data.source -> loader
 HEADS: Registry[Any] = Registry("head", "medclass.models.heads")  # model.head.type -> HeadSpec
 AUGMENTATIONS: Registry[Any] = Registry("augmentation", "medclass.data.transforms")  # data.augmentation -> spec

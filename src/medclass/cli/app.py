@@ -354,7 +354,7 @@ def data_stats(ctx: typer.Context, target: TargetArgument, overrides: OverridesA
     from medclass.data.stats import dataset_stats
 
     dataset = load_dataset(config.data)
-    stats = dataset_stats(dataset, cache_root(getattr(config.data, "cache_dir", None)))
+    stats = dataset_stats(dataset, cache_root(config.data.cache_dir))
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])
     console.print(

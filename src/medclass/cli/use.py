@@ -189,7 +189,8 @@ def features(
     """Embeddings of every split, then logistic regression, linear SVM, kNN (k=11) and random forest on them,
     tuned on val and scored on test, in a table beside the fine-tuned model."""
     config = _data_config(target, overrides or [])
-    from medclass.inference.features import TABLE_METRICS, run_features
+    from medclass.inference.features import run_features
+    from medclass.metrics import METRICS
 
     _quiet_lightning(ctx)
     folder = out or Path("features") / f"{config.experiment}-{Path(model).name.replace(':', '_')}"
@@ -198,12 +199,13 @@ def features(
 
     table = Table(title=f"classical baselines on {model} features (test split)", title_justify="left")
     table.add_column("classifier")
-    for metric in TABLE_METRICS:
+    metrics = METRICS.names("headline")
+    for metric in metrics:
         table.add_column(metric, justify="right")
     for row in result.rows:
-        table.add_row(row.name, *(f"{row.test[m]:.4f}" for m in TABLE_METRICS))
+        table.add_row(row.name, *(f"{row.test[m]:.4f}" for m in metrics))
     if result.fine_tuned:
-        table.add_row("fine-tuned network", *(f"{result.fine_tuned.get(m, float('nan')):.4f}" for m in TABLE_METRICS))
+        table.add_row("fine-tuned network", *(f"{result.fine_tuned.get(m, float('nan')):.4f}" for m in metrics))
     console.print(table)
     console.print(f"features and tables: {folder}", highlight=False, soft_wrap=True)
 

@@ -1,4 +1,6 @@
-"""The ``data:`` section: one class per source (``source: medmnist | folder | csv``), sharing the loader fields.
+"""The ``data:`` section: one class per source (``source: medmnist | folder | csv | <registered>``), each a
+subclass of :class:`LoaderFields`, registered under its name in medclass.registry.SOURCE_CONFIGS; the config picks
+the class by ``source`` (default medmnist).
 
 File sources (folder, csv) also share how images are decoded (size, resizing, channels), cached and split, and
 can take their files from a Kaggle dataset (``kaggle: owner/dataset``).
@@ -7,13 +9,22 @@ can take their files from a Kaggle dataset (``kaggle: owner/dataset``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Discriminator, Field, NonNegativeInt, PositiveInt, Tag, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
 from medclass.config.base import StrictModel
-from medclass.registry import AUGMENTATIONS, registered
+from medclass.registry import AUGMENTATIONS, SOURCE_CONFIGS, registered
 
 AugmentationName = Annotated[str, registered(AUGMENTATIONS)]
 NormalizationName = Literal["auto", "dataset", "imagenet", "half"]
@@ -22,7 +33,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".
 
 
 class LoaderFields(StrictModel):
-    """How batches are formed and normalised; the same for every source."""
+    """How batches are formed and normalised; the same for every source. A source's config class adds its own
+    fields (and ``source: Literal["<its name>"]``) and may override the methods below."""
+
+    source: str
 
     image_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)] | None = Field(
         None,
@@ -57,6 +71,23 @@ class LoaderFields(StrictModel):
     )
     mean: tuple[float, ...] | None = Field(None, description="Per-channel normalisation mean in [0, 1].")
     std: tuple[float, ...] | None = Field(None, description="Per-channel normalisation std; see mean.")
+    cache_dir: Path | None = Field(
+        None, description="Decoded images and dataset statistics; default: $MEDCLASS_CACHE, else ~/.cache/medclass."
+    )
+
+    @property
+    def input_size(self) -> int:
+        """The side length the model sees."""
+        return self.image_size or 224
+
+    def decoding(self) -> tuple[int, str]:
+        """(side length images are decoded to, how: squash | crop | pad) when a model package reads new files."""
+        return self.input_size, "squash"
+
+    def with_found_data(self, source: Mapping[str, Any]) -> Self:
+        """This config with what loading found filled in (the dataset's ``source`` facts), so a run's saved config
+        finds the same data later whatever the environment then says. Default: unchanged."""
+        return self
 
     @model_validator(mode="after")
     def _mean_std_together(self) -> LoaderFields:
@@ -84,6 +115,15 @@ class MedMNISTData(LoaderFields):
     def input_size(self) -> int:
         """The side length the model sees."""
         return self.image_size or self.size
+
+    def decoding(self) -> tuple[int, str]:
+        return self.size, "squash"  # the npz resolution; the net may see a resized version of it
+
+    def with_found_data(self, source: Mapping[str, Any]) -> Self:
+        """Record the folder the npz was found in (from MEDCLASS_DATA or the medmnist package)."""
+        if self.root is None and "root" in source:
+            return self.model_copy(update={"root": Path(source["root"])})
+        return self
 
 
 class SplitConfig(StrictModel):
@@ -128,7 +168,6 @@ class FileSourceFields(LoaderFields):
         "named in data.json and the report); by default that stops the run.",
     )
     cache: bool = Field(True, description="Keep decoded, resized images in a memory-mapped file for later runs.")
-    cache_dir: Path | None = Field(None, description="Default: $MEDCLASS_CACHE, else ~/.cache/medclass.")
     extensions: tuple[str, ...] = Field(IMAGE_EXTENSIONS, description="File endings read as images.")
 
     @field_validator("kaggle")
@@ -143,10 +182,8 @@ class FileSourceFields(LoaderFields):
     def _lower_dotted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in value)
 
-    @property
-    def input_size(self) -> int:
-        """The side length the model sees; images are cached at this size."""
-        return self.image_size or 224
+    def decoding(self) -> tuple[int, str]:
+        return self.input_size, self.resize
 
 
 class FolderData(FileSourceFields):
@@ -203,15 +240,27 @@ class CsvData(FileSourceFields):
         return self
 
 
-def _source_tag(value: Any) -> str:
-    if isinstance(value, dict):
-        return value.get("source", "medmnist")
-    return getattr(value, "source", "medmnist")
+SOURCE_CONFIGS.register("medmnist")(MedMNISTData)
+SOURCE_CONFIGS.register("folder")(FolderData)
+SOURCE_CONFIGS.register("csv")(CsvData)
+DEFAULT_SOURCE = "medmnist"
 
 
-DataConfig = Annotated[
-    Annotated[MedMNISTData, Tag("medmnist")] | Annotated[FolderData, Tag("folder")] | Annotated[CsvData, Tag("csv")],
-    Discriminator(_source_tag),
-]
-SOURCE_CONFIGS: dict[str, type[LoaderFields]] = {"medmnist": MedMNISTData, "folder": FolderData, "csv": CsvData}
-FileDataConfig = FolderData | CsvData
+def source_config_class(raw: Mapping[str, Any]) -> type[LoaderFields]:
+    """The registered config class for a raw ``data:`` mapping (by its ``source``, default medmnist)."""
+    source = raw.get("source", DEFAULT_SOURCE)
+    if not isinstance(source, str) or source not in SOURCE_CONFIGS:
+        raise ValueError(SOURCE_CONFIGS.unknown(str(source)))
+    return SOURCE_CONFIGS[source]
+
+
+def _as_source_config(value: Any) -> Any:
+    """A raw mapping becomes its source's config class (the config's loader, validate_config, reports field
+    errors by name before this runs; this serves direct construction from Python)."""
+    if isinstance(value, Mapping):
+        return source_config_class(value).model_validate(dict(value))
+    return value
+
+
+# The data section: any registered source's config (serialised with all of its own fields).
+DataConfig = Annotated[SerializeAsAny[LoaderFields], BeforeValidator(_as_source_config)]

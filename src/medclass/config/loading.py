@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from medclass.config.data import SOURCE_CONFIGS
+from medclass.config.data import source_config_class
 from medclass.config.schema import ExperimentConfig
 from medclass.errors import ConfigError, suggest
 
@@ -110,17 +110,39 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 def validate_config(data: Mapping[str, Any], origin: str = "config", schema: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]
     """Validate a raw mapping against a schema (the experiment config by default); errors become one
     :class:`ConfigError` line naming the fields."""
+    raw = dict(data)
+    described: list[tuple[str, str]] = []
+    data_failed = False
+    # The data section is validated first, as its registered source's class (medclass.registry.SOURCE_CONFIGS),
+    # so that its errors name fields as the user wrote them (data.flag, not a union member's path).
+    if "data" in schema.model_fields and isinstance(raw.get("data"), Mapping):
+        section = dict(raw["data"])
+        try:
+            model = source_config_class(section)
+            raw["data"] = model.model_validate(section)
+        except ValueError as exc:  # ValidationError is one
+            data_failed = True
+            if isinstance(exc, ValidationError):
+                described += [(f"data.{f}" if f else "data", p) for f, p in
+                              (_describe_error(err, section, model) for err in exc.errors())]  # fmt: skip
+            else:
+                described.append(("data.source", str(exc)))
     try:
-        return schema.model_validate(dict(data))
+        config = schema.model_validate(raw)
     except ValidationError as exc:
         # A value that fits none of a union's members (batch_size: 0 for "int > 0 or auto") gives one error per
         # member: joined into one problem per field.
-        grouped: dict[str, list[str]] = {}
         for err in exc.errors():
-            field, problem = _describe_error(err, data, schema)
-            grouped.setdefault(field, []).append(problem)
-        problems = [_join_alternatives(field, texts) for field, texts in grouped.items()]
-        raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
+            if data_failed and err["loc"][:1] == ("data",):
+                continue  # already said, by field
+            described.append(_describe_error(err, raw, schema))
+    if not described:
+        return config
+    grouped: dict[str, list[str]] = {}
+    for field, problem in described:
+        grouped.setdefault(field, []).append(problem)
+    problems = [_join_alternatives(field, texts) for field, texts in grouped.items()]
+    raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
 
 
 def _join_alternatives(field: str, problems: list[str]) -> str:
@@ -198,10 +220,6 @@ def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any], schema: typ
         return field, f"unknown field{hint}"
     if kind == "missing":
         return field, "required field is missing"
-    if kind == "union_tag_invalid":
-        tag = str(err.get("ctx", {}).get("tag", ""))
-        known = ", ".join(SOURCE_CONFIGS)
-        return f"{field}.source", f"unknown source {tag!r}{suggest(tag, SOURCE_CONFIGS)}; use {known}"
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -214,10 +232,7 @@ _UNION_MEMBER = re.compile(r"^(constrained-\w+|literal\[.*\]|bool|int|float|str|
 
 
 def _user_loc(loc: tuple[str, ...]) -> tuple[str, ...]:
-    """Drop the union tags pydantic puts in locations: the source after ``data`` (data.folder.root -> data.root)
-    and a scalar union's member (data.batch_size.constrained-int -> data.batch_size)."""
-    if len(loc) >= 2 and loc[0] == "data" and loc[1] in SOURCE_CONFIGS:
-        loc = (loc[0], *loc[2:])
+    """Drop the union member pydantic puts in a location (data.batch_size.constrained-int -> data.batch_size)."""
     return tuple(part for part in loc if not _UNION_MEMBER.match(part))
 
 
@@ -228,9 +243,9 @@ def _model_at(loc: tuple[str, ...], data: Mapping[str, Any], schema: type[BaseMo
     for part in loc:
         raw = raw.get(part) if isinstance(raw, Mapping) else None
         if model is ExperimentConfig and part == "data":
-            source = raw.get("source", "medmnist") if isinstance(raw, Mapping) else "medmnist"
-            model = SOURCE_CONFIGS.get(source)
-            if model is None:
+            try:
+                model = source_config_class(raw if isinstance(raw, Mapping) else {})
+            except ValueError:
                 return None
             continue
         field = model.model_fields.get(part)

@@ -4,7 +4,7 @@ applied to whole uint8 batches (N, H, W, C) to measure how a model's metrics fal
 
 Hand-written with numpy/scipy/PIL: the `medmnistc` package pins old medmnist and scikit-image releases and needs
 ImageMagick. Severity parameters follow MedMNIST-C's ranges; sizes (blur radius, pixel block) scale with the image
-side so 28 px and 224 px images degrade alike. ``MODALITY_HINTS`` names the ones that matter most per modality.
+side so 28 px and 224 px images degrade alike.
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ from medclass.registry import CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 register_corruption = CORRUPTIONS.register
-
-MODALITY_HINTS = {
-    "ultrasound, OCT": ["speckle_noise", "contrast_down", "pixelate"],
-    "X-ray, CT": ["gaussian_noise", "impulse_noise", "gamma", "contrast_down"],
-    "microscopy, dermatoscopy, fundus": ["gaussian_blur", "brightness_down", "brightness_up", "jpeg"],
-}
 
 
 def _level(values: tuple[float, ...], severity: int) -> float:

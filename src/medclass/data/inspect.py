@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.config.data import DataConfig, FileSourceFields, MedMNISTData
+from medclass.config.data import DataConfig, FileSourceFields, LoaderFields
 from medclass.data.cache import cache_root, decode_images
 from medclass.data.dataset import SPLITS
 from medclass.data.images import DECODE_ERRORS
@@ -94,10 +94,10 @@ def _duplicates(keys: list[str], names: list[str], splits: list[str]) -> tuple[l
 
 def inspect_dataset(config: DataConfig, out_dir: Path, samples_per_class: int = 16) -> Inspection:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(config, MedMNISTData):
-        inspection, samples = _inspect_arrays(config)
-    else:
+    if isinstance(config, FileSourceFields):
         inspection, samples = _inspect_files(config)
+    else:  # MedMNIST and any registered source that loads arrays
+        inspection, samples = _inspect_arrays(config)
     inspection.files["counts"] = str(plot_counts(inspection, out_dir / "counts.png"))
     for class_name, images in samples.items():
         picked = images[:samples_per_class]
@@ -125,7 +125,7 @@ def _class_samples(labels: np.ndarray, classes: list[str], single_label: bool, l
     }
 
 
-def _inspect_arrays(config: MedMNISTData) -> tuple[Inspection, dict[str, list[np.ndarray]]]:
+def _inspect_arrays(config: LoaderFields) -> tuple[Inspection, dict[str, list[np.ndarray]]]:
     dataset = load_dataset(config)
     single = is_single_label(dataset.task)
     summary = dataset.summary()
@@ -141,8 +141,9 @@ def _inspect_arrays(config: MedMNISTData) -> tuple[Inspection, dict[str, list[np
                 samples[name] = [array[r] for r in rows]
     duplicates, crossing = _duplicates(keys, names, splits)
     height, width, channels = summary["image_shape"]
+    layout = "MedMNIST npz" if config.source == "medmnist" else f"{config.source} source"
     inspection = Inspection(
-        name=dataset.name, task=dataset.task, layout="MedMNIST npz", split_method=dataset.source.get("split", ""),
+        name=dataset.name, task=dataset.task, layout=layout, split_method=dataset.source.get("split", ""),
         classes=dataset.classes, counts={s: v["per_class"] for s, v in summary["splits"].items()},
         sizes={f"{width}x{height}": len(keys)}, modes={"L" if channels == 1 else "RGB": len(keys)},
         duplicates=duplicates, cross_split_duplicates=crossing, unreadable=[], skipped=[],

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medclass.errors import UserError, suggest
+from medclass.evaluation.evaluate import evaluate_run
 from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
 from medclass.metrics import METRICS, metric_label
@@ -73,8 +74,6 @@ def compare_runs(
 ) -> Comparison:
     """Evaluate each run under ``folder`` (its own evaluation settings, updated with ``settings``) and write
     comparison.csv, comparison.md and comparison.png into ``folder``."""
-    from medclass.evaluation.evaluate import evaluate_run
-
     folder = Path(folder)
     check_metric(metric)
     runs = RunDir.find(folder)

@@ -15,14 +15,17 @@ from medclass.evaluation.plots import save_figure
 from medclass.io import atomic_write_text
 from medclass.metrics import METRICS, metric_label
 
-HEADLINE_METRICS = METRICS.names("headline")
-COLUMNS = ("rank", "model", "status", *HEADLINE_METRICS, "parameters_M", "images_per_s", "train_min", "best_epoch",
-           "run_dir", "error")  # fmt: skip
+
+def columns() -> tuple[str, ...]:
+    """The leaderboard's columns: the headline metrics of the registry (read when written, so a metric registered
+    later is in it)."""
+    return ("rank", "model", "status", *METRICS.names("headline"), "parameters_M", "images_per_s", "train_min",
+            "best_epoch", "run_dir", "error")  # fmt: skip
 
 
 def ranked(rows: list[Any], metric: str) -> list[Any]:
     """Successful models by the test metric (best first; loss-like metrics are not ranked), then the failures."""
-    key = metric if metric in HEADLINE_METRICS else "auc"
+    key = metric if metric in METRICS.names("headline") else "auc"
     ok = sorted((r for r in rows if r.status == "ok"), key=lambda r: -r.metrics.get(key, float("-inf")))
     return ok + [r for r in rows if r.status != "ok"]
 
@@ -30,7 +33,7 @@ def ranked(rows: list[Any], metric: str) -> list[Any]:
 def _record(rank: int | str, row: Any) -> dict[str, Any]:
     return {
         "rank": rank, "model": row.label, "status": row.status,
-        **{m: f"{row.metrics[m]:.4f}" if m in row.metrics else "" for m in HEADLINE_METRICS},
+        **{m: f"{row.metrics[m]:.4f}" if m in row.metrics else "" for m in METRICS.names("headline")},
         "parameters_M": f"{row.parameters / 1e6:.2f}" if row.parameters else "",
         "images_per_s": f"{row.images_per_second:.0f}" if row.images_per_second else "",
         "train_min": f"{row.train_minutes:.1f}" if row.train_minutes is not None else "",
@@ -39,14 +42,14 @@ def _record(rank: int | str, row: Any) -> dict[str, Any]:
 
 
 def write_leaderboard(folder: Path, rows: list[Any], metric: str) -> dict[str, Path]:
-    key = metric if metric in HEADLINE_METRICS else "auc"
+    key = metric if metric in METRICS.names("headline") else "auc"
     records = [_record(i + 1 if r.status == "ok" else "-", r) for i, r in enumerate(ranked(rows, metric))]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns())
     writer.writeheader()
     writer.writerows(records)
     files = {"csv": atomic_write_text(folder / "leaderboard.csv", buffer.getvalue())}
-    shown = [c for c in COLUMNS if c not in ("run_dir", "error")]
+    shown = [c for c in columns() if c not in ("run_dir", "error")]
     lines = [f"# Leaderboard (test split, ranked by {key.upper()})", "", "| " + " | ".join(shown) + " |",
              "|" + "---|" * len(shown)]  # fmt: skip
     lines += ["| " + " | ".join(str(r[c]) for c in shown) + " |" for r in records]

@@ -29,7 +29,6 @@ from medclass.tasks import scores_from_logits
 from medclass.training.predict import predict_logits
 from medclass.training.restore import load_module
 
-TABLE_METRICS = METRICS.names("headline")
 COLLAPSE_SHARE = 0.95  # a model that gives one class to this share of the images (well above its true share) ...
 COLLAPSE_EXCESS = 0.10  # ... answers the same whatever the image: the corruption has collapsed it
 
@@ -128,7 +127,7 @@ def _name(result: RobustnessResult) -> str:
 
 def _write_csv(result: RobustnessResult, path: Path) -> Path:
     buffer = io.StringIO()
-    fields = ["corruption", "severity", *TABLE_METRICS, "top_class", "top_share", "collapsed"]
+    fields = ["corruption", "severity", *METRICS.names("headline"), "top_class", "top_share", "collapsed"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerow({"corruption": "clean", "severity": 0, **result.clean})
@@ -155,7 +154,7 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
         lines += [f"- {r['corruption']} s{r['severity']}: {r['top_share']:.0%} predicted {r['top_class']!r}, "
                   f"balanced ACC {r['balanced_acc']:.3f}" for r in collapsed]  # fmt: skip
         lines.append("")
-    for metric in TABLE_METRICS:
+    for metric in METRICS.names("headline"):
         header = ["corruption", "clean", *(f"s{s}" for s in severities), f"drop at s{severities[-1]}"]
         lines += [f"## {metric_label(metric)}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for name in [*names, "mean"]:
@@ -174,10 +173,11 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
 
 def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
     names = list(dict.fromkeys(r["corruption"] for r in result.rows))
-    fig = Figure(figsize=(5.5 * len(TABLE_METRICS), 4.4), layout="constrained")
-    axes = fig.subplots(1, len(TABLE_METRICS))
+    metrics = METRICS.names("headline")
+    fig = Figure(figsize=(5.5 * len(metrics), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics))
     x = [0, *severities]
-    for ax, metric in zip(np.atleast_1d(axes), TABLE_METRICS, strict=True):
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         for name in names:
             ax.plot(x, [result.clean[metric], *(result.value(name, s, metric) for s in severities)], marker="o",
                     markersize=3, linewidth=1, label=name.replace("_", " "))  # fmt: skip

@@ -29,7 +29,6 @@ from medclass.run_dir import RunDir
 from medclass.tasks import is_single_label
 
 log = logging.getLogger("medclass")
-TABLE_METRICS = METRICS.names("headline")
 
 
 @dataclass
@@ -185,25 +184,26 @@ def run_features(model_spec: str, data: DataConfig, out: Path, seed: int = 42) -
 
 
 def write_table(out: Path, rows: list[BaselineRow], model: FeatureModel, dataset: LabelledImages) -> dict[str, Path]:
+    metrics = METRICS.names("headline")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["classifier", "params", "val_auc", *(f"test_{m}" for m in TABLE_METRICS), "fit_seconds"])
+    writer.writerow(["classifier", "params", "val_auc", *(f"test_{m}" for m in metrics), "fit_seconds"])
     for row in rows:
-        writer.writerow([row.name, row.params, f"{row.val_auc:.4f}", *(f"{row.test[m]:.4f}" for m in TABLE_METRICS),
+        writer.writerow([row.name, row.params, f"{row.val_auc:.4f}", *(f"{row.test[m]:.4f}" for m in metrics),
                          f"{row.fit_seconds:.1f}"])  # fmt: skip
     if model.fine_tuned_test:
         writer.writerow(["fine-tuned network", "", "", *(f"{model.fine_tuned_test.get(m, float('nan')):.4f}"
-                                                          for m in TABLE_METRICS), ""])  # fmt: skip
+                                                          for m in metrics), ""])  # fmt: skip
     files = {"csv": atomic_write_text(out / "baselines.csv", buffer.getvalue())}
     lines = [f"# Classical baselines on {model.description} features: {dataset.name}", "",
              f"Features: {out}/<split>.npz; hyperparameters chosen on validation AUC; numbers on the test split.", "",
-             "| classifier | params | val AUC | " + " | ".join(f"test {m}" for m in TABLE_METRICS) + " |",
-             "|---|---|---:|" + "---:|" * len(TABLE_METRICS)]  # fmt: skip
+             "| classifier | params | val AUC | " + " | ".join(f"test {m}" for m in metrics) + " |",
+             "|---|---|---:|" + "---:|" * len(metrics)]  # fmt: skip
     for row in rows:
         lines.append(f"| {row.name} | {row.params} | {row.val_auc:.4f} | "
-                     + " | ".join(f"{row.test[m]:.4f}" for m in TABLE_METRICS) + " |")  # fmt: skip
+                     + " | ".join(f"{row.test[m]:.4f}" for m in metrics) + " |")  # fmt: skip
     if model.fine_tuned_test:
-        values = " | ".join(f"{model.fine_tuned_test.get(m, float('nan')):.4f}" for m in TABLE_METRICS)
+        values = " | ".join(f"{model.fine_tuned_test.get(m, float('nan')):.4f}" for m in metrics)
         lines.append(f"| **fine-tuned network** | | | {values} |")
     files["markdown"] = atomic_write_text(out / "baselines.md", "\n".join(lines) + "\n")
     return files

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medclass import __version__
-from medclass.config import MedMNISTData, ModelConfig
+from medclass.config import ModelConfig
 from medclass.config.data import MAX_IMAGE_SIZE
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ModelError, UserError
@@ -295,10 +295,7 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
     config = run.load_config()
     data = run.read_data_summary()
     module, info = load_module(config, data["task"], data["classes"], checkpoint_path)
-    if isinstance(config.data, MedMNISTData):  # the npz resolution; the net may see a resized version of it
-        decode_size, resize = config.data.size, "squash"
-    else:
-        decode_size, resize = config.data.input_size, config.data.resize
+    decode_size, resize = config.data.decoding()
     preprocessing = {
         "decode_size": decode_size,
         "resize": resize,

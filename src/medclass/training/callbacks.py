@@ -22,9 +22,11 @@ from medclass.run_dir import RunDir
 
 progress_log = logging.getLogger("medclass.progress")
 
-# The validation columns are the headline metrics of the registry (computed every validation epoch).
-LOGGED_COLUMNS = ("train_loss", "val_loss", *(f"val_{name}" for name in METRICS.names("headline")))
-EPOCH_COLUMNS = ("epoch", "stage", *LOGGED_COLUMNS, "lr_head", "lr_backbone")
+
+def epoch_columns() -> tuple[str, ...]:
+    """epochs.csv's columns: the validation columns are the registry's headline metrics (computed every epoch)."""
+    return ("epoch", "stage", "train_loss", "val_loss", *(f"val_{name}" for name in METRICS.names("headline")),
+            "lr_head", "lr_backbone")  # fmt: skip
 
 
 class EpochCSVLogger(L.Callback):
@@ -39,6 +41,7 @@ class EpochCSVLogger(L.Callback):
     def __init__(self, run: RunDir) -> None:
         self.run = run
         self.path = run.epochs_csv
+        self.columns = epoch_columns()
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -61,7 +64,7 @@ class EpochCSVLogger(L.Callback):
         stage_for_epoch = getattr(pl_module, "stage_for_epoch", None)
         stage = stage_for_epoch(trainer.current_epoch) if stage_for_epoch else None
         row["stage"] = stage.name if stage is not None else ""
-        for column in LOGGED_COLUMNS:
+        for column in self.columns[2:-2]:  # the logged values, between (epoch, stage) and the learning rates
             value = metrics.get(column.replace("_", "/", 1))  # train_loss -> train/loss, val_f1_macro -> val/f1_macro
             row[column] = f"{float(value):.6g}" if value is not None else ""
         rates = getattr(self, "_rates", {})
@@ -74,7 +77,7 @@ class EpochCSVLogger(L.Callback):
         self.run.update_status(epoch_seconds=seconds)
         new_file = not self.path.exists()
         with self.path.open("a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             if new_file:
                 writer.writeheader()
             writer.writerow(row)

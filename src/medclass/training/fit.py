@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from medclass.chatter import third_party_wanted
-from medclass.config import ExperimentConfig, MedMNISTData
+from medclass.config import ExperimentConfig
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
@@ -70,7 +70,7 @@ def class_counts(dataset: LabelledImages) -> np.ndarray | tuple[np.ndarray, int]
 def build_module(config: ExperimentConfig, dataset: LabelledImages) -> ClassificationModule:
     mean = std = None
     if config.data.normalization == "dataset" and config.data.mean is None:
-        stats = dataset_stats(dataset, cache_root(getattr(config.data, "cache_dir", None)))
+        stats = dataset_stats(dataset, cache_root(config.data.cache_dir))
         mean, std = stats["mean"], stats["std"]
     return ClassificationModule.from_config(
         config, dataset.task, dataset.classes, mean, std, class_counts=class_counts(dataset)
@@ -132,10 +132,8 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
     if is_rank_zero():
         os.environ[RUN_DIR_ENV] = str(run.path)  # inherited by the processes Lightning launches for DDP
         log.info("run directory: %s", run.path)
-        if isinstance(config.data, MedMNISTData) and config.data.root is None and "root" in dataset.source:
-            # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
-            data = config.data.model_copy(update={"root": Path(dataset.source["root"])})
-            config = config.model_copy(update={"data": data})
+        # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
+        config = config.model_copy(update={"data": config.data.with_found_data(dataset.source)})
         _write_run_files(run, config, dataset, module)
         if auto_batch:
             run.update_status(batch_size_auto=auto_batch)
