@@ -3,6 +3,7 @@ so a crash never leaves a half-written file behind. The standard library has no 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
@@ -50,3 +51,10 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
+    """A matplotlib figure as a PNG, written atomically (every figure medclass saves goes through here)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
+    return atomic_write_bytes(path, buffer.getvalue())

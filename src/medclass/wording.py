@@ -96,3 +96,9 @@ def listing(items: list[str], limit: int = 6) -> str:
     if rest:
         return ", ".join(shown) + f" and {rest} more"
     return ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1] if shown else ""
+
+
+def file_slug(text: str, fallback: str) -> str:
+    """A name safe as a file or folder name (letters, digits, ``._-``; anything else becomes ``_``), or
+    ``fallback`` when nothing is left: class names in plot files, experiment names from folders, model labels."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.-") or fallback

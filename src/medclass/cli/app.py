@@ -2,109 +2,26 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
 import sys
-import traceback
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
-from medclass.errors import UserError, storage_error
-
-app = typer.Typer(
-    name="medclass",
-    help="Train, evaluate and compare image classifiers on medical images.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from medclass.cli.common import (
+    ConfigOption,
+    OverridesArgument,
+    TargetArgument,
+    app,
+    configure_logging,
+    console,
+    data_config,
+    err_console,
+    quiet_lightning,
+    user_errors,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-USER_ERROR_EXIT_CODE = 2
-
-
-def _print_cause(exc: BaseException, call_args: tuple, call_kwargs: dict) -> None:
-    """With --verbose, the library error behind a user error (kept as its cause or context), as a traceback. The
-    flag is read from the command's context (every command takes ``ctx``)."""
-    context = next((a for a in (*call_args, *call_kwargs.values()) if hasattr(a, "find_root")), None)
-    root = context.find_root() if context is not None else None
-    if not (root is not None and isinstance(root.obj, dict) and root.obj.get("verbose")):
-        return
-    cause = exc.__cause__ or exc.__context__ or (exc if isinstance(exc, OSError) else None)
-    if cause is not None:
-        text = "".join(traceback.format_exception(cause))
-        err_console.print(f"cause (--verbose):\n{text.rstrip()}", highlight=False, markup=False, soft_wrap=True)
-
-
-def user_errors(func: F) -> F:
-    """Print a :class:`UserError` as one line on stderr and exit with code 2; other errors keep their traceback.
-    With --verbose the error's cause follows (the library exception it translates)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            _print_cause(exc, args, kwargs)
-            raise typer.Exit(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE)) from None
-        except OSError as exc:  # a full disk or a read-only folder is the user's to fix; other OS errors are bugs
-            error = storage_error(exc)
-            if error is None:
-                raise
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            _print_cause(exc, args, kwargs)
-            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class _PlainFormatter(logging.Formatter):
-    """Log lines for a file or a pipe: one line each, never wrapped at 80 columns, a level word only where it
-    matters ("warning: ...")."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
-        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
-
-
-def _configure_logging(verbose: bool) -> None:
-    """medclass's own messages at INFO; other libraries' loggers only from WARNING (the ONNX optimizer, MLflow,
-    transformers and others announce their steps at INFO), unless --verbose."""
-    handler: logging.Handler
-    if err_console.is_terminal:
-        handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_PlainFormatter("%(message)s"))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler],
-                        force=True)  # fmt: skip
-    logging.getLogger("medclass").setLevel(logging.INFO)
-    if not verbose:
-        # MLflow sets its own logger to INFO when imported (the store's "Updating database tables" on every
-        # command that opens one), unless this variable says otherwise; a user's own setting is kept.
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
-
-def _quiet_lightning(ctx: typer.Context) -> None:
-    """Lightning announces devices and tips at INFO and sets its loggers' levels when imported; so after importing
-    it, lower them again unless --verbose was given."""
-    import lightning  # noqa: F401
-
-    verbose = bool(ctx.obj and ctx.obj.get("verbose"))
-    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-    # "Experiment with name ... not found. Creating it." is how every first MLflow run starts, not a problem.
-    logging.getLogger("lightning.pytorch.loggers.mlflow").setLevel(logging.INFO if verbose else logging.ERROR)
+from medclass.errors import UserError
 
 
 def _version_callback(value: bool) -> None:
@@ -131,16 +48,7 @@ def _main(
     ] = False,
 ) -> None:
     ctx.obj = {"verbose": verbose}
-    _configure_logging(verbose)
-
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file (see configs/).")]
-OverridesArgument = Annotated[
-    list[str] | None,
-    typer.Argument(
-        help="Overrides as dotted.key=value, e.g. trainer.max_epochs=3 data.batch_size=64.", show_default=False
-    ),
-]
+    configure_logging(verbose)
 
 
 @app.command()
@@ -172,7 +80,7 @@ def train(
     from medclass.experiments import resume_experiment, run_experiment
     from medclass.metrics import metric_label
 
-    _quiet_lightning(ctx)
+    quiet_lightning(ctx)
     result = resume_experiment(resume) if resume is not None else run_experiment(experiment)
     if result is None:  # an extra process of a distributed run: rank 0 reports
         return
@@ -245,14 +153,14 @@ def evaluate(
     if not path.exists():
         raise UserError(f"{path} does not exist: give a run directory or a folder of runs")
     if corruptions is not None:
-        _quiet_lightning(ctx)
+        quiet_lightning(ctx)
         return _evaluate_robustness(path, corruptions, severities, checkpoint, split)
     settings: dict[str, Any] = {"report": report}
     if bootstrap is not None:
         from medclass.config import EvaluationConfig, validate_config
 
         settings["bootstrap"] = validate_config({"bootstrap": bootstrap}, "--bootstrap", EvaluationConfig).bootstrap
-    _quiet_lightning(ctx)
+    quiet_lightning(ctx)
     if RunDir.is_run_dir(path):
         result = evaluate_run(path, checkpoint=checkpoint, split=split, overrides=settings)
         console.print(metrics_table(result))
@@ -279,7 +187,7 @@ def benchmark(ctx: typer.Context, config: ConfigOption, overrides: OverridesArgu
     from medclass.cli.render import leaderboard_table
     from medclass.experiments.benchmark import run_benchmark
 
-    _quiet_lightning(ctx)
+    quiet_lightning(ctx)
     result = run_benchmark(experiment)
     console.print(leaderboard_table(result.rows, experiment.checkpoint.monitor))
     console.print(f"leaderboard: {result.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
@@ -300,26 +208,6 @@ data_app = typer.Typer(help="Look at, describe and build datasets.", no_args_is_
 app.add_typer(data_app, name="data")
 
 
-def _data_config(target: Path, overrides: list[str]):
-    """A data config from an experiment YAML, or a folder source over a folder of class folders."""
-    from medclass.config import load_config
-
-    if target.is_dir():
-        return load_config(
-            None, overrides, experiment=_safe_experiment(target.name), data={"source": "folder", "root": str(target)}
-        )
-    return load_config(target, overrides)
-
-
-def _safe_experiment(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.-") or "data"
-
-
-TargetArgument = Annotated[Path, typer.Argument(help="An experiment YAML, or a folder with one folder per class.")]
-
-
 @data_app.command("inspect")
 @user_errors
 def data_inspect(
@@ -329,7 +217,7 @@ def data_inspect(
     out: Annotated[Path | None, typer.Option(help="Output folder; default: inspect/<dataset>.")] = None,
 ) -> None:
     """Counts per class and split (table + chart), sample grids, sizes and modes, duplicates, unreadable files."""
-    config = _data_config(target, overrides or [])
+    config = data_config(target, overrides or [])
     from medclass.cli.render import inspection_tables
     from medclass.data.inspect import inspect_dataset
 
@@ -348,7 +236,7 @@ def data_inspect(
 @user_errors
 def data_stats(ctx: typer.Context, target: TargetArgument, overrides: OverridesArgument = None) -> None:
     """Per-channel mean/std of the training split at the training size, stored for data.normalization: dataset."""
-    config = _data_config(target, overrides or [])
+    config = data_config(target, overrides or [])
     from medclass.data import load_dataset
     from medclass.data.cache import cache_root
     from medclass.data.stats import dataset_stats

@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from medclass.cli.app import app, console, err_console, user_errors
+from medclass.cli.common import app, console, err_console, user_errors
 from medclass.errors import UserError
 
 GIB = 1024**3  # not imported from medclass.training.memory: that would load torch on every CLI start

@@ -8,14 +8,14 @@ from typing import Annotated
 
 import typer
 
-from medclass.cli.app import (
+from medclass.cli.common import (
     OverridesArgument,
     TargetArgument,
-    _data_config,
-    _quiet_lightning,
     app,
     console,
+    data_config,
     err_console,
+    quiet_lightning,
     user_errors,
 )
 from medclass.errors import UserError
@@ -188,11 +188,11 @@ def features(
 ) -> None:
     """Embeddings of every split, then logistic regression, linear SVM, kNN (k=11) and random forest on them,
     tuned on val and scored on test, in a table beside the fine-tuned model."""
-    config = _data_config(target, overrides or [])
+    config = data_config(target, overrides or [])
     from medclass.inference.features import run_features
     from medclass.metrics import METRICS
 
-    _quiet_lightning(ctx)
+    quiet_lightning(ctx)
     folder = out or Path("features") / f"{config.experiment}-{Path(model).name.replace(':', '_')}"
     result = run_features(model, config.data, folder, config.seed)
     from rich.table import Table

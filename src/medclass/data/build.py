@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable
@@ -35,6 +34,7 @@ from medclass.data.files import index_csv, walk_files
 from medclass.data.images import DECODE_ERRORS
 from medclass.errors import DataError
 from medclass.io import atomic_write_json
+from medclass.wording import file_slug
 
 MANIFEST_COLUMNS = ("file", "category", "source", "original", "original_label", "group", "degradations")
 
@@ -60,6 +60,10 @@ class BuildResult:
     reused_for_low_quality: int = 0
 
 
+def _slug(text: str) -> str:
+    return file_slug(text, "x")
+
+
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> BuildRecipe:
     overrides = list(overrides)
     recipe = validate_config(apply_overrides(read_yaml(path), overrides), f"{path}", BuildRecipe)
@@ -78,10 +82,6 @@ def _expand_recipe(recipe: BuildRecipe) -> BuildRecipe:
             for source in sources
         ]
     return recipe.model_copy(update={"output": expand_path(recipe.output), "categories": categories})
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
 def list_source(source: BuildSource, extensions: tuple[str, ...], skipped: list[dict[str, str]]) -> list[Candidate]:
@@ -169,7 +169,7 @@ def build_dataset(recipe: BuildRecipe) -> BuildResult:
                 unused[category] += [candidates[i] for i in order[cap:]]
             names: set[str] = set()
             for candidate in chosen[category]:
-                filename = _unique(f"{_safe(candidate.source)}__{_safe(candidate.relative)}", names)
+                filename = _unique(f"{_slug(candidate.source)}__{_slug(candidate.relative)}", names)
                 _copy(candidate, work / category / filename, recipe.max_side)
                 rows.append(_row(f"{category}/{filename}", category, candidate, ""))
         reused = 0
@@ -243,7 +243,8 @@ def _synthesise(
                 skipped.append({"file": str(candidate.path), "reason": f"unreadable, not degraded: {exc}"})
                 continue
             filename = _unique(
-                f"{_safe(category)}__{_safe(candidate.source)}__{_safe(Path(candidate.relative).stem)}.png", names
+                f"{_slug(category)}__{_slug(candidate.source)}__{_slug(Path(candidate.relative).stem)}.png",
+                names,
             )
             degraded.save(work / config.name / filename)
             rows.append(_row(f"{config.name}/{filename}", config.name, candidate, json.dumps(steps)))

@@ -9,7 +9,6 @@ says it for people.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +21,9 @@ from medclass.data.dataset import SPLITS
 from medclass.data.images import DECODE_ERRORS
 from medclass.data.sources import load_dataset
 from medclass.data.sources.files import build_index, label_arrays, split_index
-from medclass.io import atomic_write_json, atomic_write_text
+from medclass.io import atomic_write_json, atomic_write_text, save_figure
 from medclass.tasks import is_single_label
-from medclass.wording import wrap_class
+from medclass.wording import file_slug, wrap_class
 
 
 @dataclass
@@ -63,10 +62,6 @@ class Inspection:
         return notes
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "class"
-
-
 def _file_facts(path: Path) -> tuple[str, str, str]:
     """(md5 of the bytes, 'WxH', mode) from the file itself; size and mode from the header only."""
     from PIL import Image
@@ -102,7 +97,7 @@ def inspect_dataset(config: DataConfig, out_dir: Path, samples_per_class: int = 
     for class_name, images in samples.items():
         picked = images[:samples_per_class]
         if picked:
-            path = out_dir / f"samples_{_safe_name(class_name)}.png"
+            path = out_dir / f"samples_{file_slug(class_name, 'class')}.png"
             inspection.files[f"samples:{class_name}"] = str(plot_grid(picked, class_name, path))
     atomic_write_json(out_dir / "report.json", asdict(inspection) | {"warnings": inspection.warnings})
     atomic_write_text(out_dir / "report.md", report_markdown(inspection))
@@ -204,8 +199,7 @@ def plot_counts(inspection: Inspection, path: Path) -> Path:
     ax.set_ylabel("images")
     ax.set_title(f"Images per class and split: {inspection.name}")
     ax.legend(title="split")
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 def plot_grid(images: list[np.ndarray], title: str, path: Path) -> Path:
@@ -221,8 +215,7 @@ def plot_grid(images: list[np.ndarray], title: str, path: Path) -> Path:
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
                   vmin=0, vmax=255)  # fmt: skip
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 def report_markdown(inspection: Inspection) -> str:

@@ -16,8 +16,7 @@ from matplotlib.figure import Figure
 
 from medclass.errors import UserError, suggest
 from medclass.evaluation.evaluate import evaluate_run
-from medclass.evaluation.plots import save_figure
-from medclass.io import atomic_write_text
+from medclass.io import atomic_write_text, save_figure
 from medclass.metrics import METRICS, metric_label
 from medclass.run_dir import RunDir
 

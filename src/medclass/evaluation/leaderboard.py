@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from medclass.evaluation.plots import save_figure
-from medclass.io import atomic_write_text
+from medclass.io import atomic_write_text, save_figure
 from medclass.metrics import METRICS, metric_label
 
 

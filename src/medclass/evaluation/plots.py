@@ -5,7 +5,6 @@ written atomically; the curves are drawn by scikit-learn's display classes."""
 from __future__ import annotations
 
 import csv
-import io
 import textwrap
 from pathlib import Path
 
@@ -21,16 +20,10 @@ from sklearn.metrics import (
 )
 
 from medclass.evaluation.calibration import ReliabilityCurve
-from medclass.io import atomic_write_bytes
+from medclass.io import save_figure
 from medclass.metrics import metric_label
 from medclass.tasks import Task
 from medclass.wording import wrap_class
-
-
-def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], task: Task, normalize: bool) -> Figure:

@@ -21,8 +21,7 @@ from medclass.data import LabelledImages, load_dataset
 from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from medclass.data.dataset import ArrayDataset, ImageSplit
 from medclass.errors import UserError
-from medclass.evaluation.plots import save_figure
-from medclass.io import atomic_write_text
+from medclass.io import atomic_write_text, save_figure
 from medclass.metrics import METRICS, headline_metrics, metric_label, predicted_labels
 from medclass.run_dir import RunDir
 from medclass.tasks import scores_from_logits

@@ -4,7 +4,6 @@ and split, and write a leaderboard. A model that fails is reported in the leader
 from __future__ import annotations
 
 import logging
-import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from medclass.errors import ConfigError, UserError
 from medclass.evaluation.leaderboard import write_leaderboard
 from medclass.experiments.pipeline import run_experiment
 from medclass.run_dir import RunDir
+from medclass.wording import file_slug
 
 log = logging.getLogger("medclass")
 
@@ -75,9 +75,9 @@ def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> Ben
         if isinstance(model_config, Exception):
             rows.append(BenchmarkRow(label, label, "failed", error=str(model_config)))
             continue
-        name, n = _safe(label), 2
+        name, n = file_slug(label, "model"), 2
         while name in used:  # the same model twice (other overrides): each entry gets its own folder
-            name, n = f"{_safe(label)}-{n}", n + 1
+            name, n = f"{file_slug(label, 'model')}-{n}", n + 1
         used.add(name)
         model_config = model_config.model_copy(update={"output_dir": folder, "experiment": name})
         log.info("benchmark: %s", label)
@@ -110,7 +110,3 @@ def run_benchmark(config: ExperimentConfig, progress: bool | None = None) -> Ben
         )
     files = write_leaderboard(folder, rows, config.checkpoint.monitor)
     return BenchmarkResult(folder, rows, files)
-
-
-def _safe(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_.-") or "model"
