@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    config = FolderData(root=args.root, image_size=args.size, resize="squash", channels=3)
+    config = FolderData(root=args.root, input_size=args.size, resize="squash", channels=3)
     index = index_folder(config, args.root)
     records = index.records[: args.limit] if args.limit else index.records
     labels, _ = label_arrays(index)

@@ -2,7 +2,7 @@
 ViT-B/16 at 224 px, with synthetic data and with real chest X-rays, and the fraction of the device's bf16 peak
 that the training FLOPs reach.
 
-    python benchmarks/gpu_throughput.py [--models resnet18,resnet50,vit_base_patch16_224] [--image-size 224]
+    python benchmarks/gpu_throughput.py [--models resnet18,resnet50,vit_base_patch16_224] [--input-size 224]
         [--batch-size 256] [--steps 30] [--warmup 15] [--data synthetic,real] [--precision auto] [--compile]
         [--peak-tflops N]
 
@@ -87,17 +87,17 @@ def config_for(args: argparse.Namespace, model: str, out: Path, data: dict):
     return load_config(
         None,
         [f"output_dir={out}", f"model.name={model}", f"data.batch_size={args.batch_size}", "data.augmentation=light",
-         f"data.image_size={args.image_size}", "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
+         f"data.input_size={args.input_size}", "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
          f"trainer.precision={args.precision}", f"trainer.compile={str(args.compile).lower()}",
          "trainer.progress_bar=false", "evaluation.report=false", "evaluation.bootstrap=0"],
         experiment="throughput", data=data,
     )  # fmt: skip
 
 
-def training_flops_per_image(module, image_size: int, device: torch.device) -> float:
+def training_flops_per_image(module, input_size: int, device: torch.device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, module.preprocess.in_chans, image_size, image_size, device=device)
+    x = torch.zeros(1, module.preprocess.in_chans, input_size, input_size, device=device)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         module.net(x)
@@ -116,7 +116,7 @@ def measure(args: argparse.Namespace, model: str, dataset: LabelledImages, data:
         trainer.limit_val_batches = 1
         datamodule = ClassificationDataModule(dataset, config.data, config.seed)
         trainer.fit(module, datamodule=datamodule)
-        flops = training_flops_per_image(module, args.image_size, module.device)
+        flops = training_flops_per_image(module, args.input_size, module.device)
         path = "resident" if datamodule.resident else "DataLoader"
     print(f"  {model:24s} {path:10s} {args.steps * args.batch_size / timer.seconds:9.1f} images/s")
     return args.steps * args.batch_size / timer.seconds, flops
@@ -125,7 +125,7 @@ def measure(args: argparse.Namespace, model: str, dataset: LabelledImages, data:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet18,resnet50,vit_base_patch16_224")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=15)
@@ -143,15 +143,15 @@ def main() -> None:
     precision = resolve_precision(args.precision, "auto")
     n_images = (args.warmup + args.steps) * args.batch_size
     print(f"device: {device_name}, torch {torch.__version__}, precision {precision}, compile {args.compile}, "
-          f"batch {args.batch_size}, {args.image_size} px, {args.steps} timed steps after {args.warmup}")  # fmt: skip
+          f"batch {args.batch_size}, {args.input_size} px, {args.steps} timed steps after {args.warmup}")  # fmt: skip
     rows = []
     for kind in [k.strip() for k in args.data.split(",") if k.strip()]:
         if kind == "synthetic":
-            dataset = synthetic_dataset(n_images, args.image_size)
+            dataset = synthetic_dataset(n_images, args.input_size)
             data = {"source": "medmnist", "flag": "pneumoniamnist", "size": 224}  # loader settings only
         elif kind == "real":
             with tempfile.TemporaryDirectory() as tmp:
-                overrides = [f"data.image_size={args.image_size}", f"output_dir={tmp}"]
+                overrides = [f"data.input_size={args.input_size}", f"output_dir={tmp}"]
                 real = load_config("configs/chest_xray.yaml", overrides)
             data = real.data.model_dump(mode="json")
             dataset = load_dataset(real.data)

@@ -66,7 +66,7 @@ def folder_config(root: Path | str, *overrides: str, **data):
     from medclass.config import load_config
 
     return load_config(
-        None, list(overrides), experiment="t", data={"source": "folder", "root": str(root), "image_size": 32, **data}
+        None, list(overrides), experiment="t", data={"source": "folder", "root": str(root), "input_size": 32, **data}
     )
 
 
@@ -83,7 +83,7 @@ def chest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = load_config(
         REPO_ROOT / "configs" / "chest_xray.yaml",
         [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false",
-         "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
+         "data.input_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
     return run_experiment(config).run_dir
 

@@ -109,7 +109,7 @@ def test_new_head_metric_and_source_work_from_a_config(plugins, medmnist_dir: Pa
     config = load_config(
         None,
         [f"output_dir={tmp_path / 'runs'}", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
-         "trainer.progress_bar=false", "data.batch_size=32", "data.image_size=64", "evaluation.bootstrap=100"],
+         "trainer.progress_bar=false", "data.batch_size=32", "data.input_size=64", "evaluation.bootstrap=100"],
         experiment="plugin",
         data={"source": "npz", "path": str(medmnist_dir / "breastmnist.npz"), "classes": ["normal", "malignant"]},
         model={"name": "resnet10t", "head": {"type": "gem", "options": {"p": 2.5}}},
@@ -121,16 +121,18 @@ def test_new_head_metric_and_source_work_from_a_config(plugins, medmnist_dir: Pa
 
     # the head: GeM on the 2x2 feature map, its p trained and kept in the checkpoint
     assert run.read_status()["status"] == "finished" and run.read_status()["monitor"] == "val/youden_j"
-    assert "epoch,stage,train_loss,val_loss,val_acc,val_auc,val_f1_macro,val_balanced_acc,val_youden_j" in (
-        run.epochs_csv.read_text().splitlines()[0]
+    assert (
+        "epoch,stage,train_loss,val_loss,val_acc,val_auc,val_f1_macro,val_balanced_acc,val_youden_j"
+        in (run.epochs_csv.read_text().splitlines()[0])
     )
     # the metric: computed, defined, interval, in the report and comparable
     stored = run.read_metrics()
     assert -1.0 <= stored["metrics"]["youden_j"] <= 1.0 and "youden_j" in stored["intervals"]
     assert stored["definitions"]["youden_j"].startswith("sensitivity + specificity")
-    assert "Youden&#39;s J" in (run.report_dir() / "report.html").read_text() or "Youden's J" in (
-        run.report_dir() / "report.html"
-    ).read_text()
+    assert (
+        "Youden&#39;s J" in (run.report_dir() / "report.html").read_text()
+        or "Youden's J" in (run.report_dir() / "report.html").read_text()
+    )
     comparison = compare_runs(tmp_path / "runs", "youden_j", "best", "test", {"report": False, "bootstrap": 0})
     assert [row.metrics["youden_j"] for row in comparison.rows] == [pytest.approx(stored["metrics"]["youden_j"])]
     # the source: its config saved and read back, a package that predicts real images

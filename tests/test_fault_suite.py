@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from medclass import run_experiment
 from medclass.cli.app import app
 from medclass.config import load_config
+from medclass.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACT = REPO / "test-artifacts" / "fault_suite.md"
@@ -110,7 +111,7 @@ CASES = [
     ("override betas NaN and 2", f"config -c {BREAST} optimizer.betas=[.nan,2]", "should be a finite number"),
     ("override seed beyond 2**32", f"config -c {BREAST} seed=99999999999999999999", "less than 4294967296"),
     ("override devices -3", f"config -c {BREAST} trainer.devices=-3", "positive number, -1 (all) or auto"),
-    ("override image size 100000", f"config -c {BREAST} data.image_size=100000", "less than or equal to 4096"),
+    ("override image size 100000", f"config -c {BREAST} data.input_size=100000", "less than or equal to 4096"),
     (
         "override calibration bins unbounded",
         f"config -c {BREAST} evaluation.calibration_bins=99999999",
@@ -252,7 +253,14 @@ def test_bad_input_gets_one_clear_line(case: str, command: str, fragment: str, b
 
 
 def test_the_suite_tries_many_distinct_inputs() -> None:
-    assert len({case for case, _, _ in CASES}) == len(CASES) >= 50
+    """Many different mistakes, not one mistake many times: distinct command lines, and once the cases above have
+    run (the whole file), distinct messages."""
+    commands = [command for _, command, _ in CASES]
+    assert len({case for case, _, _ in CASES}) == len(set(commands)) == len(CASES) >= 50
+    if len(SEEN) == len(CASES):
+        messages = [message for _, message in SEEN.values()]
+        repeated = [m for m in set(messages) if messages.count(m) > 1]
+        assert len(set(messages)) >= 0.9 * len(CASES), f"the same message for several inputs: {repeated}"
 
 
 def test_verbose_keeps_the_cause(bad_inputs: dict[str, str]) -> None:
@@ -293,9 +301,10 @@ def test_disk_full_while_saving_a_checkpoint_keeps_what_was_written(tmp_path: Pa
     (run,) = (out / "breastmnist").iterdir()
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
     assert not list(run.rglob("*.tmp")), "no half-written temporary files are left"
-    for name in ("config.yaml", "data.json", "split.json"):
-        if (run / name).exists():
-            assert (run / name).stat().st_size > 0
+    files = RunDir(run)  # what a run writes before its first checkpoint: whole, readable files
+    assert files.load_config().experiment == "breastmnist"
+    assert files.read_data_summary()["name"] == "breastmnist" and files.read_environment()["seed"] == 42
+    assert json.loads(files.preprocessing_path.read_text())["in_chans"] in (1, 3)
 
 
 def test_export_onto_a_full_disk_leaves_no_partial_package(trained_run: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from test_cli import REPO
 
 def test_inspect_a_folder(tmp_path: Path, data_dir: Path) -> None:
     result = medclass(
-        "data", "inspect", str(data_dir / "brain_mri_4class"), "data.image_size=32", "--out", str(tmp_path)
+        "data", "inspect", str(data_dir / "brain_mri_4class"), "data.input_size=32", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert "glioma" in result.stdout and "400" in result.stdout
@@ -25,13 +25,13 @@ def test_inspect_a_config(tmp_path: Path) -> None:
 
 
 def test_stats_prints_mean_and_std(data_dir: Path) -> None:
-    result = medclass("data", "stats", str(REPO / "configs" / "brain_mri.yaml"), "data.image_size=32")
+    result = medclass("data", "stats", str(REPO / "configs" / "brain_mri.yaml"), "data.input_size=32")
     assert result.returncode == 0, result.stderr
     assert "mean: [0." in result.stdout and "std:  [0." in result.stdout
     # where the numbers are kept, the first time and when they are read back
     stored = next(line for line in result.stdout.splitlines() if line.startswith("stored in "))
     assert Path(stored.removeprefix("stored in ")).is_file()
-    again = medclass("data", "stats", str(REPO / "configs" / "brain_mri.yaml"), "data.image_size=32")
+    again = medclass("data", "stats", str(REPO / "configs" / "brain_mri.yaml"), "data.input_size=32")
     assert f"read from {stored.removeprefix('stored in ')}" in again.stdout
 
 

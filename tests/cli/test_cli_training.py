@@ -146,7 +146,7 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     result = medclass(
         "train", "-c", str(REPO / "configs" / "breastmnist.yaml"), f"output_dir={tmp_path}", "trainer.max_epochs=2",
         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.progress_bar=false",
-        "data.image_size=null",
+        "data.input_size=null",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (run,) = list((tmp_path / "breastmnist").iterdir())
@@ -164,9 +164,9 @@ def test_benchmark_leaderboard_with_a_failing_model(tmp_path: Path) -> None:
         "trainer": {"max_epochs": 1, "progress_bar": False},
         "models": [
             {"name": "resnet18"},
-            {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.image_size": 32}},
+            {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.input_size": 32}},
             {"name": "resnet18", "label": "broken", "overrides": {"model.weights": str(tmp_path / "missing.pth")}},
-            {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.image_size": 32, "seed": 7}},
+            {"name": "test_vit", "overrides": {"model.kwargs": {"img_size": 32}, "data.input_size": 32, "seed": 7}},
         ],
     }
     path = tmp_path / "bench.yaml"

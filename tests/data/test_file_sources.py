@@ -19,7 +19,7 @@ from medclass.errors import DataError
 
 
 def csv_config(csv: Path, image_dir: Path, *overrides: str, **data):
-    fields = {"source": "csv", "csv": str(csv), "image_dir": str(image_dir), "image_size": 28, **data}
+    fields = {"source": "csv", "csv": str(csv), "image_dir": str(image_dir), "input_size": 28, **data}
     return load_config(None, list(overrides), experiment="t", data=fields)
 
 

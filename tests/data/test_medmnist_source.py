@@ -52,7 +52,7 @@ def test_grey_images_become_three_channels() -> None:
     loader = ClassificationDataModule(dataset, data_config("breastmnist", batch_size=8)).split_dataloader("test")
     images, _ = next(iter(loader))
     assert images.dtype == torch.uint8 and images.shape == (16, 1, 28, 28)
-    batch = BatchPreprocess(in_chans=3, image_size=None, mean=(0.5,) * 3, std=(0.5,) * 3)(images)
+    batch = BatchPreprocess(in_chans=3, input_size=None, mean=(0.5,) * 3, std=(0.5,) * 3)(images)
     assert batch.shape == (16, 3, 28, 28)
     assert torch.equal(batch[:, 0], batch[:, 1]) and torch.equal(batch[:, 1], batch[:, 2])
     expected = (images[:, 0].float() / 255 - 0.5) / 0.5
@@ -61,7 +61,7 @@ def test_grey_images_become_three_channels() -> None:
 
 def test_preprocess_resizes_and_keeps_one_channel_models_grey() -> None:
     images = torch.from_numpy(load_dataset(data_config("bloodmnist")).splits["val"].images[:4]).permute(0, 3, 1, 2)
-    batch = BatchPreprocess(in_chans=1, image_size=64, mean=(0.5,), std=(0.25,))(images)
+    batch = BatchPreprocess(in_chans=1, input_size=64, mean=(0.5,), std=(0.25,))(images)
     assert batch.shape == (4, 1, 64, 64)
 
 

@@ -18,7 +18,7 @@ BREAST = REPO / "configs" / "breastmnist.yaml"
 
 
 def test_pretrained_backbone_features_and_baselines(tmp_path: Path) -> None:
-    data = load_config(BREAST, ["data.image_size=64"]).data
+    data = load_config(BREAST, ["data.input_size=64"]).data
     result = run_features("tf_efficientnet_lite0", data, tmp_path / "features")
     sizes = {"train": 546, "val": 78, "test": 156}
     for split, n in sizes.items():

@@ -69,7 +69,7 @@ def test_multilabel_heatmaps_show_every_label(tmp_path: Path, medmnist_dir: Path
         bright = (split.images.mean(axis=(1, 2, 3)) > 100).astype(np.float32)
         splits[name] = ImageSplit(split.images, np.stack([split.labels.astype(np.float32), bright], axis=1))
     dataset = LabelledImages("two-labels", "multilabel", ["benign", "bright"], splits)
-    config = load_config(None, experiment="t", data={"flag": "breastmnist", "batch_size": 64, "image_size": 64})
+    config = load_config(None, experiment="t", data={"flag": "breastmnist", "batch_size": 64, "input_size": 64})
     module = ClassificationModule.from_config(config, "multilabel", dataset.classes)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)  # fmt: skip

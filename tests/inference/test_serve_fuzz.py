@@ -29,7 +29,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     config = load_config(
         REPO / "configs" / "chest_xray.yaml",
         [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.progress_bar=false", "data.image_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
+         "trainer.progress_bar=false", "data.input_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
     limits = ServiceLimits(max_upload_bytes=200_000, max_pixels=1_000_000, max_decode_bytes=24 * 2**20)
     app = create_app(load_predictor(run_experiment(config).run_dir), limits)

@@ -22,7 +22,7 @@ def test_prediction_matches_a_measured_larger_batch(model: str) -> None:
 
 
 def test_memory_command_table_and_errors() -> None:
-    result = medclass("memory", "--model", "resnet18", "--image-size", "64", "--batch-size", "64", "--measure", "4,16",
+    result = medclass("memory", "--model", "resnet18", "--input-size", "64", "--batch-size", "64", "--measure", "4,16",
                       "--memory-gb", "16")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "resnet18" in result.stdout and "MiB per" in result.stdout and "fits" in result.stdout

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def mri_run(tmp_path_factory: pytest.TempPathFactory):
     config = load_config(
         REPO / "configs" / "brain_mri.yaml",
-        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "data.image_size=32",
+        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "data.input_size=32",
          "trainer.progress_bar=false", "data.normalization=dataset"],
     )  # fmt: skip
     return config, run_experiment(config)
@@ -41,7 +41,7 @@ def test_dataset_normalisation_is_used(mri_run) -> None:
     config, result = mri_run
     stats = dataset_stats(load_dataset(config.data), cache_root())
     preprocessing = json.loads((result.run_dir / "preprocessing.json").read_text())
-    assert preprocessing["mean"] == pytest.approx(stats["mean"]) and preprocessing["image_size"] == 32
+    assert preprocessing["mean"] == pytest.approx(stats["mean"]) and preprocessing["input_size"] == 32
 
 
 def test_evaluate_sees_the_same_test_split(mri_run) -> None:
@@ -80,7 +80,7 @@ def test_multilabel_csv_trains_with_validation_thresholds(tmp_path: Path, data_d
         [f"output_dir={tmp_path / 'runs'}", "trainer.max_epochs=1", "trainer.progress_bar=false"],
         experiment="multilabel",
         data={"source": "csv", "csv": str(tmp_path / "labels.csv"), "image_dir": str(images),
-              "label_column": "findings", "label_separator": "|", "image_size": 28, "batch_size": 64},
+              "label_column": "findings", "label_separator": "|", "input_size": 28, "batch_size": 64},
     )  # fmt: skip
     result = run_experiment(config)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
@@ -116,7 +116,7 @@ def test_training_reports_leakage_and_stops_on_label_conflicts(tmp_path: Path, d
     root = leaky_folder(tmp_path / "leaky", data_dir)
     config = tmp_path / "leaky.yaml"
     config.write_text(
-        f"experiment: leaky\ndata: {{source: folder, root: {root}, image_size: 32, batch_size: 16}}\n"
+        f"experiment: leaky\ndata: {{source: folder, root: {root}, input_size: 32, batch_size: 16}}\n"
         "model: {name: resnet18}\ntrainer: {max_epochs: 1, progress_bar: false}\nevaluation: {bootstrap: 0}\n"
     )
     out = f"output_dir={tmp_path / 'runs'}"

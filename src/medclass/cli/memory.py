@@ -20,7 +20,9 @@ GIB = 1024**3  # not imported from medclass.training.memory: that would load tor
 def memory(
     ctx: typer.Context,
     model: Annotated[list[str], typer.Option("--model", "-m", help="Model name(s); repeat or separate by commas.")],
-    image_size: Annotated[int, typer.Option(min=8, help="Input size in pixels.")] = 224,
+    input_size: Annotated[
+        int, typer.Option("--input-size", "--image-size", min=8, help="Input size in pixels (data.input_size).")
+    ] = 224,
     batch_size: Annotated[int, typer.Option(min=1, help="The batch size you plan to train with.")] = 32,
     precision: Annotated[str, typer.Option(help="32-true, bf16-mixed or 16-mixed (GPU).")] = "32-true",
     memory_gb: Annotated[
@@ -41,7 +43,7 @@ def memory(
     names = [name.strip() for item in model for name in item.split(",") if name.strip()]
     budget = int(memory_gb * GIB) if memory_gb else None
     # Narrow enough for 80 columns (a log file): two-line headers, one measurement per line, model names whole.
-    table = Table(title=f"training-step memory at {image_size} px, {precision}", title_justify="left",
+    table = Table(title=f"training-step memory at {input_size} px, {precision}", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
     table.add_column("model", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
     for column in ("params", "measured\nbatch: GiB", "fixed\nGiB", "MiB per\nimage", f"at {batch_size}\nGiB",
@@ -50,7 +52,7 @@ def memory(
     device, budget_used, failed, coarse = "", 0, [], False
     for name in names:
         try:
-            estimate = estimate_memory(name, image_size, precision, sizes, budget)
+            estimate = estimate_memory(name, input_size, precision, sizes, budget)
         except UserError as exc:  # one model that cannot be measured does not hide the others
             if len(names) == 1:
                 raise

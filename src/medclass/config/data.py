@@ -38,9 +38,10 @@ class LoaderFields(StrictModel):
 
     source: str
 
-    image_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)] | None = Field(
-        None,
-        description="Side length the model sees. MedMNIST default: the file's size; file sources default: 224.",
+    input_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)] = Field(
+        224,
+        description="Side length the model sees (images are resized to it on the device). MedMNIST default: the "
+        "file's size; others: 224. (Configs written before 0.2 call it image_size; that name is still read.)",
     )
     batch_size: PositiveInt | Literal["auto"] = Field(
         128,
@@ -75,10 +76,21 @@ class LoaderFields(StrictModel):
         None, description="Decoded images and dataset statistics; default: $MEDCLASS_CACHE, else ~/.cache/medclass."
     )
 
-    @property
-    def input_size(self) -> int:
-        """The side length the model sees."""
-        return self.image_size or 224
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_input_size(cls, data: Any) -> Any:
+        """Fill the source's default input size, and read the old name (image_size) of the field."""
+        if isinstance(data, Mapping):
+            data = dict(data)
+            old = data.pop("image_size", None)
+            if data.get("input_size") is None:
+                data["input_size"] = old if old is not None else cls.default_input_size(data)
+        return data
+
+    @classmethod
+    def default_input_size(cls, data: Mapping[str, Any]) -> int:
+        """The side length the model sees when the config does not say."""
+        return 224
 
     def decoding(self) -> tuple[int, str]:
         """(side length images are decoded to, how: squash | crop | pad) when a model package reads new files."""
@@ -111,10 +123,11 @@ class MedMNISTData(LoaderFields):
     )
     download: bool = Field(True, description="Download the npz through the medmnist package when it is missing.")
 
-    @property
-    def input_size(self) -> int:
-        """The side length the model sees."""
-        return self.image_size or self.size
+    @classmethod
+    def default_input_size(cls, data: Mapping[str, Any]) -> int:
+        """The npz file's resolution."""
+        size = data.get("size", 28)
+        return size if isinstance(size, int) and not isinstance(size, bool) else 28
 
     def decoding(self) -> tuple[int, str]:
         return self.size, "squash"  # the npz resolution; the net may see a resized version of it
@@ -155,7 +168,7 @@ class FileSourceFields(LoaderFields):
     )
     resize: Literal["squash", "crop", "pad"] = Field(
         "squash",
-        description="How images become image_size x image_size: squash (ignore aspect), crop (centre), pad (black).",
+        description="How images become input_size x input_size: squash (ignore aspect), crop (centre), pad (black).",
     )
     channels: Literal["auto", 1, 3] = Field(
         "auto", description="Stored channels; auto: 1 when every image is grey, else 3."

@@ -83,12 +83,12 @@ class BatchPreprocess(nn.Module):
     Grey images are repeated to 3 channels for 3-channel models; RGB images become luminance for 1-channel models.
     """
 
-    def __init__(self, in_chans: int, image_size: int | None, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, in_chans: int, input_size: int | None, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) not in (1, in_chans) or len(std) != len(mean):
             raise ValueError(f"mean/std need 1 or {in_chans} values, got {len(mean)} and {len(std)}")
         self.in_chans = in_chans
-        self.image_size = image_size
+        self.input_size = input_size
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -101,9 +101,9 @@ class BatchPreprocess(nn.Module):
             x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
         elif channels != self.in_chans:
             raise ValueError(f"images have {channels} channels; the model takes {self.in_chans}")
-        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
+        if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True)
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        return f"in_chans={self.in_chans}, image_size={self.image_size}"
+        return f"in_chans={self.in_chans}, input_size={self.input_size}"

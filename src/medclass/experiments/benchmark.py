@@ -50,6 +50,8 @@ def model_configs(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig 
         raise ConfigError("models: the config lists no models to benchmark; add models: [{name: resnet18}, ...]")
     base = config_to_dict(config)
     base.pop("models")
+    if base["data"]["input_size"] == type(config.data).default_input_size(base["data"]):
+        base["data"]["input_size"] = None  # it follows the source's default: an entry that changes data.size moves it
     entries = []
     for entry in config.models:
         label = entry.label or entry.name

@@ -31,7 +31,7 @@ DEFAULT_METHOD = "hirescam"
 
 
 def target_layer(
-    net: nn.Module, image_size: int | None = None
+    net: nn.Module, input_size: int | None = None
 ) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor] | None]:
     """(layer whose activations and gradients make the heatmap, reshape for token outputs or None).
 
@@ -46,7 +46,7 @@ def target_layer(
     if feature_info is not None:
         modules = dict(backbone.named_modules())
         stages = feature_info if isinstance(feature_info, list) else feature_info.get_dicts()
-        usable = [s for s in stages if image_size is None or image_size // int(s.get("reduction", 1)) >= 3]
+        usable = [s for s in stages if input_size is None or input_size // int(s.get("reduction", 1)) >= 3]
         name = (usable or stages[:1])[-1]["module"]
         layer = modules.get(name)
         if layer is not None:

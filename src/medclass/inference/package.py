@@ -301,7 +301,7 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "resize": resize,
         "channels": int(data["image_shape"][-1]),
         "in_chans": module.preprocess.in_chans,
-        "input_size": module.preprocess.image_size,
+        "input_size": module.preprocess.input_size,
         "mean": [float(v) for v in module.preprocess.mean.flatten()],
         "std": [float(v) for v in module.preprocess.std.flatten()],
     }

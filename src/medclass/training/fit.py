@@ -193,7 +193,7 @@ def _write_run_files(
     run.write_data_summary(dataset.summary())
     run.write_splits(_split_rows(dataset))
     run.write_skipped((entry["file"], entry["reason"]) for entry in dataset.skipped)
-    run.write_preprocessing({k: module.metadata[k] for k in ("in_chans", "image_size", "mean", "std")})
+    run.write_preprocessing({k: module.metadata[k] for k in ("in_chans", "input_size", "mean", "std")})
     run.write_environment(collect_environment(config.seed))
     for warning in dataset.warnings:
         log.warning(warning)

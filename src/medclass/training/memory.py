@@ -29,7 +29,7 @@ MAX_REPORTED_BATCH = 65536  # beyond this the straight line says nothing useful
 class MemoryEstimate:
     model: str
     device: str
-    image_size: int
+    input_size: int
     precision: str
     parameters: int
     measured: dict[int, int]  # batch size -> peak bytes
@@ -43,7 +43,7 @@ class MemoryEstimate:
         return self.fixed_bytes + self.bytes_per_image * batch_size
 
 
-def _step(model_name: str, image_size: int, batch_size: int, precision: str, device: str, in_chans: int) -> int:
+def _step(model_name: str, input_size: int, batch_size: int, precision: str, device: str, in_chans: int) -> int:
     """Peak bytes of one training step (after one warm-up step, so lazy allocations are counted once)."""
     from medclass.config import ModelConfig
     from medclass.models import create_model
@@ -52,7 +52,7 @@ def _step(model_name: str, image_size: int, batch_size: int, precision: str, dev
     net = create_model(ModelConfig(name=model_name, pretrained=False, in_chans=in_chans), num_classes=10).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    images = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
+    images = torch.randn(batch_size, in_chans, input_size, input_size, device=device)
     targets = torch.randint(0, 10, (batch_size,), device=device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -97,16 +97,16 @@ def _child_main() -> None:
         print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}))
 
 
-def measure_step(model: str, image_size: int, batch_size: int, precision: str, device: str, in_chans: int = 3) -> int:
+def measure_step(model: str, input_size: int, batch_size: int, precision: str, device: str, in_chans: int = 3) -> int:
     if device == "cuda":
         try:
-            return _step(model, image_size, batch_size, precision, device, in_chans)
+            return _step(model, input_size, batch_size, precision, device, in_chans)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             return -1
     # A fresh interpreter starts clean (a forked process inherits its parent's peak). Not multiprocessing's spawn:
     # that re-imports the caller's __main__, which re-runs a script or notebook cell without a __main__ guard.
-    args = json.dumps([model, image_size, batch_size, precision, device, in_chans])
+    args = json.dumps([model, input_size, batch_size, precision, device, in_chans])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     code = "from medclass.training.memory import _child_main; _child_main()"
     done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env, check=False)
@@ -127,7 +127,7 @@ def default_budget(device: str) -> int:
 
 def estimate_memory(
     model: str,
-    image_size: int,
+    input_size: int,
     precision: str = "32-true",
     batch_sizes: tuple[int, ...] = (4, 16),
     budget_bytes: int | None = None,
@@ -143,16 +143,16 @@ def estimate_memory(
         raise UserError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on a CPU")
     if len(set(batch_sizes)) < 2:
         raise UserError("give at least two different batch sizes to measure")
-    measured = {b: measure_step(model, image_size, b, precision, device, in_chans) for b in sorted(set(batch_sizes))}
+    measured = {b: measure_step(model, input_size, b, precision, device, in_chans) for b in sorted(set(batch_sizes))}
     fitted = {b: m for b, m in measured.items() if m > 0}
     if len(fitted) < 2:
-        raise UserError(f"{model} at {image_size} px does not fit even at batch size {min(batch_sizes)} on {device}")
+        raise UserError(f"{model} at {input_size} px does not fit even at batch size {min(batch_sizes)} on {device}")
     slope, intercept = _fit(fitted)
     if slope * max(fitted) < NOISE_BYTES and device == "cpu":
         # Small images: the images' share of a step is smaller than the noise of a process's peak RSS. Measure a
         # batch 8 times larger before fitting again.
         larger = max(fitted) * 8
-        measured[larger] = measure_step(model, image_size, larger, precision, device, in_chans)
+        measured[larger] = measure_step(model, input_size, larger, precision, device, in_chans)
         fitted = {b: m for b, m in measured.items() if m > 0}
         slope, intercept = _fit(fitted)
     below = slope * max(fitted) < NOISE_BYTES
@@ -165,7 +165,7 @@ def estimate_memory(
     from medclass.models import create_model
 
     parameters = sum(p.numel() for p in create_model(ModelConfig(name=model, pretrained=False), 10).parameters())
-    return MemoryEstimate(model, device, image_size, precision, parameters, measured, float(intercept), slope,
+    return MemoryEstimate(model, device, input_size, precision, parameters, measured, float(intercept), slope,
                           int(budget), max(0, max_batch), below)  # fmt: skip
 
 
@@ -185,19 +185,19 @@ AUTO_BUDGET_SHARE = 0.8  # headroom for the data, validation and allocator fragm
 
 
 def auto_batch_size(
-    model: str, image_size: int, precision: str, device: str, in_chans: int, n_train: int
+    model: str, input_size: int, precision: str, device: str, in_chans: int, n_train: int
 ) -> tuple[int, MemoryEstimate]:
     """``data.batch_size: auto``: the largest power of two up to 256 (and the training split's size) whose
     measured step fits in 80% of the device's memory."""
     measured_precision = precision if precision in ("32-true", "bf16-mixed", "16-mixed") else "32-true"
     estimate = estimate_memory(
-        model, image_size, measured_precision, budget_bytes=int(AUTO_BUDGET_SHARE * default_budget(device)),
+        model, input_size, measured_precision, budget_bytes=int(AUTO_BUDGET_SHARE * default_budget(device)),
         device=device, in_chans=in_chans,
     )  # fmt: skip
     limit = min(estimate.max_batch_size, AUTO_BATCH_CAP, max(1, n_train))
     if limit < 1:
         raise UserError(
-            f"data.batch_size auto: {model} at {image_size} px does not fit a single image in 80% of the {device}'s "
-            "memory; use a smaller image_size or model"
+            f"data.batch_size auto: {model} at {input_size} px does not fit a single image in 80% of the {device}'s "
+            "memory; use a smaller input_size or model"
         )
     return 1 << (limit.bit_length() - 1), estimate

@@ -109,7 +109,7 @@ class ClassificationModule(L.LightningModule):
             "model": config.model.name,
             "head": config.model.head.type,
             "in_chans": config.model.in_chans,
-            "image_size": config.data.input_size,
+            "input_size": config.data.input_size,
             "mean": [float(m) for m in mean],
             "std": [float(s) for s in std],
         }

@@ -123,7 +123,7 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         "kaggle": config.kaggle,
         "split": how,
         "images": len(index.records),
-        "image_size": config.input_size,
+        "input_size": config.input_size,
         "resize": config.resize,
         "cache": str(decoded.path) if decoded.path else None,
     }
