@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -10,11 +12,38 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def shared_data_path() -> Path:
+    return Path(os.environ.get("MEDCLASS_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
 def shared_data_dir() -> Path:
-    path = Path(os.environ.get("MEDCLASS_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+    path = shared_data_path()
     if not (path / "medmnist").is_dir():
         pytest.exit(f"test data not found at {path}: put ../shared beside the repo or set MEDCLASS_DATA", returncode=4)
     return path
+
+
+# What a test does, read from its own code and fixtures, marks its tier (see pyproject.toml's markers).
+SUBPROCESS = re.compile(r"\bmedclass\(|\b_cli\(|\bsubprocess\.|start_server\(")
+BROWSER = re.compile(r"sync_playwright|chromium")
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the subprocess and browser tiers; without ../shared/data only the unit tier can run: say so at once
+    rather than fail test by test."""
+    for item in items:
+        try:
+            source = inspect.getsource(item.obj)  # type: ignore[attr-defined]
+        except (AttributeError, OSError, TypeError):
+            source = ""
+        if SUBPROCESS.search(source) or {"server", "service"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.subprocess)
+        if BROWSER.search(source):
+            item.add_marker(pytest.mark.browser)
+    needs_data = any(item.get_closest_marker("unit") is None for item in items)
+    if needs_data and not (shared_data_path() / "medmnist").is_dir():
+        shared_data_dir()  # exits with the message
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +57,11 @@ def medmnist_dir(data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _data_env(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def _data_env(tmp_path_factory: pytest.TempPathFactory):
     """Every test (and every fixture, whatever its scope) sees MEDCLASS_DATA, as a user who followed the README,
     and a preprocessing cache of its own (shared by the session, so real cache hits are exercised too)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEDCLASS_DATA", str(data_dir))
+        patch.setenv("MEDCLASS_DATA", str(shared_data_path()))
         patch.setenv("MEDCLASS_CACHE", str(tmp_path_factory.mktemp("medclass-cache")))
         yield
 
@@ -48,6 +77,22 @@ def breast_run(tmp_path_factory: pytest.TempPathFactory):
         [f"output_dir={out}", "trainer.max_epochs=2", "trainer.progress_bar=false"],
     )
     return run_experiment(config)
+
+
+@pytest.fixture(scope="session")
+def blood_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short real BloodMNIST run (8 classes; 25 training batches, no bootstrap or report), shared by the tests
+    that read a multi-class run: packages, prediction, ONNX, heatmaps, robustness. Tests add files to it (a
+    package, robustness/), never change what is there."""
+    from medclass import load_config, run_experiment
+
+    config = load_config(
+        REPO_ROOT / "configs" / "bloodmnist.yaml",
+        [f"output_dir={tmp_path_factory.mktemp('blood-runs')}", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=25", "trainer.progress_bar=false", "evaluation.bootstrap=0",
+         "evaluation.report=false"],
+    )  # fmt: skip
+    return run_experiment(config).run_dir
 
 
 @pytest.fixture

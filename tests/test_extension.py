@@ -146,6 +146,7 @@ def test_new_head_metric_and_source_work_from_a_config(plugins, medmnist_dir: Pa
     assert prediction.predicted in (["normal"], ["malignant"])
 
 
+@pytest.mark.unit
 def test_an_unregistered_name_is_a_config_error_with_suggestions() -> None:
     with pytest.raises(ConfigError, match=r"model\.head\.type: unknown head 'gem'; known: linear, mlp"):
         load_config(None, ["model.head.type=gem"], experiment="t", data={"flag": "breastmnist"})
@@ -172,6 +173,7 @@ def _literal_names(annotation: object) -> set[str]:
     return names
 
 
+@pytest.mark.unit
 def test_no_config_field_lists_a_registrys_names() -> None:
     """No Literal of the schema lists a registry's names (two or more of them: a lone word such as "none" may be
     another field's value): the registry is the only list."""
@@ -189,7 +191,46 @@ def test_no_config_field_lists_a_registrys_names() -> None:
     assert not offenders, offenders
 
 
+@pytest.mark.unit
 def test_a_sources_config_and_loader_are_registered_together() -> None:
     assert set(SOURCE_CONFIGS) == set(SOURCES) == {"medmnist", "folder", "csv"}
     for name, model in SOURCE_CONFIGS.items():
         assert model.model_fields["source"].default == name
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("model.head.type", lambda: list(HEADS)),
+        ("data.augmentation", lambda: list(AUGMENTATIONS)),
+        ("scheduler.name", lambda: list(SCHEDULES)),
+        ("checkpoint.monitor", lambda: list(METRICS.monitorable())),
+    ],
+)
+def test_a_named_field_accepts_exactly_its_registry(field: str, names) -> None:
+    """Every registered name is a valid value, and a name next to them is not."""
+    for name in names():
+        config = load_config(None, [f"{field}={name}"], experiment="t", data={"flag": "breastmnist"})
+        value = config
+        for part in field.split("."):
+            value = getattr(value, part)
+        assert value == name
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(None, [f"{field}={names()[0]}x"], experiment="t", data={"flag": "breastmnist"})
+
+
+@pytest.mark.unit
+def test_degradations_and_corruptions_come_from_their_registries() -> None:
+    from medclass.config.build import LowQualityConfig
+    from medclass.config.loading import validate_config
+    from medclass.data.corruptions import corrupt
+
+    assert LowQualityConfig(count=1).degradations == list(DEGRADATIONS)
+    with pytest.raises(ConfigError, match=r"degradations\.0: unknown degradation 'blurr' \(did you mean blur\?\)"):
+        validate_config({"count": 1, "degradations": ["blurr"]}, "low_quality", LowQualityConfig)
+    images = np.zeros((1, 8, 8, 1), dtype=np.uint8)
+    for name in CORRUPTIONS:
+        assert corrupt(images, name, 1, seed=0).shape == images.shape
+    with pytest.raises(ConfigError, match=r"unknown corruption 'jpg' \(did you mean jpeg\?\)"):
+        corrupt(images, "jpg", 1, seed=0)

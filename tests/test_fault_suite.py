@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medclass import run_experiment
 from medclass.cli.app import app
-from medclass.config import load_config
 from medclass.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,13 +147,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = load_config(
-        BREAST,
-        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.progress_bar=false", "evaluation.bootstrap=0", "evaluation.report=false"],
-    )  # fmt: skip
-    return run_experiment(config).run_dir
+def trained_run(breast_run) -> Path:
+    """The session's BreastMNIST run (the faults below only read it, or a copy)."""
+    return breast_run.run_dir
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit  # needs neither ../shared/data nor training
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "medclass"
 
 # Lowest first. Packages in one layer may not import each other; a module may import its own package freely.

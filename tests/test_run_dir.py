@@ -22,11 +22,13 @@ RUN_FILES = re.compile(
 )
 
 
+@pytest.mark.unit
 def test_readme_table_is_run_dirs_own() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert layout_markdown() in readme, "README's run directory table: paste medclass.run_dir.layout_markdown()"
 
 
+@pytest.mark.unit
 def test_only_run_dir_spells_a_run_files_name() -> None:
     """No string literal outside run_dir.py is the name of a run file (a message may mention one in a sentence;
     folder names that are also ordinary words, report/ and model/, are left to review)."""
@@ -40,6 +42,7 @@ def test_only_run_dir_spells_a_run_files_name() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+@pytest.mark.unit
 def test_layout_names_what_run_dir_writes() -> None:
     run = RunDir("/r")
     named = " ".join(entry for entry, _ in LAYOUT)
@@ -54,6 +57,7 @@ def test_layout_names_what_run_dir_writes() -> None:
     assert run.package_dir("last").name == "model_last"
 
 
+@pytest.mark.unit
 def test_is_run_dir_and_find(tmp_path: Path) -> None:
     done, started, other = tmp_path / "a" / "1", tmp_path / "b" / "2", tmp_path / "c"
     for folder in (done, started, other):
@@ -65,6 +69,7 @@ def test_is_run_dir_and_find(tmp_path: Path) -> None:
     assert RunDir.find(tmp_path) == [done], "compare finds runs that got as far as run.json"
 
 
+@pytest.mark.unit
 def test_newer_run_format_is_refused_with_its_version(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     run.update_status(status="finished")

@@ -8,6 +8,8 @@ import yaml
 from medclass.config import apply_overrides, dump_config, load_config
 from medclass.errors import ConfigError
 
+pytestmark = pytest.mark.unit  # needs neither ../shared/data nor training
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
 

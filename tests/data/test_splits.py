@@ -9,6 +9,8 @@ from medclass.config import SplitConfig
 from medclass.data.splits import assign_splits, groups_cross_splits, merge_groups
 from medclass.errors import DataError
 
+pytestmark = pytest.mark.unit  # needs neither ../shared/data nor training
+
 CLASSES = ["a", "b", "c"]
 
 

@@ -40,6 +40,8 @@ from medclass.metrics import (
 )
 from medclass.metrics import headline_metrics as classification_metrics
 
+pytestmark = pytest.mark.unit  # needs neither ../shared/data nor training
+
 
 def multiclass_case(n: int = 300, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

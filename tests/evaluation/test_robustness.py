@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 from cli_runner import assert_one_line_error, medclass
 
-from medclass import run_experiment
-from medclass.config import load_config
 from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from medclass.errors import ConfigError
 
@@ -44,16 +42,6 @@ def test_unknown_corruption_and_severity() -> None:
         corrupt(images, "gausian_noise", 1)
     with pytest.raises(ValueError, match="severity must be one of"):
         corrupt(images, "jpeg", 6)
-
-
-@pytest.fixture(scope="module")
-def blood_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = load_config(
-        REPO / "configs" / "bloodmnist.yaml",
-        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=25",
-         "trainer.progress_bar=false", "evaluation.bootstrap=0", "evaluation.report=false"],
-    )  # fmt: skip
-    return run_experiment(config).run_dir
 
 
 def test_evaluate_corruptions_on_a_real_run(blood_run: Path) -> None:

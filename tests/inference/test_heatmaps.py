@@ -10,7 +10,7 @@ import torch
 from cli_runner import medclass
 from PIL import Image
 
-from medclass import load_config, run_experiment
+from medclass import load_config
 from medclass.config import ModelConfig
 from medclass.inference.explain import heatmaps
 from medclass.inference.package import load_package, package_from_run, save_package
@@ -41,14 +41,8 @@ def test_binary_heatmaps_show_both_classes(breast_run, medmnist_dir: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def blood_package(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("runs")
-    config = load_config(
-        REPO / "configs" / "bloodmnist.yaml",
-        [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.progress_bar=false",
-         "evaluation.bootstrap=0", "evaluation.report=false"],
-    )  # fmt: skip
-    return load_package(package_from_run(run_experiment(config).run_dir))
+def blood_package(blood_run: Path):
+    return load_package(package_from_run(blood_run))
 
 
 def test_multiclass_heatmaps_show_every_class(blood_package, medmnist_dir: Path) -> None:

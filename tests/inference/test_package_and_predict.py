@@ -17,24 +17,13 @@ import torch
 from cli_runner import medclass
 from PIL import Image
 
-from medclass import load_config, run_experiment
+from medclass import load_config
 from medclass.errors import ModelError, UserError
 from medclass.inference.package import load_package, package_from_run
 from medclass.inference.predictor import load_predictor, predict_files
 from medclass.training.restore import load_module
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def blood_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    config = load_config(
-        REPO / "configs" / "bloodmnist.yaml",
-        [f"output_dir={out}", "trainer.max_epochs=1", "trainer.limit_train_batches=6", "trainer.progress_bar=false",
-         "evaluation.bootstrap=0", "evaluation.report=false"],
-    )  # fmt: skip
-    return run_experiment(config).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from medclass.metrics import headline_metrics as classification_metrics
 from medclass.metrics import medmnist_acc, medmnist_auc, predicted_labels
 
+pytestmark = pytest.mark.unit  # needs neither ../shared/data nor training
+
 MEDMNIST_TASK = {"binary": "binary-class", "multiclass": "multi-class", "ordinal": "ordinal-regression",
                  "multilabel": "multi-label, binary-class"}  # fmt: skip
 

@@ -10,6 +10,8 @@ import torch
 from medclass.config import ModelConfig, load_config
 from medclass.models import create_model
 
+pytestmark = pytest.mark.unit  # needs neither ../shared/data nor training
+
 PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs" / "presets").glob("*.yaml"))
 ENTRIES = [(p.stem, entry.name) for p in PRESETS for entry in load_config(p).models or []]
 TINY = {"vit": {"img_size": 32}, "deit": {"img_size": 32}, "swin": {"img_size": 64, "window_size": 2}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from medclass.data.inspect import Inspection
-from medclass.evaluation.evaluate import EvaluationResult
+from medclass.evaluation.result import EvaluationResult
 from medclass.metrics import metric_label
 
 

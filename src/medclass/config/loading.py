@@ -183,9 +183,9 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
     folder, where the user typed them). Paths of a Kaggle dataset stay relative to its downloaded folder."""
     data = config.data
     updates = {}
-    for name in ("root", "csv", "image_dir", "cache_dir"):
-        value = getattr(data, name, None)
-        if value is not None:
+    for name in type(data).model_fields:  # every path field of the source's class, whatever the source
+        value = getattr(data, name)
+        if isinstance(value, Path):
             relative_to_download = getattr(data, "kaggle", None) and name != "cache_dir"
             updates[name] = expand_path(value, absolute=not relative_to_download)
     return config.model_copy(

@@ -2,6 +2,7 @@
 robustness and the comparison of runs (the metrics themselves are in :mod:`medclass.metrics`)."""
 
 from medclass.evaluation.compare import Comparison, compare_runs
-from medclass.evaluation.evaluate import EvaluationResult, evaluate_run
+from medclass.evaluation.evaluate import evaluate_run
+from medclass.evaluation.result import EvaluationResult
 
 __all__ = ["Comparison", "EvaluationResult", "compare_runs", "evaluate_run"]

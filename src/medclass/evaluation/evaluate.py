@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +28,14 @@ from medclass.evaluation.clinical import (
     per_class_intervals,
     per_class_table,
 )
+from medclass.evaluation.report import write_report
+from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.thresholds import best_f1_thresholds, operating_threshold, sensitivity_specificity
-from medclass.metrics import METRICS, headline_metrics, metric_definitions, predicted_labels, summary_metrics
+from medclass.metrics import METRICS, headline_metrics, predicted_labels, summary_metrics
 from medclass.run_dir import RunDir
 from medclass.tasks import Task, positive_class_index, scores_from_logits
 from medclass.training.predict import predict_logits
 from medclass.training.restore import load_module
-
-UNREPRODUCIBLE = ("images_per_second",)
-
-
-@dataclass
-class EvaluationResult:
-    run_dir: Path
-    split: str
-    checkpoint: str
-    metrics: dict[str, float]
-    n_samples: int
-    epoch: int | None
-    task: str
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    per_class: list[dict[str, Any]] = field(default_factory=list)
-    calibration: dict[str, Any] = field(default_factory=dict)
-    operating_point: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "split": self.split,
-            "checkpoint": self.checkpoint,
-            "epoch": self.epoch,
-            "n_samples": self.n_samples,
-            "task": self.task,
-            "metrics": self.metrics,
-            "intervals": {name: list(bounds) for name, bounds in self.intervals.items()},
-            "per_class": self.per_class,
-            "calibration": self.calibration,
-            "operating_point": self.operating_point,
-            "definitions": metric_definitions(list(self.metrics)),
-            # Speed is a fact of the machine, not of the model: it goes to run.json, so that metrics.json is the
-            # same file for the same config and seed.
-            **{k: v for k, v in self.extra.items() if k not in UNREPRODUCIBLE},
-        }
 
 
 def evaluate_run(
@@ -175,8 +139,6 @@ def evaluate_run(
         split, predictions_csv(targets, scores, dataset.classes, task, dataset.sources(split))
     )
     if settings.report:
-        from medclass.evaluation.report import write_report
-
         report_dir = run.report_dir(split, checkpoint)
         scaled = apply_temperature(logits, task, calibration["fitted_temperature"])
         result.files.update(

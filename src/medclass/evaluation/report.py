@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import numpy as np
 
 from medclass.config import EvaluationConfig, ExperimentConfig
+from medclass.data.dataset import LabelledImages
 from medclass.evaluation.calibration import reliability_curve
 from medclass.evaluation.clinical import PER_CLASS_COLUMNS
 from medclass.evaluation.plots import (
@@ -21,6 +22,7 @@ from medclass.evaluation.plots import (
     plot_worst_images,
     read_epochs,
 )
+from medclass.evaluation.result import EvaluationResult
 from medclass.io import atomic_write_text
 from medclass.metrics import metric_definitions, metric_label
 from medclass.run_dir import RunDir
@@ -37,10 +39,6 @@ from medclass.wording import (
     when,
     wrap_class,
 )
-
-if TYPE_CHECKING:
-    from medclass.data.dataset import LabelledImages
-    from medclass.evaluation.evaluate import EvaluationResult
 
 PLOT_TITLES = {
     "training_curves": "Training curves: loss and validation metrics per epoch, the best epoch marked",

@@ -20,11 +20,14 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from medclass.config import DataConfig
+from medclass.config import DataConfig, ModelConfig
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
+from medclass.data.transforms import BatchPreprocess
 from medclass.errors import UserError
+from medclass.inference.package import is_package, load_package, run_package
 from medclass.io import atomic_write_bytes, atomic_write_text
 from medclass.metrics import METRICS, summary_metrics
+from medclass.models import create_model, default_normalization
 from medclass.run_dir import RunDir
 from medclass.tasks import is_single_label
 
@@ -48,8 +51,6 @@ class FeatureModel:
 def feature_model(spec: str, data: DataConfig) -> FeatureModel:
     """A medclass model (package or run directory), or a backbone by name (``timm:name``/bare name, pretrained
     weights when available offline) with its own normalisation at the data's input size."""
-    from medclass.inference.package import is_package, load_package, run_package
-
     path = Path(spec)
     if path.is_dir():
         if not is_package(path):
@@ -59,10 +60,6 @@ def feature_model(spec: str, data: DataConfig) -> FeatureModel:
         package = load_package(path)
         test = package.manifest.get("source", {}).get("test_metrics", {})
         return FeatureModel(package.net, package.preprocess, f"medclass model {spec}", test)
-    from medclass.config import ModelConfig
-    from medclass.data.transforms import BatchPreprocess
-    from medclass.models import create_model, default_normalization
-
     config = ModelConfig(name=spec, pretrained=True)
     net = create_model(config, num_classes=2).eval()  # the head is unused: features come before it
     mean, std = default_normalization(net, config)

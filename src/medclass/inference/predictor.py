@@ -16,7 +16,10 @@ import torch
 from medclass.config.data import IMAGE_EXTENSIONS
 from medclass.data.images import DECODE_ERRORS, load_image
 from medclass.errors import ModelError, UserError
-from medclass.inference.package import ManifestView
+from medclass.inference.onnx_export import OnnxPredictor
+from medclass.inference.package import ManifestView, is_package, load_package, run_package
+from medclass.inference.registry import fetch_registered
+from medclass.io import atomic_write_text
 from medclass.metrics import decide_positive
 from medclass.run_dir import RunDir
 from medclass.tasks import Task, scores_from_logits
@@ -53,16 +56,10 @@ class TorchPredictor(ManifestView):
 def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predictor:
     """A package directory, a run directory (its packaged best checkpoint, made on first use), an .onnx file, or a
     registered MLflow model (``models:/<name>/<version>``)."""
-    from medclass.inference.package import is_package, load_package, run_package
-
     if str(spec).startswith("models:/"):
-        from medclass.inference.registry import fetch_registered
-
         return TorchPredictor(load_package(fetch_registered(str(spec), tracking_uri)), f"registered model {spec}")
     path = Path(spec)
     if path.suffix.lower() == ".onnx":
-        from medclass.inference.onnx_export import OnnxPredictor
-
         return OnnxPredictor.open(path)
     if path.is_dir() and is_package(path):
         return TorchPredictor(load_package(path), f"package {path}")
@@ -259,8 +256,6 @@ def write_predictions(result: PredictionResult, path: Path, classes: list[str], 
     """CSV (one row per image: file, prediction, top-k, every probability) or JSON (by the file's suffix)."""
     import csv
     import io
-
-    from medclass.io import atomic_write_text
 
     if path.suffix.lower() == ".json":
         payload = {

@@ -11,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 from medclass.errors import UserError
+from medclass.inference.package import package_from_run
+from medclass.run_dir import RunDir
+from medclass.training.tracking import artifact_location
 
 PACKAGE_ARTIFACT = "medclass-model"
 DEFAULT_STORE = Path("runs") / "mlflow.db"
@@ -53,10 +56,6 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
     """(name, version, tracking URI). The run's MLflow run (from training with tracking.mlflow) receives the
     package; a run trained without MLflow gets a new MLflow run in an experiment named after it."""
     from mlflow.exceptions import MlflowException
-
-    from medclass.inference.package import package_from_run
-    from medclass.run_dir import RunDir
-    from medclass.training.tracking import artifact_location
 
     run = RunDir.open(run_dir)
     config = run.load_config()

@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse
 from PIL import Image
 
 from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded
+from medclass.inference.explain import heatmaps
 from medclass.inference.predictor import (
     Predictor,
     decide,
@@ -178,8 +179,6 @@ def warm_up(predictor: Predictor) -> None:
     blank = np.zeros((1, pre["channels"], pre["decode_size"], pre["decode_size"]), dtype=np.uint8)
     probabilities(predictor, blank, tta=False, calibrated=False)
     if hasattr(predictor, "package"):
-        from medclass.inference.explain import heatmaps
-
         heatmaps(predictor.package, blank, [0])  # type: ignore[attr-defined]
 
 
