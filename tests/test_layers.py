@@ -102,3 +102,19 @@ def test_lower_layers_import_without_the_upper_ones(module: str) -> None:
     loaded = set(ast.literal_eval(out.strip()))
     above = {p for p in loaded if RANK.get(p, 0) > RANK[_part(module)]}
     assert not above, f"importing {module} loads {sorted(above)}"
+
+
+def test_medclass_imports_are_at_module_level_outside_the_cli() -> None:
+    """No medclass import hides inside a function (the way import cycles get dodged). The CLI may defer its
+    imports: `medclass --help` and a config error should not wait for torch."""
+    hidden = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
+        if _part(module) in ("cli", "__init__"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medclass"):
+                    hidden.append(f"{module}:{node.lineno} imports {node.module} inside {function.name}()")
+    assert not hidden, "\n".join(hidden)

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse
 from PIL import Image
 
 from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded
-from medclass.inference.explain import heatmaps
+from medclass.inference.explain import heatmaps, overlay, png_bytes
 from medclass.inference.predictor import (
     Predictor,
     decide,
@@ -147,8 +147,6 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
             if explanation:
                 response["explanation"] = explanation
             if heatmap:
-                from medclass.inference.explain import heatmaps, overlay, png_bytes
-
                 # the evidence for the answer given (the decided class, which a threshold can make other than the top)
                 shown = predictor.classes.index(decided[0]) if single and decided else int(order[0])
                 cams = heatmaps(predictor.package, image[None], [shown])  # type: ignore[attr-defined]

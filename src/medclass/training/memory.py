@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medclass.config import ModelConfig
 from medclass.errors import UserError
+from medclass.models import check_model_name, create_model
 
 GIB = 1024**3
 MAX_REPORTED_BATCH = 65536  # beyond this the straight line says nothing useful
@@ -45,9 +47,6 @@ class MemoryEstimate:
 
 def _step(model_name: str, input_size: int, batch_size: int, precision: str, device: str, in_chans: int) -> int:
     """Peak bytes of one training step (after one warm-up step, so lazy allocations are counted once)."""
-    from medclass.config import ModelConfig
-    from medclass.models import create_model
-
     torch.manual_seed(0)
     net = create_model(ModelConfig(name=model_name, pretrained=False, in_chans=in_chans), num_classes=10).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -135,7 +134,6 @@ def estimate_memory(
     in_chans: int = 3,
 ) -> MemoryEstimate:
     """Measure, fit peak = fixed + per_image * batch, and find the largest batch within the budget."""
-    from medclass.models import check_model_name
 
     check_model_name(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,8 +159,6 @@ def estimate_memory(
         intercept = max(fitted.values()) - slope * max(fitted)
     budget = budget_bytes or default_budget(device)
     max_batch = min(MAX_REPORTED_BATCH, int((budget - intercept) // slope)) if budget > intercept else 0
-    from medclass.config import ModelConfig
-    from medclass.models import create_model
 
     parameters = sum(p.numel() for p in create_model(ModelConfig(name=model, pretrained=False), 10).parameters())
     return MemoryEstimate(model, device, input_size, precision, parameters, measured, float(intercept), slope,
