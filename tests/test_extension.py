@@ -234,3 +234,13 @@ def test_degradations_and_corruptions_come_from_their_registries() -> None:
         assert corrupt(images, name, 1, seed=0).shape == images.shape
     with pytest.raises(ConfigError, match=r"unknown corruption 'jpg' \(did you mean jpeg\?\)"):
         corrupt(images, "jpg", 1, seed=0)
+
+
+@pytest.mark.unit
+def test_builtin_name_lists_equal_what_their_modules_register() -> None:
+    """The names a registry knows without importing its module (so a config check needs no torch) are exactly
+    the ones that module registers."""
+    for registry in REGISTRIES:
+        if registry.builtin_names:
+            loaded = set(registry)  # reading the registry imports its module
+            assert loaded == set(registry.builtin_names), f"{registry.kind}: update medclass/registry.py"

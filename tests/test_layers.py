@@ -118,3 +118,19 @@ def test_medclass_imports_are_at_module_level_outside_the_cli() -> None:
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medclass"):
                     hidden.append(f"{module}:{node.lineno} imports {node.module} inside {function.name}()")
     assert not hidden, "\n".join(hidden)
+
+
+def test_checking_a_config_imports_no_torch() -> None:
+    """A config with every registry-named field set is validated without torch, timm or Lightning: a mistake in
+    it is reported at once, not after seconds of imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from medclass.config import load_config\n"
+        "load_config(None, ['model.head.type=mlp', 'data.augmentation=medical', 'scheduler.name=step',\n"
+        "                   'checkpoint.monitor=f1_macro'], experiment='t', data={'flag': 'breastmnist'})\n"
+        "print(sorted(m for m in ('torch', 'timm', 'lightning', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

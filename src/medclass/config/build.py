@@ -60,7 +60,7 @@ class LowQualityConfig(StrictModel):
     count: PositiveInt = Field(description="How many degraded images to make.")
     from_categories: list[str] | None = Field(None, description="Categories to degrade images of; default: all.")
     degradations: list[DegradationName] = Field(
-        default_factory=lambda: list(DEGRADATIONS), description="Default: every registered degradation."
+        default_factory=DEGRADATIONS.known, description="Default: every registered degradation."
     )
     per_image: tuple[PositiveInt, PositiveInt] = Field((1, 2), description="How many degradations each image gets.")
     ranges: DegradationRanges = Field(default_factory=DegradationRanges)
