@@ -192,6 +192,6 @@ def _plot(result: RobustnessResult, severities: tuple[int, ...]) -> Figure:
         label = metric_label(metric)
         ax.set_title(f"{label[0].upper()}{label[1:]} under each corruption")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower left")
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="best")
     fig.suptitle(f"Robustness of {_name(result)}: {result.split} metrics under image corruptions")
     return fig
