@@ -28,10 +28,9 @@ SUBPROCESS = re.compile(r"\bmedclass\(|\b_cli\(|\bsubprocess\.|start_server\(")
 BROWSER = re.compile(r"sync_playwright|chromium")
 
 
-@pytest.hookimpl(trylast=True)  # after -m has deselected what will not run
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the subprocess and browser tiers; without ../shared/data only the unit tier can run: say so at once
-    rather than fail test by test."""
+    """Mark the subprocess and browser tiers from what each test runs."""
     for item in items:
         try:
             source = inspect.getsource(item.obj)  # type: ignore[attr-defined]
@@ -41,7 +40,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.subprocess)
         if BROWSER.search(source):
             item.add_marker(pytest.mark.browser)
-    needs_data = any(item.get_closest_marker("unit") is None for item in items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Without ../shared/data only the unit tier can run: say so at once rather than fail test by test."""
+    needs_data = any(item.get_closest_marker("unit") is None for item in session.items)
     if needs_data and not (shared_data_path() / "medmnist").is_dir():
         shared_data_dir()  # exits with the message
 

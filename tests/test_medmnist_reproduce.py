@@ -42,6 +42,7 @@ def test_capped_paper_schedule_keeps_its_milestones(bench) -> None:
     assert bench.parse_caps("blood=30,dermamnist=5") == {"bloodmnist": 30, "dermamnist": 5}
 
 
+@pytest.mark.slow
 def test_breastmnist_both_recipes_one_epoch(bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, runs = tmp_path / "table", tmp_path / "runs"
     rows = bench.main(["--sets", "breastmnist", "--max-epochs", "1", "--out", str(out), "--runs", str(runs)])

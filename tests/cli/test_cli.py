@@ -25,6 +25,7 @@ def test_config_command_shows_overrides() -> None:
     assert "max_epochs: 3" in result.stdout and "batch_size: 16" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_prints_the_same_numbers(tmp_path: Path) -> None:
     trained = medclass(
         "train", "-c", BREAST, "trainer.max_epochs=1", f"output_dir={tmp_path}", "trainer.progress_bar=false"

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from cli_runner import assert_one_line_error, medclass
@@ -33,6 +34,7 @@ def epoch_log(run: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
     config = tmp_path / "two_stage.yaml"
     config.write_text(yaml.safe_dump(TWO_STAGE))
@@ -142,6 +144,7 @@ def test_resume_errors(tmp_path: Path) -> None:
     assert_one_line_error(medclass("train"), "give an experiment config")
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     result = medclass(
         "train", "-c", str(REPO / "configs" / "breastmnist.yaml"), f"output_dir={tmp_path}", "trainer.max_epochs=2",
@@ -157,6 +160,7 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_benchmark_leaderboard_with_a_failing_model(tmp_path: Path) -> None:
     config = {
         "experiment": "bench",

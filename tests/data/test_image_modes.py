@@ -148,6 +148,7 @@ def test_an_image_over_the_decode_budget_is_refused_from_its_header() -> None:
     assert load_image(io.BytesIO(buffer.getvalue()), 32, max_decode_bytes=256 * 2**20).shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_decoding_needs_no_more_memory_than_the_service_charges(tmp_path: Path) -> None:
     """Peak RSS of one decode, measured in a fresh interpreter (benchmarks/decode_memory.py), is within what
     decode_bytes() charges before decoding, for the modes medical images come in."""

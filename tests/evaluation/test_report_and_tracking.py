@@ -198,6 +198,7 @@ def test_evaluate_val_split_with_the_last_checkpoint(blood) -> None:
     assert not (result.run_dir / "report_val_last").exists()
 
 
+@pytest.mark.slow
 def test_compare_three_runs_names_the_best_and_lists_a_broken_one(blood, tmp_path: Path) -> None:
     first, out = blood
     for seed in (1, 2):

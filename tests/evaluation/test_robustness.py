@@ -62,6 +62,7 @@ def test_evaluate_corruptions_on_a_real_run(blood_run: Path) -> None:
     assert (blood_run / "robustness" / "robustness.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_corruption_options_that_make_no_sense(blood_run: Path, tmp_path: Path) -> None:
     assert_one_line_error(medclass("evaluate", str(blood_run), "--corruptions", "fog"), "unknown corruption 'fog'")
     assert_one_line_error(medclass("evaluate", str(blood_run), "--corruptions", "all", "--severities", "0,9"),

@@ -37,6 +37,7 @@ def test_pretrained_backbone_features_and_baselines(tmp_path: Path) -> None:
     assert "tf_efficientnet_lite0 (pretrained, not fine-tuned)" in table and "| knn_11 | n_neighbors=11 |" in table
 
 
+@pytest.mark.slow
 def test_features_command_compares_with_the_fine_tuned_model(tmp_path: Path) -> None:
     run = run_experiment(
         load_config(

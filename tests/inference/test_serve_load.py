@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_concurrent_uploads_for_a_bounded_time(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--clients", "6", "--seconds",

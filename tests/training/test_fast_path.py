@@ -97,6 +97,7 @@ def test_channels_last_and_compile_keep_checkpoints_portable(tmp_path: Path) -> 
     assert 0.0 < result.test.metrics["auc"] <= 1.0, "a plain (uncompiled) model loads them for evaluation"
 
 
+@pytest.mark.slow
 def test_auto_batch_size_is_measured_saved_and_recorded(tmp_path: Path) -> None:
     result = run_experiment(_quick(tmp_path, "model.name=mobilenetv3_small_050", "data.batch_size=auto"))
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["data"]["batch_size"]

@@ -9,6 +9,7 @@ from cli_runner import assert_one_line_error, medclass
 from medclass.training.memory import estimate_memory, measure_step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
 def test_prediction_matches_a_measured_larger_batch(model: str) -> None:
     estimate = estimate_memory(model, 96, batch_sizes=(4, 16), budget_bytes=8 * 1024**3, device="cpu")
@@ -21,6 +22,7 @@ def test_prediction_matches_a_measured_larger_batch(model: str) -> None:
     assert estimate.max_batch_size == min(expected, 65536)
 
 
+@pytest.mark.slow
 def test_memory_command_table_and_errors() -> None:
     result = medclass("memory", "--model", "resnet18", "--input-size", "64", "--batch-size", "64", "--measure", "4,16",
                       "--memory-gb", "16")  # fmt: skip
@@ -31,6 +33,7 @@ def test_memory_command_table_and_errors() -> None:
     assert_one_line_error(medclass("memory", "--model", "resnet18", "--precision", "fp8"), "--precision 'fp8'")
 
 
+@pytest.mark.slow
 def test_memory_at_its_defaults_for_small_images_prints_the_table() -> None:
     """28 px images: the images' share of a step is lost in the noise of a process's peak memory at batches 4 and
     16; a larger batch is measured, and where even that is too little the table says so ("<", an upper bound)

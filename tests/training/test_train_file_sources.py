@@ -110,6 +110,7 @@ def leaky_folder(root: Path, data_dir: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_training_reports_leakage_and_stops_on_label_conflicts(tmp_path: Path, data_dir: Path) -> None:
     from cli_runner import assert_one_line_error, medclass
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from medclass.config import ExperimentConfig
@@ -43,5 +43,5 @@ def _evaluate(trained: TrainResult | None, started: float) -> ExperimentResult |
     duration = time.perf_counter() - started
     finished = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     run.update_status(status="finished", finished=finished, duration_s=round(duration, 1))
-    fields = {name: getattr(trained, name) for name in TrainResult.__dataclass_fields__}
-    return ExperimentResult(**{**fields, "duration_s": duration}, test=test)
+    trained_fields = {f.name: getattr(trained, f.name) for f in fields(TrainResult)}
+    return ExperimentResult(**{**trained_fields, "duration_s": duration}, test=test)
