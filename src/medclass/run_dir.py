@@ -298,3 +298,82 @@ def _csv(rows: list[tuple[str, ...]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue()
+
+
+SERIES_FORMAT_VERSION = 1
+
+# What a series folder holds (cross-validation folds, seed repeats): its README table.
+SERIES_LAYOUT: tuple[tuple[str, str], ...] = (
+    ("`series.json`", "what the series is (cv or seeds), its members (fold, seed), the shared config; later calls "
+     "with another config are refused"),
+    ("`<member>/<YYYYmmdd-HHMMSS>/`", "each member (`fold1`, `seed3`, `fold2-seed3`) is an ordinary run directory"),
+    ("`summary.json`", "mean, SD, min and max of every headline metric over the members, the headline and why, "
+     "cross-validation: the pooled out-of-fold metrics with 95% intervals"),
+    ("`summary.md`, `members.csv`, `members.png`", "the same as a table, one row per member, and a plot of each "
+     "member's metrics around the mean"),
+)  # fmt: skip
+
+
+class SeriesDir:
+    """A folder of several runs of one recipe (``medclass cv``, ``medclass train --seeds``): file names, the
+    manifest, and where each member's runs live."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "series.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def summary_markdown(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def members_csv(self) -> Path:
+        return self.path / "members.csv"
+
+    @property
+    def members_plot(self) -> Path:
+        return self.path / "members.png"
+
+    def member_folder(self, name: str) -> Path:
+        return self.path / name
+
+    @staticmethod
+    def is_series_dir(path: str | Path) -> bool:
+        return SeriesDir(path).manifest_path.is_file()
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            raise RunDirError(
+                f"{self.path} has no {self.manifest_path.name}: give the folder that `medclass cv` or "
+                "`medclass train --seeds` printed"
+            )
+        manifest = read_json(self.manifest_path)
+        version = manifest.get("format_version")
+        if version != SERIES_FORMAT_VERSION:
+            raise RunDirError(
+                f"{self.manifest_path} says series format version {version!r}; this medclass reads version "
+                f"{SERIES_FORMAT_VERSION}"
+            )
+        return manifest
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.manifest_path, {"format_version": SERIES_FORMAT_VERSION, **manifest})
+
+    def finished_run(self, member: str) -> RunDir | None:
+        """The member's newest finished run directory, if any."""
+        folder = self.member_folder(member)
+        if not folder.is_dir():
+            return None
+        finished = [RunDir(p) for p in RunDir.find(folder) if RunDir(p).read_status().get("status") == "finished"]
+        return finished[-1] if finished else None
+
+    def __repr__(self) -> str:
+        return f"SeriesDir({str(self.path)!r})"

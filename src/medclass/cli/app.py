@@ -21,6 +21,7 @@ from medclass.cli.common import (
     quiet_lightning,
     user_errors,
 )
+from medclass.cli.series import SeedsOption, parse_seeds, print_series
 from medclass.errors import UserError
 
 
@@ -61,6 +62,7 @@ def train(
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Choose data, model and sizes at prompts.")
     ] = False,
+    seeds: SeedsOption = None,
 ) -> None:
     """Train a model, keep the best validation epoch, and evaluate it on the held-out test split."""
     from medclass.config import load_config
@@ -76,6 +78,14 @@ def train(
         raise UserError("give an experiment config with -c (see configs/), --resume RUN_DIR, or --interactive")
     else:
         experiment = load_config(config, overrides or [])  # config mistakes surface before the heavy imports
+    if seeds is not None:
+        if resume is not None:
+            raise UserError("--seeds starts new runs; to continue a stopped series run the same command again")
+        from medclass.experiments.series import plan_seeds, run_series
+
+        plan = plan_seeds(experiment, parse_seeds(seeds))
+        quiet_lightning(ctx)
+        return print_series(run_series(plan))
     from medclass.cli.render import metrics_table, result_notes
     from medclass.experiments import resume_experiment, run_experiment
     from medclass.metrics import metric_label
@@ -287,6 +297,7 @@ def data_build(
 
 
 from medclass.cli import memory as _memory  # noqa: E402,F401 -- registers memory
+from medclass.cli import series as _series  # noqa: E402,F401 -- registers cv
 from medclass.cli import use as _use  # noqa: E402,F401 -- registers export, predict, serve, features, register
 
 

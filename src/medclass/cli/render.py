@@ -153,3 +153,37 @@ def robustness_table(result, severities: tuple[int, ...]) -> Table:
         table.add_row(name, f"{result.clean['auc']:.3f}", *(f"{v:.3f}{m}" for v, m in zip(values, marks, strict=True)),
                       style="bold" if name == "mean" else None)  # fmt: skip
     return table
+
+
+def series_table(result) -> Table:
+    """A series (cross-validation folds or seeds): one row per member, then mean +- SD and the pooled values."""
+    from medclass.metrics import METRICS
+
+    names = list(METRICS.names("headline"))
+    split = "out-of-fold" if result.kind == "cv" else "test"
+    title = f"{'cross-validation' if result.kind == 'cv' else 'repeated seeds'}: {split} metrics"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column("member")
+    table.add_column("n", justify="right")
+    for name in names:
+        table.add_column(metric_label(name).replace(" (MedMNIST)", ""), justify="right")
+    for row in result.rows:
+        cells = [f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "" for m in names]
+        table.add_row(row["name"], str(row["n"]), *cells)
+    mean_sd = []
+    for name in names:
+        stats = result.aggregate[name]
+        if stats["mean"] is None:
+            mean_sd.append("")
+        else:
+            mean_sd.append(f"{stats['mean']:.3f}" + (f"±{stats['sd']:.3f}" if stats["sd"] is not None else ""))
+    table.add_row("mean ± SD", "", *mean_sd, style="bold", end_section=True)
+    for pooled in result.pooled:
+        values = [pooled["metrics"].get(name) for name in names]
+        table.add_row(f"pooled s{pooled['seed']}", str(pooled["n"]),
+                      *("" if v is None else f"{v:.4f}" for v in values))  # fmt: skip
+        if pooled["intervals"]:
+            bounds = [pooled["intervals"].get(name) for name in names]
+            table.add_row(f"  {pooled['confidence']:.0%} CI", "",
+                          *("" if b is None else f"{b[0]:.3f}-{b[1]:.3f}" for b in bounds))  # fmt: skip
+    return table

@@ -1,6 +1,14 @@
 """The experiment configuration: schema, loading, overrides."""
 
-from medclass.config.data import CsvData, DataConfig, FileSourceFields, FolderData, MedMNISTData, SplitConfig
+from medclass.config.data import (
+    CsvData,
+    DataConfig,
+    FileSourceFields,
+    FoldConfig,
+    FolderData,
+    MedMNISTData,
+    SplitConfig,
+)
 from medclass.config.loading import apply_overrides, config_to_dict, dump_config, load_config, validate_config
 from medclass.config.model import HeadConfig
 from medclass.config.recipe import EarlyStoppingConfig, ResolvedStage, StageConfig
@@ -28,6 +36,7 @@ __all__ = [
     "CsvData",
     "DataConfig",
     "FileSourceFields",
+    "FoldConfig",
     "FolderData",
     "MedMNISTData",
     "SplitConfig",

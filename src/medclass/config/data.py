@@ -32,6 +32,26 @@ MAX_IMAGE_SIZE = 4096  # a side beyond this is a typo, not a model input (one 40
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 
 
+class FoldConfig(StrictModel):
+    """One fold of a k-fold cross-validation (``medclass cv`` writes this into each fold's config).
+
+    The dataset's train and val splits are pooled and cut into ``k`` folds, stratified by class and keeping every
+    group whole (a patient or lesion, when the source names one, and identical images); the dataset's test split is
+    left out. The run holds out fold ``index`` as its ``test`` split (scored once, by the checkpoint chosen
+    without it), and trains on the other folds minus a validation share that picks the best epoch (the dataset's
+    own val share, grouped and stratified the same way)."""
+
+    k: int = Field(ge=2, le=100, description="Number of folds.")
+    index: int = Field(ge=1, description="The held-out fold, 1..k.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the fold assignment (the same for every fold).")
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> FoldConfig:
+        if self.index > self.k:
+            raise ValueError(f"fold index {self.index} is outside 1..{self.k}")
+        return self
+
+
 class LoaderFields(StrictModel):
     """How batches are formed and normalised; the same for every source. A source's config class adds its own
     fields (and ``source: Literal["<its name>"]``) and may override the methods below."""
@@ -74,6 +94,11 @@ class LoaderFields(StrictModel):
     std: tuple[float, ...] | None = Field(None, description="Per-channel normalisation std; see mean.")
     cache_dir: Path | None = Field(
         None, description="Decoded images and dataset statistics; default: $MEDCLASS_CACHE, else ~/.cache/medclass."
+    )
+    fold: FoldConfig | None = Field(
+        None,
+        description="Cross-validation: train on the other folds of train+val and hold out this one (set by "
+        "`medclass cv`; the test split is not used).",
     )
 
     @model_validator(mode="before")

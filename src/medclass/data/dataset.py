@@ -25,12 +25,15 @@ class ImageSplit:
     ``images`` is a uint8 (M, H, W, C) store, possibly a memory-mapped cache shared by all splits; ``rows`` says
     which of its rows belong to this split, in order (None: all rows). ``labels`` are int64 (N,) or, for
     multi-label, float32 (N, L), one per row of the split. ``files`` names each image's source file, when known.
+    ``groups`` gives each image a group id that must not be split up (a patient, a lesion, identical copies),
+    when the source knows one; cross-validation folds keep every group whole.
     """
 
     images: np.ndarray
     labels: np.ndarray
     rows: np.ndarray | None = None
     files: list[str] | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -40,6 +43,8 @@ class ImageSplit:
             raise ValueError(f"{n_images} images but {len(self.labels)} labels")
         if self.files is not None and len(self.files) != len(self.labels):
             raise ValueError(f"{len(self.files)} file names but {len(self.labels)} labels")
+        if self.groups is not None and len(self.groups) != len(self.labels):
+            raise ValueError(f"{len(self.groups)} group ids but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -13,7 +13,7 @@ from medclass.config.data import SplitConfig
 from medclass.errors import DataError
 
 
-def _take_fraction(
+def take_fraction(
     indices: np.ndarray, fraction: float, strata: np.ndarray | None, groups: np.ndarray | None, seed: int, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (rest, taken) with about ``fraction`` of them taken."""
@@ -78,8 +78,8 @@ def assign_splits(
     if len(unassigned):
         if strata is not None:
             check_class_sizes(strata[unassigned], classes, 3, "splitting the images")
-        rest, test = _take_fraction(unassigned, config.test, strata, groups, config.seed, "test")
-        train, val = _take_fraction(rest, config.val / (config.train + config.val), strata, groups, config.seed, "val")
+        rest, test = take_fraction(unassigned, config.test, strata, groups, config.seed, "test")
+        train, val = take_fraction(rest, config.val / (config.train + config.val), strata, groups, config.seed, "val")
         split[train], split[val], split[test] = "train", "val", "test"
         how.append(
             f"{len(unassigned)} images split {config.train:g}/{config.val:g}/{config.test:g} with seed {config.seed}"
@@ -90,7 +90,7 @@ def assign_splits(
         if strata is not None:
             check_class_sizes(strata[train], classes, 2, "carving a validation split out of train")
         fraction = config.val / (config.train + config.val)
-        kept, val = _take_fraction(train, fraction, strata, groups, config.seed, "val")
+        kept, val = take_fraction(train, fraction, strata, groups, config.seed, "val")
         split[val] = "val"
         how.append(f"val carved out of the given train split ({fraction:.0%}, seed {config.seed}{grouped})")
     if len(unassigned) < len(split):

@@ -271,3 +271,17 @@ def predictions_csv(targets: np.ndarray, scores: np.ndarray, classes: list[str],
                  *(f"{p:.6f}" for p in scores[i])]
             )  # fmt: skip
     return buffer.getvalue()
+
+
+def read_predictions(path: Path, classes: list[str], task: Task) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(targets, scores, sources) back from a predictions CSV that :func:`predictions_csv` wrote."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    scores = np.array([[float(row[f"p:{c}"]) for c in classes] for row in rows], dtype=np.float64)
+    scores = scores.reshape(-1, len(classes))
+    if task == "multilabel":
+        targets = np.array([[int(row[f"true:{c}"]) for c in classes] for row in rows]).reshape(-1, len(classes))
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        targets = np.array([index[row["true"]] for row in rows], dtype=np.int64)
+    return targets, scores, [row["source"] for row in rows]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from medclass.config.data import DataConfig, LoaderFields
 from medclass.data.dataset import LabelledImages
+from medclass.data.folds import cross_validation_fold
 from medclass.registry import SOURCE_CONFIGS, SOURCES
 
 SourceLoader = Callable[[DataConfig], LabelledImages]
@@ -31,8 +32,12 @@ def register_source(name: str, config: type[LoaderFields] | None = None) -> Call
 
 
 def load_dataset(config: DataConfig) -> LabelledImages:
-    """Load the dataset the config describes, with its three splits."""
-    return SOURCES.lookup(config.source, "data.source")(config)
+    """Load the dataset the config describes, with its three splits (a cross-validation fold's, when
+    ``data.fold`` is set)."""
+    dataset = SOURCES.lookup(config.source, "data.source")(config)
+    if config.fold is not None:
+        dataset = cross_validation_fold(dataset, config.fold)
+    return dataset
 
 
 # Built-in sources register themselves on import.

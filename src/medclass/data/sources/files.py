@@ -105,6 +105,8 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
     usable = np.ones(len(index.records), dtype=bool)
     usable[list(decoded.failures)] = False
     identical = _identical_files(index, labels, split, hashes, usable, config)
+    # Whole groups for cross-validation folds: the given group (patient, lesion) and identical files together.
+    groups = merge_groups([r.group for r in index.records], hashes)
     splits = {}
     for name in SPLITS:
         rows = np.flatnonzero((split == name) & usable)
@@ -115,6 +117,7 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
             labels=labels[rows],
             rows=rows,
             files=[index.name_of(index.records[i].path) for i in rows],
+            groups=None if groups is None else groups[rows],
         )
     source = {
         "type": config.source,

@@ -7,6 +7,7 @@ downloaded through the medmnist package (from Zenodo), and when that fails the e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from medclass.data.cache import cache_root, files_fingerprint
 from medclass.data.checks import find_identical, label_names, pixel_hashes
 from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
 from medclass.data.sources import register_source
+from medclass.data.splits import merge_groups
 from medclass.errors import ConfigError, DataError, suggest
 from medclass.io import atomic_write_json
 from medclass.tasks import Task
@@ -186,6 +188,11 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
         labels += label_names(split.labels, classes)
     # The official split is the benchmark and is kept as published: its identical images are reported, not fixed.
     identical = find_identical(keys, names, split_names, labels, published=True)
+    groups, start = merge_groups([None] * len(keys), keys), 0  # identical pixels: one group (cross-validation)
+    if groups is not None:
+        for name, split in list(splits.items()):
+            splits[name] = dataclasses.replace(split, groups=groups[start : start + len(split)])
+            start += len(split)
     return LabelledImages(
         identical=identical,
         name=f"{flag}" if config.size == 28 else f"{flag}_{config.size}",
