@@ -311,6 +311,8 @@ SERIES_LAYOUT: tuple[tuple[str, str], ...] = (
      "cross-validation: the pooled out-of-fold metrics with 95% intervals"),
     ("`summary.md`, `members.csv`, `members.png`", "the same as a table, one row per member, and a plot of each "
      "member's metrics around the mean"),
+    ("`ensemble/`", "the members as one model package (probabilities averaged) that predict, serve, export and "
+     "features read; its test metrics and each member's are in `summary.json` and `summary.md`"),
 )  # fmt: skip
 
 
@@ -340,6 +342,10 @@ class SeriesDir:
     @property
     def members_plot(self) -> Path:
         return self.path / "members.png"
+
+    @property
+    def ensemble_dir(self) -> Path:
+        return self.path / "ensemble"
 
     def member_folder(self, name: str) -> Path:
         return self.path / name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_runner import assert_one_line_error, medclass
 from conftest import REPO_ROOT
 
@@ -119,3 +120,36 @@ def test_cv_with_seeds_pools_each_seed(tmp_path: Path) -> None:
     assert result.aggregate["auc"]["n"] == 4 and "2 folds x 2 seeds" in result.headline["why"]
     with pytest.raises(ConfigError, match="lists a seed twice"):
         plan_seeds(plan.config, [1, 1])
+
+
+def test_the_ensemble_averages_its_members_and_survives_onnx(breast_cv, tmp_path: Path) -> None:
+    from medclass.data import load_dataset
+    from medclass.inference.explain import why_no_heatmaps
+    from medclass.inference.features import feature_model
+    from medclass.inference.onnx_export import OnnxPredictor, export_onnx
+    from medclass.inference.package import load_package
+    from medclass.inference.predictor import TorchPredictor, probabilities
+
+    ensemble = load_package(breast_cv.ensemble["package"])
+    members = [load_package(RunDir(row["run_dir"]).package_dir()) for row in breast_cv.rows]
+    assert [m["source"]["run_dir"] for m in ensemble.manifest["ensemble"]["members"]] == [
+        str(Path(row["run_dir"]).resolve()) for row in breast_cv.rows
+    ]
+    test = load_dataset(load_config(CONFIG).data).splits["test"]
+    images = test.array().transpose(0, 3, 1, 2).copy()
+    own = probabilities(TorchPredictor(ensemble, "ensemble"), images, tta=False, calibrated=False)
+    each = [probabilities(TorchPredictor(m, "member"), images, tta=False, calibrated=False) for m in members]
+    assert np.abs(own - np.mean(each, axis=0)).max() < 1e-6  # the mean of the members' probabilities
+    assert np.ptp(np.stack(each), axis=0).max() > 1e-3  # members that differ, so the mean is a real test
+    metrics = summary_metrics(test.labels, own.astype(np.float64), "binary")
+    assert breast_cv.ensemble["ensemble"]["metrics"]["auc"] == pytest.approx(metrics["auc"], abs=1e-6)
+    assert ensemble.manifest["source"]["test_metrics"]["auc"] == pytest.approx(metrics["auc"], abs=1e-6)
+    for name, row in zip(breast_cv.ensemble["members"], breast_cv.rows, strict=True):
+        assert name == row["name"]  # each member's own test metrics are beside the ensemble's
+    report = export_onnx(ensemble, tmp_path / "ensemble.onnx", check_images=images[:16])
+    onnx = probabilities(OnnxPredictor.open(report.path), images, tta=False, calibrated=False)
+    assert np.abs(onnx - own).max() < 1e-5
+    features = feature_model(str(ensemble.path), load_config(CONFIG).data)
+    embedded = features.embed(torch.from_numpy(images[:4]))
+    assert embedded.shape == (4, sum(m.net.num_features for m in members))
+    assert "ensemble averages several" in why_no_heatmaps(TorchPredictor(ensemble, "ensemble"))

@@ -42,6 +42,19 @@ def print_series(result) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    ensemble = result.ensemble
+    if ensemble:
+        own, members = ensemble["ensemble"]["metrics"], ensemble["members_mean_sd"]
+        metric = headline["metric"]
+        spread = members[metric]
+        console.print(
+            f"test split ({ensemble['n_test']} images): ensemble {metric_label(metric)} {own[metric]:.4f}; its "
+            f"members {spread['mean']:.4f} ± {spread['sd'] or 0:.4f}; package: {ensemble['package']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for note in ensemble["ensemble"].get("weak", []):
+            console.print(f"ensemble: {note}", highlight=False, soft_wrap=True, markup=False)
     console.print(f"series: {result.files['markdown']} (and summary.json, members.csv, members.png)",
                   highlight=False, soft_wrap=True)  # fmt: skip
 

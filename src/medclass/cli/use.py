@@ -34,7 +34,9 @@ TrackingOption = Annotated[
 @user_errors
 def export(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory written by `medclass train` (or a package, for --onnx).")
+    ],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     out: Annotated[Path | None, typer.Option(help="Package folder; default RUN_DIR/model.")] = None,
     onnx: Annotated[
@@ -42,14 +44,19 @@ def export(
     ] = False,
 ) -> None:
     """Export a run's checkpoint as a model package (JSON + safetensors), optionally with an ONNX file."""
-    from medclass.inference.package import load_package, package_from_run
+    from medclass.inference.package import ONNX_FILE, is_package, load_package, package_from_run
 
-    folder = package_from_run(run_dir, checkpoint, out)
-    console.print(f"model package: {folder}", highlight=False, soft_wrap=True)
+    if is_package(run_dir):  # a package already (an ensemble of a cv or seeds series, say): its ONNX file
+        if not onnx or out is not None:
+            raise UserError(f"{run_dir} is a model package already: add --onnx to write its ONNX file (no --out)")
+        folder = run_dir
+    else:
+        folder = package_from_run(run_dir, checkpoint, out)
+        console.print(f"model package: {folder}", highlight=False, soft_wrap=True)
     if onnx:
         from medclass.inference.onnx_export import export_onnx
 
-        report = export_onnx(load_package(folder), folder / "model.onnx")
+        report = export_onnx(load_package(folder), folder / ONNX_FILE)
         console.print(
             f"ONNX: {report.path} (onnxruntime vs PyTorch on {report.images_checked} images: max abs difference "
             f"{report.max_abs_difference:.2e})",
@@ -87,6 +94,11 @@ def predict(
     if out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"--out {out}: give a .csv or .json file name")
     predictor = load_predictor(model, tracking_uri)
+    if heatmaps is not None:
+        from medclass.inference.explain import why_no_heatmaps
+
+        if why_no_heatmaps(predictor):
+            raise UserError(f"--heatmaps: {why_no_heatmaps(predictor)}")
     result = predict_files(predictor, inputs, batch_size, top_k, tta, calibrated, progress=True)
     write_predictions(result, out, predictor.classes, is_single_label(predictor.task))
     for p in result.predictions[:10]:
@@ -111,8 +123,6 @@ def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
     from medclass.inference.predictor import decode
     from medclass.io import atomic_write_bytes
 
-    if not hasattr(predictor, "package"):
-        raise UserError("--heatmaps needs a PyTorch model (package or run directory), not an ONNX file")
     folder.mkdir(parents=True, exist_ok=True)
     drawn, empty = 0, []
     for p in result.predictions:
@@ -214,7 +224,9 @@ def features(
 @user_errors
 def register(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory written by `medclass train` (or a package, for --onnx).")
+    ],
     name: Annotated[str, typer.Option(help="Registered model name in MLflow.")],
     tracking_uri: TrackingOption = None,
 ) -> None:

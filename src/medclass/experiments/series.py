@@ -22,17 +22,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from medclass.config import ExperimentConfig, FoldConfig, validate_config
 from medclass.config.loading import config_to_dict
+from medclass.data import ImageSplit, load_dataset
 from medclass.errors import ConfigError, RunDirError
 from medclass.evaluation.bootstrap import bootstrap_intervals
-from medclass.evaluation.evaluate import read_predictions
+from medclass.evaluation.evaluate import read_predictions, weakness
 from medclass.experiments.pipeline import run_experiment
+from medclass.inference.package import ModelPackage, add_to_source, load_package, run_package, save_ensemble
 from medclass.io import atomic_write_json, atomic_write_text, save_figure
 from medclass.metrics import METRICS, headline_metrics, metric_label, summary_metrics
 from medclass.run_dir import RunDir, SeriesDir
+from medclass.tasks import scores_from_logits
 
 log = logging.getLogger("medclass")
 
@@ -144,6 +148,7 @@ class SeriesResult:
     aggregate: dict[str, dict[str, float | None]]  # metric -> mean, sd, min, max, n
     headline: dict[str, Any]
     pooled: list[dict[str, Any]] = field(default_factory=list)  # cv: per seed, out-of-fold metrics + intervals
+    ensemble: dict[str, Any] = field(default_factory=dict)  # the package and test metrics of it and its members
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -187,7 +192,8 @@ def collect_series(path: str | Path) -> SeriesResult:
     config = runs[members[0].name].load_config()
     pooled = _pooled_out_of_fold(members, runs, config, manifest) if manifest["kind"] == "cv" else []
     headline = _headline(manifest, config, aggregate, pooled, len(members))
-    result = SeriesResult(folder.path, manifest["kind"], rows, aggregate, headline, pooled)
+    ensemble = _ensemble(folder, members, runs, config)
+    result = SeriesResult(folder.path, manifest["kind"], rows, aggregate, headline, pooled, ensemble)
     result.files = _write_summary(folder, manifest, result)
     return result
 
@@ -255,6 +261,59 @@ def _pooled_out_of_fold(
     return pooled
 
 
+def _ensemble(folder: SeriesDir, members: list[Member], runs: dict[str, RunDir], config: ExperimentConfig
+              ) -> dict[str, Any]:  # fmt: skip
+    """The members as one package (probabilities averaged), and the test split scored by it and by each member.
+    For cross-validation this is the first and only time the test split is read."""
+    packages = [load_package(run_package(runs[m.name].path)) for m in members]
+    source = {"series": str(folder.path.resolve()), "members": [str(runs[m.name].path.resolve()) for m in members],
+              "experiment": config.experiment}  # fmt: skip
+    path = save_ensemble(folder.ensemble_dir, packages, source)
+    ensemble = load_package(path)
+    data = config.data.model_copy(update={"fold": None})  # the dataset's own splits: its test split
+    dataset = load_dataset(data)
+    test = dataset.splits["test"]
+    task, settings = dataset.task, config.evaluation
+    scored = [(m.name, package) for m, package in zip(members, packages, strict=True)] + [("ensemble", ensemble)]
+    results = {}
+    for name, package in scored:
+        scores = _test_scores(package, test, task)
+        metrics = summary_metrics(test.labels, scores, task, None, settings.calibration_bins)
+        results[name] = {"metrics": metrics}
+        if name == "ensemble":
+            if settings.bootstrap:
+                results[name]["intervals"] = bootstrap_intervals(
+                    test.labels, scores, lambda t, s: headline_metrics(t, s, task), list(METRICS.names("headline")),
+                    resamples=settings.bootstrap, confidence=settings.confidence, seed=config.seed,
+                )  # fmt: skip
+            results[name]["weak"] = weakness(test.labels, metrics, results[name].get("intervals", {}), task,
+                                             dataset.classes)  # fmt: skip
+    add_to_source(path, test_metrics=results["ensemble"]["metrics"])
+    names = list(METRICS.names("headline"))
+    member_spread = {n: _spread([results[m.name]["metrics"].get(n) for m in members]) for n in names}
+    sources = dataset.sources("test")
+    return {
+        "package": str(path),
+        "combine": "mean of the members' probabilities (uncalibrated; decisions at P > 0.5 or argmax)",
+        "n_test": len(test),
+        "test_source": sources[0].rsplit(":", 1)[0] if sources and ":" in sources[0] else dataset.name,
+        "members": {m.name: results[m.name]["metrics"] for m in members},
+        "members_mean_sd": member_spread,
+        "ensemble": results["ensemble"],
+        "confidence": settings.confidence,
+    }
+
+
+def _test_scores(package: ModelPackage, split: ImageSplit, task: str, batch: int = 256) -> np.ndarray:
+    """Class probabilities of every image of ``split`` (uint8 at the package's decode size)."""
+    scores = []
+    for start in range(0, len(split), batch):
+        rows = range(start, min(start + batch, len(split)))
+        images = torch.from_numpy(np.stack([split.image(i) for i in rows])).permute(0, 3, 1, 2).contiguous()
+        scores.append(scores_from_logits(package.logits(images).float(), task).numpy())
+    return np.concatenate(scores).astype(np.float64)
+
+
 def _headline(
     manifest: dict[str, Any], config: ExperimentConfig, aggregate: dict[str, dict[str, float | None]],
     pooled: list[dict[str, Any]], n_members: int,
@@ -304,6 +363,7 @@ def _write_summary(folder: SeriesDir, manifest: dict[str, Any], result: SeriesRe
         "aggregate": result.aggregate,
         **({"pooled_out_of_fold": result.pooled} if result.kind == "cv" else {}),
         "members": result.rows,
+        "ensemble": result.ensemble,
     }
     files["summary"] = atomic_write_json(folder.summary_path, summary)
     buffer = io.StringIO()
@@ -340,6 +400,7 @@ def _markdown(manifest: dict[str, Any], result: SeriesResult, names: list[str]) 
             value, interval = pooled["metrics"].get(name), pooled["intervals"].get(name)
             shown = f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else ""
             lines.append(f"| {metric_label(name)} | {_fmt(value)} | {shown} |")
+    lines += _ensemble_markdown(result, names)
     lines += ["", "## Members", "", "| member | n | " + " | ".join(metric_label(m) for m in names) +
               " | best epoch | minutes |", "|---|---|" + "---|" * len(names) + "---|---|"]  # fmt: skip
     for row in result.rows:
@@ -348,6 +409,31 @@ def _markdown(manifest: dict[str, Any], result: SeriesResult, names: list[str]) 
         lines.append(f"| {row['name']} | {row['n']} | {values} | {epoch} | {minutes} |")
     lines += ["", "Each member is a run directory (see members.csv); `medclass evaluate` and `predict` read them."]
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_markdown(result: SeriesResult, names: list[str]) -> list[str]:
+    ensemble = result.ensemble
+    if not ensemble:
+        return []
+    when = " (read once, after every fold had finished)" if result.kind == "cv" else ""
+    percent = f"{ensemble['confidence']:.0%}"
+    lines = ["", f"## Test split: the members and their ensemble{when}", "",
+             f"The ensemble averages the members' probabilities; its package is `{ensemble['package']}`. "
+             f"{ensemble['n_test']} test images.", "",
+             "| model | " + " | ".join(metric_label(m) for m in names) + " |",
+             "|---|" + "---|" * len(names)]  # fmt: skip
+    for member, metrics in ensemble["members"].items():
+        lines.append(f"| {member} | " + " | ".join(_fmt(metrics.get(m)) for m in names) + " |")
+    spread = ensemble["members_mean_sd"]
+    lines.append("| members, mean +- SD | " + " | ".join(_mean_sd(spread[m]) for m in names) + " |")
+    own = ensemble["ensemble"]
+    cells = []
+    for name in names:
+        interval = own.get("intervals", {}).get(name)
+        cells.append(_fmt(own["metrics"].get(name)) + (f" ({interval[0]:.4f} - {interval[1]:.4f})" if interval else ""))
+    lines.append(f"| **ensemble** ({percent} CI) | " + " | ".join(cells) + " |")
+    lines += ["", *(f"- {note}" for note in own.get("weak", []))] if own.get("weak") else []
+    return lines
 
 
 def _plot(path: Path, result: SeriesResult, names: list[str]) -> Path:

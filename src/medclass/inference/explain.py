@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from medclass.errors import ModelError
+from medclass.errors import ModelError, UserError
 
 METHODS = ("hirescam", "gradcam", "gradcam++", "layercam", "eigencam")
 DEFAULT_METHOD = "hirescam"
@@ -97,8 +97,24 @@ class Heatmaps:
         )
 
 
+NOT_FOR_ENSEMBLES = (
+    "heatmaps are drawn for one network and this ensemble averages several: draw them with one of its members "
+    "(listed in its manifest's source.members)"
+)
+
+
+def why_no_heatmaps(predictor: object) -> str | None:
+    """Why heatmaps cannot be drawn for this predictor, or None when they can."""
+    package = getattr(predictor, "package", None)
+    if package is None:
+        return "heatmaps need a PyTorch model package, not an ONNX file"
+    return NOT_FOR_ENSEMBLES if "ensemble" in package.manifest else None
+
+
 def heatmaps(package, images: np.ndarray, class_indices: list[int], method: str = DEFAULT_METHOD) -> Heatmaps:
     """Maps for the given class of each uint8 (B, C, H, W) image, with their degeneracy flags."""
+    if "ensemble" in package.manifest:
+        raise UserError(NOT_FOR_ENSEMBLES)
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer, reshape = target_layer(package.net, package.preprocessing.get("input_size"))

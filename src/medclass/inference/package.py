@@ -29,6 +29,7 @@ from medclass.config import ModelConfig
 from medclass.config.data import MAX_IMAGE_SIZE
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ModelError, UserError
+from medclass.inference.ensemble import EnsembleNet
 from medclass.io import atomic_write_json, give_usual_permissions
 from medclass.models import Classifier, create_model
 from medclass.models.heads import build_head
@@ -41,6 +42,7 @@ PACKAGE_FORMAT = "medclass-model"
 PACKAGE_FORMAT_VERSION = 1
 MANIFEST = "medclass-model.json"
 WEIGHTS = "weights.safetensors"
+ONNX_FILE = "model.onnx"  # `medclass export --onnx` writes it beside the weights
 
 
 class ManifestView:
@@ -125,7 +127,12 @@ def save_package(
     hf_model = getattr(net.backbone, "model", None)
     if net.family == "hf" and hf_model is not None:
         manifest["hf_config"] = hf_model.config.to_dict()  # rebuild the architecture offline, without the hub
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in net.state_dict().items()}
+    return _write(folder, net.state_dict(), manifest)
+
+
+def _write(folder: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
+    """The weights (safetensors), then the manifest, each written atomically."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
     partial = folder / f".{WEIGHTS}.partial"
     try:
         save_file(state, str(partial), metadata={"format": PACKAGE_FORMAT})
@@ -138,8 +145,57 @@ def save_package(
         raise OSError(int(code[1]), os.strerror(int(code[1])), str(folder / WEIGHTS)) from None
     give_usual_permissions(partial)  # safetensors writes 0600; its siblings are 0644 under the usual umask
     os.replace(partial, folder / WEIGHTS)  # atomic: readers see the old file or the whole new one
+    (folder / ONNX_FILE).unlink(missing_ok=True)  # made from the old weights: export it again
     atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
     return folder
+
+
+ENSEMBLE_SHARED = ("decode_size", "resize", "channels")  # how files are read: one decoding feeds every member
+
+
+def save_ensemble(folder: Path, packages: list[ModelPackage], source: dict[str, Any] | None = None) -> Path:
+    """One package of several (the members' weights in one safetensors file, one manifest) whose probabilities
+    are the mean of the members'. The members must agree on task, classes and how files are decoded."""
+    if len(packages) < 2:
+        raise ModelError(f"an ensemble needs at least two models, got {len(packages)}")
+    first = packages[0]
+    for package in packages[1:]:
+        if package.task != first.task or package.classes != first.classes:
+            raise ModelError(f"{package.path} and {first.path} differ in task or classes; they cannot be averaged")
+        differs = [k for k in ENSEMBLE_SHARED if package.preprocessing.get(k) != first.preprocessing.get(k)]
+        if differs:
+            raise ModelError(f"{package.path} and {first.path} read images differently ({', '.join(differs)})")
+        if "ensemble" in package.manifest:
+            raise ModelError(f"{package.path} is an ensemble already; give its members instead")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    members = []
+    for package in packages:
+        member = {k: package.manifest[k] for k in ("model", "preprocessing", "calibration", "source", "hf_config")
+                  if k in package.manifest}  # fmt: skip
+        members.append(member)
+    manifest: dict[str, Any] = {
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
+        "medclass_version": __version__,
+        "model": first.manifest["model"],  # the first member's, for readers that show one architecture
+        "task": first.task,
+        "classes": first.classes,
+        "preprocessing": first.preprocessing,
+        "calibration": {},
+        "source": source or {},
+        "ensemble": {"combine": "mean of the members' probabilities", "members": members},
+    }
+    net = EnsembleNet([package.module() for package in packages], first.task)
+    return _write(folder, net.state_dict(), manifest)
+
+
+def add_to_source(folder: Path, **fields: Any) -> None:
+    """Record more about where a package came from (e.g. the test metrics of an ensemble, known only once it has
+    been scored) in its manifest."""
+    manifest = read_manifest(folder)
+    manifest["source"] = {**manifest.get("source", {}), **fields}
+    atomic_write_json(Path(folder) / MANIFEST, manifest)
 
 
 def is_package(path: Path) -> bool:
@@ -252,6 +308,8 @@ def load_package(path: str | Path) -> ModelPackage:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{weights} is not a readable safetensors file ({exc}); the package is damaged") from None
+    if "ensemble" in manifest:
+        return _load_ensemble(folder, manifest, state)
     outputs = _head_outputs(state)
     if outputs is not None and outputs != len(manifest["classes"]):
         raise ModelError(
@@ -284,6 +342,34 @@ def load_package(path: str | Path) -> ModelPackage:
     pre = manifest["preprocessing"]
     preprocess = BatchPreprocess(pre["in_chans"], pre["input_size"], pre["mean"], pre["std"]).eval()
     return ModelPackage(net, preprocess, manifest, folder)
+
+
+def _load_ensemble(folder: Path, manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> ModelPackage:
+    members = manifest["ensemble"].get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise ModelError(f"{MANIFEST} in {folder}: an ensemble lists at least two members; the package is damaged")
+    modules = []
+    for index, member in enumerate(members):
+        member = {**member, "task": manifest["task"], "classes": manifest["classes"]}
+        problem = manifest_problem(member) if isinstance(member.get("preprocessing"), dict) else "no preprocessing"
+        if problem:
+            raise ModelError(f"{MANIFEST} in {folder}: member {index + 1}: {problem}; the package is damaged")
+        try:
+            net = _build_net({**member, "model": ModelConfig(**member["model"]).model_dump()})
+        except UserError:
+            raise
+        except (ValidationError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{MANIFEST} in {folder}: cannot build member {index + 1} ({exc})"[:400]) from None
+        pre = member["preprocessing"]
+        preprocess = BatchPreprocess(pre["in_chans"], pre["input_size"], pre["mean"], pre["std"])
+        modules.append(PreprocessedNet(net, preprocess))
+    ensemble = EnsembleNet(modules, manifest["task"])
+    try:
+        ensemble.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise ModelError(f"{folder / WEIGHTS} does not fit the ensemble in {MANIFEST} ({first})") from None
+    return ModelPackage(ensemble.eval(), nn.Identity(), manifest, folder)  # each member preprocesses itself
 
 
 def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | Path | None = None) -> Path:

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse
 from PIL import Image
 
 from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded
-from medclass.inference.explain import heatmaps, overlay, png_bytes
+from medclass.inference.explain import heatmaps, overlay, png_bytes, why_no_heatmaps
 from medclass.inference.predictor import (
     Predictor,
     decide,
@@ -59,7 +59,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
 
     app.add_middleware(guarded)  # type: ignore[arg-type]
     lock = threading.Lock()
-    can_explain = hasattr(predictor, "package")
+    cannot_explain = why_no_heatmaps(predictor)
 
     def read_upload(upload: UploadFile) -> bytes:
         data = upload.file.read(max_upload_bytes + 1)
@@ -94,7 +94,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
             "calibration": predictor.calibration,
             "source": manifest.get("source", {}),
             "model": manifest.get("model", {}),
-            "heatmaps": can_explain,
+            "heatmaps": cannot_explain is None,
             "limits": limits.as_dict(),
         }
 
@@ -108,8 +108,8 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
         check_pixels(data)
         if calibrated and not predictor.calibration:
             raise HTTPException(409, "this model has no calibration; evaluate its run first")
-        if heatmap and not can_explain:
-            raise HTTPException(409, "heatmaps need a PyTorch model package, not an ONNX file")
+        if heatmap and cannot_explain:
+            raise HTTPException(409, cannot_explain)
         assert guard is not None  # built with the app's middleware stack before the first request
         with guard.slots:
             started = time.perf_counter()
@@ -176,7 +176,7 @@ def warm_up(predictor: Predictor) -> None:
     pre = predictor.preprocessing
     blank = np.zeros((1, pre["channels"], pre["decode_size"], pre["decode_size"]), dtype=np.uint8)
     probabilities(predictor, blank, tta=False, calibrated=False)
-    if hasattr(predictor, "package"):
+    if why_no_heatmaps(predictor) is None:
         heatmaps(predictor.package, blank, [0])  # type: ignore[attr-defined]
 
 
