@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medclass.errors import RunDirError, UserError
-from medclass.run_dir import LAYOUT, RUN_FORMAT_VERSION, RunDir, layout_markdown
+from medclass.run_dir import LAYOUT, RUN_FORMAT_VERSION, SERIES_LAYOUT, RunDir, layout_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = re.compile(
@@ -26,6 +26,7 @@ RUN_FILES = re.compile(
 def test_readme_table_is_run_dirs_own() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert layout_markdown() in readme, "README's run directory table: paste medclass.run_dir.layout_markdown()"
+    assert layout_markdown(SERIES_LAYOUT) in readme, "README's series table: layout_markdown(SERIES_LAYOUT)"
 
 
 @pytest.mark.unit

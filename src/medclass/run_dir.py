@@ -56,9 +56,10 @@ LAYOUT: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 
-def layout_markdown() -> str:
-    """The README's table of the run directory."""
-    rows = ["| file | content |", "|---|---|", *(f"| {entry} | {content} |" for entry, content in LAYOUT)]
+def layout_markdown(layout: tuple[tuple[str, str], ...] | None = None) -> str:
+    """The README's table of the run directory (or of another layout, e.g. SERIES_LAYOUT)."""
+    layout = LAYOUT if layout is None else layout
+    rows = ["| file | content |", "|---|---|", *(f"| {entry} | {content} |" for entry, content in layout)]
     return "\n".join(rows)
 
 
