@@ -384,3 +384,33 @@ class SeriesDir:
 
     def __repr__(self) -> str:
         return f"SeriesDir({str(self.path)!r})"
+
+
+class TuneDir:
+    """The folder of a ``medclass tune`` search: its study, its trials (run directories) and what it found."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def study_path(self) -> Path:
+        return self.path / "study.db"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.path / "trials"
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.path / "trials.csv"
+
+    @property
+    def summary_markdown(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def best_config_path(self) -> Path:
+        return self.path / "best.yaml"
+
+    def plot_path(self, name: str) -> Path:
+        return self.path / f"{name}.png"

@@ -298,6 +298,7 @@ def data_build(
 
 from medclass.cli import memory as _memory  # noqa: E402,F401 -- registers memory
 from medclass.cli import series as _series  # noqa: E402,F401 -- registers cv
+from medclass.cli import tune as _tune  # noqa: E402,F401 -- registers tune
 from medclass.cli import use as _use  # noqa: E402,F401 -- registers export, predict, serve, features, register
 
 

@@ -23,6 +23,7 @@ from medclass.config.schema import (
     SchedulerConfig,
     TrainerConfig,
 )
+from medclass.config.tune import TuneConfig
 
 __all__ = [
     "BenchmarkEntry",
@@ -46,6 +47,7 @@ __all__ = [
     "OptimizerConfig",
     "SchedulerConfig",
     "TrainerConfig",
+    "TuneConfig",
     "apply_overrides",
     "config_to_dict",
     "dump_config",

@@ -24,6 +24,7 @@ from medclass.config.recipe import (
     StageConfig,
 )
 from medclass.config.reporting import EvaluationConfig, TrackingConfig
+from medclass.config.tune import TuneConfig
 from medclass.metrics import METRICS
 from medclass.registry import registered
 
@@ -125,6 +126,7 @@ class ExperimentConfig(StrictModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     models: list[BenchmarkEntry] | None = Field(None, description="`medclass benchmark`: the models to compare.")
+    tune: TuneConfig | None = Field(None, description="`medclass tune`: the search space and how to search it.")
 
     @model_validator(mode="after")
     def _stages_agree(self) -> ExperimentConfig:

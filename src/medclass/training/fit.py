@@ -112,9 +112,12 @@ def resolve_batch_size(config: ExperimentConfig, n_train: int) -> tuple[Experime
     return config.model_copy(update={"data": data}), info
 
 
-def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult | None:
+def train(
+    config: ExperimentConfig, progress: bool | None = None, callbacks: list[L.Callback] | None = None
+) -> TrainResult | None:
     """Train the model the config describes and keep the best validation epoch (checkpoints/best.ckpt).
-    Returns None in the extra processes of a distributed run (only rank 0 owns the run directory)."""
+    ``callbacks`` join the Trainer's own (e.g. a tuning study's pruning). Returns None in the extra processes of a
+    distributed run (only rank 0 owns the run directory)."""
     started = time.perf_counter()
     check_model_name(config.model.name)  # fail before loading data when the model name is wrong
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -136,7 +139,7 @@ def train(config: ExperimentConfig, progress: bool | None = None) -> TrainResult
         if auto_batch:
             run.update_status(batch_size_auto=auto_batch)
     try:
-        return _fit(run, config, dataset, module, progress, started, checkpoint=None)
+        return _fit(run, config, dataset, module, progress, started, checkpoint=None, callbacks=callbacks)
     finally:
         if is_rank_zero():
             os.environ.pop(RUN_DIR_ENV, None)
@@ -229,11 +232,12 @@ def _fit(
     progress: bool | None,
     started: float,
     checkpoint: Path | None,
+    callbacks: list[L.Callback] | None = None,
 ) -> TrainResult | None:
     loggers = build_loggers(config, run) if is_rank_zero() else []
     stop: GracefulStop | None = None
     try:
-        trainer = build_trainer(config, run, progress, loggers)
+        trainer = build_trainer(config, run, progress, loggers, callbacks)
         stop = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)
         with warnings.catch_warnings():
             if not third_party_wanted():  # --verbose shows them

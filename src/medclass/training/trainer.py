@@ -56,8 +56,9 @@ def _divergence_hint(config: ExperimentConfig) -> str:
 
 
 def build_trainer(
-    config: ExperimentConfig, run: RunDir, progress: bool | None = None, loggers: list[Logger] | None = None
-) -> L.Trainer:
+    config: ExperimentConfig, run: RunDir, progress: bool | None = None, loggers: list[Logger] | None = None,
+    extra_callbacks: list[L.Callback] | None = None,
+) -> L.Trainer:  # fmt: skip
     trainer_config = config.trainer
     show_progress = trainer_config.progress_bar if progress is None else progress
     monitor, mode = f"val/{config.checkpoint.monitor}", config.checkpoint.resolved_mode
@@ -94,6 +95,7 @@ def build_trainer(
     # A live bar in a terminal; otherwise (a log file, a pipe, or progress_bar: false) one plain line per epoch.
     bar = show_progress and Console().is_terminal
     callbacks.append(EpochBar(leave=True) if bar else EpochLines(monitor, mode))
+    callbacks += extra_callbacks or []
     try:
         return L.Trainer(
             default_root_dir=run.path,

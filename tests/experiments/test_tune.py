@@ -1,0 +1,124 @@
+"""medclass tune on real BreastMNIST: a killed search resumes without repeating finished trials, two workers share
+one study, the best recipe retrains to the same validation score, and the search space is checked up front."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from cli_runner import assert_one_line_error, medclass
+
+from medclass.config import load_config
+from medclass.errors import ConfigError, UserError
+from medclass.experiments.tune import parse_budget, plan_tune
+from medclass.run_dir import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def tune_config(tmp_path: Path, **space) -> Path:
+    config = {
+        "experiment": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"flag": "breastmnist", "batch_size": 64},
+        "trainer": {"max_epochs": 2, "limit_train_batches": 2, "progress_bar": False},
+        "evaluation": {"bootstrap": 0, "report": False},
+        "tune": {"space": space or {"optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                    "loss.label_smoothing": [0.0, 0.1]},
+                 "startup_trials": 10},
+    }  # fmt: skip
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def study_of(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'runs' / 'tiny-tune' / 'study.db'}")
+
+
+def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_a_killed_search_resumes_without_repeating_trials_and_the_best_recipe_retrains(tmp_path: Path) -> None:
+    config = tune_config(tmp_path)
+    command = [str(Path(sys.executable).with_name("medclass")), "tune", "-c", str(config), "--trials", "3"]
+    process = subprocess.Popen([*command, "--no-retrain"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(1)
+        if (tmp_path / "runs" / "tiny-tune" / "study.db").exists() and complete(study_of(tmp_path)):
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {t.number: t.user_attrs["run_dir"] for t in complete(study_of(tmp_path))}
+    assert 1 <= len(before) < 3
+    resumed = medclass("tune", "-c", str(config), "--trials", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    study = study_of(tmp_path)
+    after = {t.number: t.user_attrs["run_dir"] for t in complete(study)}
+    assert len(after) == 3 and all(after[n] == before[n] for n in before)  # finished trials kept, not rerun
+    trial_dirs = [p for p in (tmp_path / "runs" / "tiny-tune" / "trials").iterdir()]
+    assert len(trial_dirs) <= 4  # three trials and at most the one the kill cut short
+    for run_dir in after.values():
+        assert RunDir(run_dir).read_status()["status"] == "trial"
+        assert not RunDir(run_dir).has_metrics("test")  # the search never evaluates on the test split
+    best = study.best_trial
+    recipe = load_config(tmp_path / "runs" / "tiny-tune" / "best.yaml")
+    assert recipe.optimizer.lr == pytest.approx(best.params["optimizer.lr"]) and recipe.tune is None
+    retrained = RunDir.find(tmp_path / "runs" / "tiny-best")
+    assert len(retrained) == 1 and RunDir(retrained[0]).has_metrics("test")
+    assert RunDir(retrained[0]).read_status()["best_score"] == pytest.approx(best.value, abs=1e-6)  # as written
+    summary = (tmp_path / "runs" / "tiny-tune" / "summary.md").read_text()
+    assert "test split was not evaluated during the search" in summary and "Retrained once" in summary
+    assert (tmp_path / "runs" / "tiny-tune" / "history.png").stat().st_size > 10_000
+
+
+def test_two_workers_share_one_study(tmp_path: Path) -> None:
+    config = tune_config(tmp_path)
+    result = medclass("tune", "-c", str(config), "--trials", "4", "--workers", "2", "--no-retrain")
+    assert result.returncode == 0, result.stderr
+    assert "2 worker processes with 1 thread(s) each" in result.stdout
+    trials = complete(study_of(tmp_path))
+    assert 4 <= len(trials) <= 5  # a worker may start one more while the other finishes the fourth
+    assert len({t.user_attrs["process"] for t in trials}) == 2  # both workers ran trials of the one study
+    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+
+
+@pytest.mark.unit
+def test_the_search_space_and_budget_are_checked_before_training(tmp_path: Path) -> None:
+    assert parse_budget("45m") == 2700 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
+    assert parse_budget("2") == 120
+    with pytest.raises(UserError, match="45m, 2h"):
+        parse_budget("soon")
+    with pytest.raises(ConfigError, match="no tune: section"):
+        plan_tune(load_config(None, ["data.flag=breastmnist"], experiment="t"))
+    config = tune_config(tmp_path, **{"optimizer.lr": {"low": 0.1, "high": 0.01}})
+    with pytest.raises(ConfigError, match=r"low \(0.1\) must be below high"):
+        load_config(config)
+    config = tune_config(tmp_path, **{"optimizer.nonsense": [1, 2]})
+    with pytest.raises(ConfigError, match="nonsense"):
+        plan_tune(load_config(config))
+    assert_one_line_error(medclass("tune", "-c", str(tune_config(tmp_path)), "--budget", "soon"), "--budget 'soon'")
+
+
+def test_a_pruned_trial_stops_after_the_epoch_and_its_run_says_so(tmp_path: Path) -> None:
+    from medclass.experiments.tune import PruneOnValidation
+    from medclass.training import train
+
+    config = load_config(tune_config(tmp_path), ["trainer.max_epochs=4"])
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    trial = study.ask()  # an AUC is never above 2: the pruner stops the trial at its first report
+    pruning = PruneOnValidation(trial, "val/auc")
+    result = train(config.model_copy(update={"tune": None}), callbacks=[pruning])
+    status = RunDir(result.run_dir).read_status()
+    assert pruning.pruned_at == 1 and status["epochs"] == 1 and status["status"] == "trained"
+    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0]
