@@ -33,7 +33,7 @@ def test_readme_configs_and_overrides_validate() -> None:
     from medclass.config import load_config
     from medclass.data.build import load_recipe
 
-    shown = [c for c in COMMANDS if re.match(r"medclass (train|config|data|benchmark) |medclass cv .*-c ", c)]
+    shown = [c for c in COMMANDS if re.match(r"medclass (train|config|data|benchmark) |medclass (cv|tune) .*-c ", c)]
     assert len(shown) >= 5, "the README should show medclass train/config/data commands"
     for command in shown:
         words = shlex.split(command)
