@@ -414,3 +414,23 @@ class TuneDir:
 
     def plot_path(self, name: str) -> Path:
         return self.path / f"{name}.png"
+
+
+class EvaluationDir:
+    """Where ``medclass evaluate PACKAGE -c CONFIG`` writes a package's evaluation on a dataset."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @staticmethod
+    def default(package: Path, dataset: str, split: str) -> EvaluationDir:
+        """Beside the package: ``<its folder>/evaluation_<dataset>_<split>/``."""
+        return EvaluationDir(Path(package).resolve().parent / f"evaluation_{dataset}_{split}")
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.csv"

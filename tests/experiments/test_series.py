@@ -154,3 +154,15 @@ def test_the_ensemble_averages_its_members_and_survives_onnx(breast_cv, tmp_path
     embedded = features.embed(torch.from_numpy(images[:4]))
     assert embedded.shape == (4, sum(m.net.num_features for m in members))
     assert "ensemble averages several" in why_no_heatmaps(TorchPredictor(ensemble, "ensemble"))
+
+
+def test_evaluate_takes_the_ensemble_package_with_the_data_it_is_scored_on(breast_cv, tmp_path: Path) -> None:
+    package = breast_cv.ensemble["package"]
+    result = medclass("evaluate", package, "-c", str(CONFIG), "--bootstrap", "0")
+    assert result.returncode == 0, result.stderr
+    assert "test split, ensemble package" in result.stdout
+    written = json.loads((Path(package).parent / "evaluation_breastmnist_test" / "metrics.json").read_text())
+    assert written["metrics"]["auc"] == pytest.approx(breast_cv.ensemble["ensemble"]["metrics"]["auc"], abs=1e-9)
+    assert written["n_samples"] == 156 and written["ensemble"] is True
+    other = medclass("evaluate", package, "-c", str(REPO_ROOT / "configs" / "bloodmnist.yaml"))
+    assert_one_line_error(other, "can only be evaluated on data with its classes")

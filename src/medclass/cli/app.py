@@ -132,8 +132,12 @@ def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoi
 def evaluate(
     ctx: typer.Context,
     path: Annotated[
-        Path, typer.Argument(help="A run directory written by `medclass train`, or a folder of runs to compare.")
-    ],
+        Path,
+        typer.Argument(
+            help="A run directory written by `medclass train`, a folder of runs to compare, or a model "
+            "package (an ensemble too) with -c naming the data."
+        ),
+    ],  # fmt: skip
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     split: Annotated[str, typer.Option(help="Which split: test (default) or val.")] = "test",
     metric: Annotated[str, typer.Option(help="Comparing runs: the metric that names the best run.")] = "auc",
@@ -151,6 +155,15 @@ def evaluate(
         ),
     ] = None,
     severities: Annotated[str, typer.Option(help="With --corruptions: severities 1-5, comma-separated.")] = "1,2,3,4,5",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="A model package: the experiment YAML whose data it is evaluated on.",
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Evaluate a run on its held-out split: metrics with 95% intervals, per-class table, calibration, plots and an
     HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
@@ -171,6 +184,12 @@ def evaluate(
 
         settings["bootstrap"] = validate_config({"bootstrap": bootstrap}, "--bootstrap", EvaluationConfig).bootstrap
     quiet_lightning(ctx)
+    from medclass.inference.package import is_package
+
+    if is_package(path):
+        return _evaluate_package(path, config, split, settings)
+    if config is not None:
+        raise UserError(f"-c names the data for a model package; {path} is a run directory or a folder of runs")
     if RunDir.is_run_dir(path):
         result = evaluate_run(path, checkpoint=checkpoint, split=split, overrides=settings)
         console.print(metrics_table(result))
@@ -185,6 +204,24 @@ def evaluate(
     console.print(f"comparison: {comparison.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
     if not comparison.best:
         raise UserError(f"none of the {len(comparison.rows)} runs under {path} could be evaluated (see above)")
+
+
+def _evaluate_package(path: Path, config: Path | None, split: str, settings: dict[str, Any]) -> None:
+    from medclass.cli.render import metrics_table, result_notes
+    from medclass.config import load_config, validate_config
+    from medclass.inference.assess import evaluate_package
+
+    if config is None:
+        raise UserError(f"{path} is a model package: name the data to evaluate it on with -c CONFIG")
+    experiment = load_config(config)
+    evaluation = validate_config({**experiment.evaluation.model_dump(), **settings}, "evaluation",
+                                 type(experiment.evaluation))  # fmt: skip
+    result = evaluate_package(path, experiment.data, split, evaluation, seed=experiment.seed)
+    console.print(metrics_table(result))
+    for note in result_notes(result):
+        console.print(note, highlight=False, soft_wrap=True, markup=False)
+    console.print(f"evaluation: {result.files['metrics'].parent} (metrics.json, predictions.csv)", highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 @app.command()

@@ -11,6 +11,8 @@ from medclass.metrics import metric_label
 
 def metrics_table(result: EvaluationResult) -> Table:
     title = f"{result.split} split, {result.checkpoint} checkpoint (epoch {result.epoch})"
+    if result.checkpoint == "package":
+        title = f"{result.split} split, {'ensemble' if result.extra.get('ensemble') else 'model'} package"
     table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("metric")
     table.add_column("value", justify="right")

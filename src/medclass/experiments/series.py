@@ -22,21 +22,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from medclass.config import ExperimentConfig, FoldConfig, validate_config
 from medclass.config.loading import config_to_dict
-from medclass.data import ImageSplit, load_dataset
+from medclass.data import load_dataset
 from medclass.errors import ConfigError, RunDirError
 from medclass.evaluation.bootstrap import bootstrap_intervals
-from medclass.evaluation.evaluate import read_predictions, weakness
+from medclass.evaluation.evaluate import read_predictions
 from medclass.experiments.pipeline import run_experiment
-from medclass.inference.package import ModelPackage, add_to_source, load_package, run_package, save_ensemble
+from medclass.inference.assess import assess_package
+from medclass.inference.package import add_to_source, load_package, run_package, save_ensemble
 from medclass.io import atomic_write_json, atomic_write_text, save_figure
 from medclass.metrics import METRICS, headline_metrics, metric_label, summary_metrics
 from medclass.run_dir import RunDir, SeriesDir
-from medclass.tasks import scores_from_logits
 
 log = logging.getLogger("medclass")
 
@@ -272,22 +271,14 @@ def _ensemble(folder: SeriesDir, members: list[Member], runs: dict[str, RunDir],
     ensemble = load_package(path)
     data = config.data.model_copy(update={"fold": None})  # the dataset's own splits: its test split
     dataset = load_dataset(data)
-    test = dataset.splits["test"]
-    task, settings = dataset.task, config.evaluation
     scored = [(m.name, package) for m, package in zip(members, packages, strict=True)] + [("ensemble", ensemble)]
     results = {}
     for name, package in scored:
-        scores = _test_scores(package, test, task)
-        metrics = summary_metrics(test.labels, scores, task, None, settings.calibration_bins)
-        results[name] = {"metrics": metrics}
+        settings = config.evaluation if name == "ensemble" else config.evaluation.model_copy(update={"bootstrap": 0})
+        assessed = assess_package(package, dataset, "test", settings, seed=config.seed)
+        results[name] = {"metrics": assessed.metrics}
         if name == "ensemble":
-            if settings.bootstrap:
-                results[name]["intervals"] = bootstrap_intervals(
-                    test.labels, scores, lambda t, s: headline_metrics(t, s, task), list(METRICS.names("headline")),
-                    resamples=settings.bootstrap, confidence=settings.confidence, seed=config.seed,
-                )  # fmt: skip
-            results[name]["weak"] = weakness(test.labels, metrics, results[name].get("intervals", {}), task,
-                                             dataset.classes)  # fmt: skip
+            results[name].update(intervals=assessed.intervals, weak=assessed.extra["weak"])
     add_to_source(path, test_metrics=results["ensemble"]["metrics"])
     names = list(METRICS.names("headline"))
     member_spread = {n: _spread([results[m.name]["metrics"].get(n) for m in members]) for n in names}
@@ -295,23 +286,13 @@ def _ensemble(folder: SeriesDir, members: list[Member], runs: dict[str, RunDir],
     return {
         "package": str(path),
         "combine": "mean of the members' probabilities (uncalibrated; decisions at P > 0.5 or argmax)",
-        "n_test": len(test),
+        "n_test": len(dataset.splits["test"]),
         "test_source": sources[0].rsplit(":", 1)[0] if sources and ":" in sources[0] else dataset.name,
         "members": {m.name: results[m.name]["metrics"] for m in members},
         "members_mean_sd": member_spread,
         "ensemble": results["ensemble"],
-        "confidence": settings.confidence,
+        "confidence": config.evaluation.confidence,
     }
-
-
-def _test_scores(package: ModelPackage, split: ImageSplit, task: str, batch: int = 256) -> np.ndarray:
-    """Class probabilities of every image of ``split`` (uint8 at the package's decode size)."""
-    scores = []
-    for start in range(0, len(split), batch):
-        rows = range(start, min(start + batch, len(split)))
-        images = torch.from_numpy(np.stack([split.image(i) for i in rows])).permute(0, 3, 1, 2).contiguous()
-        scores.append(scores_from_logits(package.logits(images).float(), task).numpy())
-    return np.concatenate(scores).astype(np.float64)
 
 
 def _headline(
