@@ -17,7 +17,7 @@ from cli_runner import assert_one_line_error, medclass
 
 from medclass.config import load_config
 from medclass.errors import ConfigError, UserError
-from medclass.experiments.tune import parse_budget, plan_tune
+from medclass.experiments.tune import open_study, parse_budget, plan_tune
 from medclass.run_dir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -108,6 +108,11 @@ def test_the_search_space_and_budget_are_checked_before_training(tmp_path: Path)
     with pytest.raises(ConfigError, match="nonsense"):
         plan_tune(load_config(config))
     assert_one_line_error(medclass("tune", "-c", str(tune_config(tmp_path)), "--budget", "soon"), "--budget 'soon'")
+    open_study(plan_tune(load_config(tune_config(tmp_path))))  # a study with this space...
+    wider = tune_config(tmp_path, **{"optimizer.lr": {"low": 1e-5, "high": 1e-1, "log": True}})
+    with pytest.raises(ConfigError, match="another config or search space"):
+        open_study(plan_tune(load_config(wider)))  # ...refuses another one
+    open_study(plan_tune(load_config(tune_config(tmp_path)).model_copy(update={"seed": 42})))  # same: accepted
 
 
 def test_a_pruned_trial_stops_after_the_epoch_and_its_run_says_so(tmp_path: Path) -> None:

@@ -52,6 +52,9 @@ def tune(
         search(plan, trials, budget_s)
         return
     if workers > 1:
+        from medclass.experiments.tune import open_study
+
+        open_study(plan)  # created (and the config checked) once, before the workers share it
         _run_workers(config, overrides or [], trials, budget, plan.storage, workers, worker_threads(workers))
         result = run_tune(plan, trials=0, retrain=retrain)  # the workers searched: summarise and retrain
     else:

@@ -23,12 +23,13 @@ from typing import Any
 
 import lightning as L
 import optuna
+import yaml
 from optuna.trial import TrialState
 
 from medclass.config import ExperimentConfig, TuneConfig, dump_config, load_config, validate_config
 from medclass.config.loading import apply_overrides, config_to_dict
 from medclass.config.tune import NamedChoices, NumberRange
-from medclass.errors import ConfigError, UserError
+from medclass.errors import ConfigError, DataError, ModelError, UserError
 from medclass.experiments.pipeline import ExperimentResult, run_experiment
 from medclass.io import atomic_write_text, save_figure
 from medclass.metrics import METRICS, metric_label
@@ -38,6 +39,9 @@ from medclass.training import train
 log = logging.getLogger("medclass")
 
 HEARTBEAT_S, GRACE_S = 30, 120  # a trial whose process died is marked failed GRACE_S after its last heartbeat
+# What fails one trial (a combination the space allows but the model or data cannot take) and lets the search go
+# on; a stop request, a full disk or a broken run directory stop the search.
+TRIAL_FAILURES = (ConfigError, DataError, ModelError, RuntimeError, ValueError)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -178,7 +182,10 @@ def open_study(plan: TunePlan) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=plan.study_name,
                                 direction=plan.direction, load_if_exists=True)  # fmt: skip
-    recipe = dump_config(validate_config({**plan.recipe(), "experiment": plan.config.experiment}, "tune"))
+    identity = config_to_dict(plan.config)  # the recipe and its search space; not where it is written or how long
+    identity.pop("output_dir", None)
+    identity["tune"].pop("trials", None)
+    recipe = yaml.safe_dump(identity, sort_keys=True)
     stored = study.user_attrs.get("recipe")
     if stored is None:
         study.set_user_attr("recipe", recipe)
@@ -241,7 +248,7 @@ def search(plan: TunePlan, trials: int | None, budget_s: float | None, progress:
     log.info("tune: %s, %d trial(s) finished so far; study %s in %s", _limit(trials, budget_s), done,
              plan.study_name, plan.storage)  # fmt: skip
     study.optimize(objective_for(plan, progress), n_trials=None if trials is None else trials - done,
-                   timeout=budget_s, catch=(UserError,), callbacks=callbacks)  # fmt: skip
+                   timeout=budget_s, catch=TRIAL_FAILURES, callbacks=callbacks)  # fmt: skip
     return study
 
 
