@@ -8,6 +8,7 @@ model creation, which can peak higher than small training steps do)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -121,7 +122,18 @@ def measure_step(model: str, input_size: int, batch_size: int, precision: str, d
 def default_budget(device: str) -> int:
     if device == "cuda":
         return int(torch.cuda.get_device_properties(0).total_memory)
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))  # memory available now
+    return available_host_memory()
+
+
+def available_host_memory() -> int:
+    """Memory a new allocation can get now: Linux's MemAvailable (free pages plus the page cache the kernel would
+    drop), else the free pages. Free pages alone count a full page cache as used: after reading a large dataset
+    they can be a few hundred MiB on a machine with gigabytes to spare."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
 def estimate_memory(

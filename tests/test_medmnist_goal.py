@@ -1,0 +1,41 @@
+"""benchmarks/medmnist_goal.py: one attempt (a two-member ensemble, one seed, one short epoch) on BreastMNIST,
+its rows and the count of paper figures it beats."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+
+def load_goal():
+    path = REPO_ROOT / "benchmarks" / "medmnist_goal.py"
+    spec = importlib.util.spec_from_file_location("medmnist_goal", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> None:
+    goal = load_goal()
+    quick = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "evaluation.bootstrap=0",
+             "evaluation.report=false"]  # fmt: skip
+    args = ["--set", "breastmnist", "--config", str(REPO_ROOT / "configs" / "breastmnist.yaml"), "--members", "2",
+            "--seeds", "1", "--ship", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]  # fmt: skip
+    assert goal.main([*args, *quick]) == 0
+    with open(tmp_path / "out" / "medmnist_goal.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["members"] == "2" and rows[0]["shipped"] == "yes"
+    assert 0 < float(rows[0]["train_min"]) < 5 and 0 <= float(rows[0]["test_auc"]) <= 1
+    table = (tmp_path / "out" / "medmnist_goal.md").read_text()
+    beats = [line for line in table.splitlines() if line.startswith("| breastmnist")][0]
+    wins = beats.split("|")[-3].strip().split(" / ").count("yes")
+    assert f"beats best of paper: {wins} of 8" in table and "beats best of paper" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        goal.main(["--set", "bloodmnist", *args[2:], *quick])  # the config trains on BreastMNIST
