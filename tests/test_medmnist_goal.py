@@ -33,6 +33,7 @@ def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> 
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and rows[0]["members"] == "2" and rows[0]["shipped"] == "yes"
     assert 0 < float(rows[0]["train_min"]) < 5 and 0 <= float(rows[0]["test_auc"]) <= 1
+    assert 0 <= float(rows[0]["val_auc"]) <= 1 and 0 <= float(rows[0]["val_acc"]) <= 1
     table = (tmp_path / "out" / "medmnist_goal.md").read_text()
     beats = [line for line in table.splitlines() if line.startswith("| breastmnist")][0]
     wins = beats.split("|")[-3].strip().split(" / ").count("yes")
