@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,18 @@ def _data_env(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv("MEDCLASS_DATA", str(shared_data_path()))
         patch.setenv("MEDCLASS_CACHE", str(tmp_path_factory.mktemp("medclass-cache")))
         yield
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """A folder for what one test module shares (its runs), removed when the module is done unless a test failed.
+    Checkpoints of even a tiny run take hundreds of MB; with pytest's own retention (pyproject.toml: the folders of
+    passed tests go at once) the suite never holds more than the session's runs, one module's and one test's."""
+    failed = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

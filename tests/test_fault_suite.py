@@ -153,10 +153,10 @@ def trained_run(breast_run) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> dict[str, str]:
+def bad_inputs(module_tmp: Path, trained_run: Path) -> dict[str, str]:
     from medclass.inference.package import package_from_run
 
-    d = tmp_path_factory.mktemp("bad")
+    d = module_tmp
     (d / "broken.yaml").write_text("experiment: x\ndata: {flag: breastmnist\n")
     (d / "list.yaml").write_text("- a\n- b\n")
     (d / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81binary")

@@ -34,8 +34,8 @@ def blood_config(out: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def blood(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("runs")
+def blood(module_tmp: Path):
+    out = module_tmp
     result = run_experiment(blood_config(out, "tracking.tensorboard=true", "tracking.mlflow=true"))
     return result, out
 

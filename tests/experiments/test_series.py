@@ -25,8 +25,8 @@ QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progr
 
 
 @pytest.fixture(scope="module")
-def breast_cv(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("cv")
+def breast_cv(module_tmp: Path):
+    out = module_tmp
     return run_series(plan_cv(load_config(CONFIG, [f"output_dir={out}", *QUICK]), 3))
 
 

@@ -9,6 +9,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -184,11 +185,16 @@ def test_registered_model_predicts_the_same(
     name, version, _ = register_run(blood_run, "blood-cells", uri)
     assert (name, version) == ("blood-cells", "1")
     assert register_run(blood_run, "blood-cells", uri)[1] == "2"
+    downloads = tmp_path / "tmp"  # where the registered package is downloaded to, then removed once loaded
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
     registered = predict_files(load_predictor("models:/blood-cells/1", uri), [str(folder / "cell_2.png")])
     local = predict_files(load_predictor(blood_run), [str(folder / "cell_2.png")])
     assert registered.predictions[0].probabilities == pytest.approx(local.predictions[0].probabilities)
     with pytest.raises(UserError, match="cannot fetch models:/nope/1"):
         load_predictor("models:/nope/1", uri)
+    assert list(downloads.iterdir()) == [], "no download is left behind (each used to leave 43 MB in /tmp)"
+    monkeypatch.setattr(tempfile, "tempdir", None)
     assert list(workdir.iterdir()) == []
     assert list((tmp_path / "mlartifacts").rglob("weights.safetensors"))
     # Without --tracking-uri: the store the help names (runs/mlflow.db here), where predict looks too; the same run

@@ -25,10 +25,10 @@ HANDLED = {200, 409, 413, 422}
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def client(module_tmp: Path) -> TestClient:
     config = load_config(
         REPO / "configs" / "chest_xray.yaml",
-        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        [f"output_dir={module_tmp}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.progress_bar=false", "data.input_size=32", "evaluation.bootstrap=0", "evaluation.report=false"],
     )  # fmt: skip
     limits = ServiceLimits(max_upload_bytes=200_000, max_pixels=1_000_000, max_decode_bytes=24 * 2**20)

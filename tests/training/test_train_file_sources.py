@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def mri_run(tmp_path_factory: pytest.TempPathFactory):
+def mri_run(module_tmp: Path):
     config = load_config(
         REPO / "configs" / "brain_mri.yaml",
-        [f"output_dir={tmp_path_factory.mktemp('runs')}", "trainer.max_epochs=1", "data.input_size=32",
+        [f"output_dir={module_tmp}", "trainer.max_epochs=1", "data.input_size=32",
          "trainer.progress_bar=false", "data.normalization=dataset"],
     )  # fmt: skip
     return config, run_experiment(config)

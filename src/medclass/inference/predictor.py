@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,10 @@ def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predict
     """A package directory, a run directory (its packaged best checkpoint, made on first use), an .onnx file, or a
     registered MLflow model (``models:/<name>/<version>``)."""
     if str(spec).startswith("models:/"):
-        return TorchPredictor(load_package(fetch_registered(str(spec), tracking_uri)), f"registered model {spec}")
+        # The package is read into memory whole, so its download goes once loaded (or refused).
+        with tempfile.TemporaryDirectory(prefix="medclass-model-") as folder:
+            package = load_package(fetch_registered(str(spec), Path(folder), tracking_uri))
+        return TorchPredictor(package, f"registered model {spec}")
     path = Path(spec)
     if path.suffix.lower() == ".onnx":
         return OnnxPredictor.open(path)

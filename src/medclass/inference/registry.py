@@ -7,7 +7,6 @@ loaded back with medclass's safe loader, never through MLflow's pickled Python m
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from medclass.errors import UserError
@@ -91,13 +90,12 @@ def register_run(run_dir: str | Path, name: str, tracking_uri: str | None = None
     return name, str(version.version), uri
 
 
-def fetch_registered(model_uri: str, tracking_uri: str | None = None) -> Path:
-    """Download a registered version's package to a temporary folder and return it."""
+def fetch_registered(model_uri: str, destination: Path, tracking_uri: str | None = None) -> Path:
+    """Download a registered version's package into ``destination`` (the caller's to remove) and return it."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = resolve_tracking_uri(tracking_uri)
-    destination = Path(tempfile.mkdtemp(prefix="medclass-model-"))
     try:
         mlflow.set_registry_uri(uri)
         mlflow.set_tracking_uri(uri)
