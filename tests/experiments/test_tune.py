@@ -112,6 +112,9 @@ def test_the_search_space_and_budget_are_checked_before_training(tmp_path: Path)
     config = tune_config(tmp_path, **{"optimizer.nonsense": [1, 2]})
     with pytest.raises(ConfigError, match="nonsense"):
         plan_tune(load_config(config))
+    with pytest.raises(ConfigError, match="validation loss cannot compare trials that change loss.label_smoothing"):
+        plan_tune(load_config(tune_config(tmp_path), ["checkpoint.monitor=loss"]))
+    plan_tune(load_config(tune_config(tmp_path), ["checkpoint.monitor=loss", "tune.metric=auc"]))
     assert_one_line_error(medclass("tune", "-c", str(tune_config(tmp_path)), "--budget", "soon"), "--budget 'soon'")
     open_study(plan_tune(load_config(tune_config(tmp_path))))  # a study with this space...
     wider = tune_config(tmp_path, **{"optimizer.lr": {"low": 1e-5, "high": 1e-1, "log": True}})

@@ -16,7 +16,15 @@ import torch
 from medclass.training.checkpoint_io import AtomicCheckpointIO
 
 
-def test_ctrl_c_during_a_checkpoint_write(tmp_path: Path) -> None:
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal (a shell's background job inherits SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_checkpoint_write(tmp_path: Path, ctrl_c) -> None:
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"epoch": 1, "weights": torch.ones(8)}, path)

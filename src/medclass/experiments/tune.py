@@ -27,7 +27,7 @@ import yaml
 from optuna.trial import TrialState
 
 from medclass.config import ExperimentConfig, TuneConfig, dump_config, load_config, validate_config
-from medclass.config.loading import apply_overrides, config_to_dict
+from medclass.config.loading import config_to_dict
 from medclass.config.tune import NamedChoices, NumberRange
 from medclass.errors import ConfigError, DataError, ModelError, UserError
 from medclass.experiments.pipeline import ExperimentResult, run_experiment
@@ -103,7 +103,7 @@ class TunePlan:
         return data
 
     def trial_config(self, values: dict[str, Any], name: str, output_dir: Path) -> ExperimentConfig:
-        data = apply_overrides(self.recipe(), [])
+        data = self.recipe()  # a fresh dict each call
         for key, value in values.items():
             data = _set(data, key, value)
         data.update(experiment=name, output_dir=str(output_dir))
@@ -135,6 +135,14 @@ def plan_tune(config: ExperimentConfig, storage: str | None = None) -> TunePlan:
     folder = TuneDir(Path(config.output_dir) / f"{config.experiment}-tune")
     url = storage or f"sqlite:///{folder.study_path.resolve()}"
     plan = TunePlan(config, config.tune, folder, url, config.experiment)
+    changes_loss = sorted(key for key in plan.tune.space if key.split(".")[0] == "loss")
+    if plan.metric == "loss" and changes_loss:
+        # Label smoothing and class weights change the validation loss itself: a smoothed model's loss cannot fall
+        # as low as a plain one's, so trials would be ranked by their loss settings, not by how good they are.
+        raise ConfigError(
+            f"tune: the validation loss cannot compare trials that change {', '.join(changes_loss)} (it changes the "
+            "loss itself); set tune.metric to auc (or another metric), or take those keys out of tune.space"
+        )
     for key, entry in plan.tune.space.items():  # every key and value must make a valid config
         plan.trial_config({key: _first(entry)}, "check", folder.trials_dir)
     return plan

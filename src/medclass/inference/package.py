@@ -316,32 +316,9 @@ def load_package(path: str | Path) -> ModelPackage:
             f"{MANIFEST} in {folder} names {len(manifest['classes'])} classes but the head in {WEIGHTS} has "
             f"{outputs} outputs; the package is damaged or was edited by hand"
         )
-    try:
-        model_config = ModelConfig(**manifest["model"])
-    except (ValidationError, TypeError) as exc:
-        raise ModelError(
-            f"{MANIFEST} in {folder}: the model section is not valid ({str(exc).splitlines()[0]})"
-        ) from None
-    try:
-        net = _build_net({**manifest, "model": model_config.model_dump()})
-    except UserError:
-        raise
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{MANIFEST} in {folder}: cannot build {model_config.name} ({exc})"[:400]) from None
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shapes that do not fit: "size mismatch for ..."
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
-        raise ModelError(f"{weights} does not fit the architecture in {MANIFEST} ({detail})") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ModelError(
-            f"{weights} does not fit the architecture in {MANIFEST} (missing {len(result.missing_keys)} keys, e.g. "
-            f"{result.missing_keys[:2]}; unexpected {len(result.unexpected_keys)}, e.g. {result.unexpected_keys[:2]})"
-        )
-    net.eval()
-    pre = manifest["preprocessing"]
-    preprocess = BatchPreprocess(pre["in_chans"], pre["input_size"], pre["mean"], pre["std"]).eval()
-    return ModelPackage(net, preprocess, manifest, folder)
+    net, preprocess = _build_entry(folder, manifest, "")
+    _load_weights(net, state, weights, "architecture")
+    return ModelPackage(net.eval(), preprocess.eval(), manifest, folder)
 
 
 def _load_ensemble(folder: Path, manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> ModelPackage:
@@ -354,22 +331,42 @@ def _load_ensemble(folder: Path, manifest: dict[str, Any], state: dict[str, torc
         problem = manifest_problem(member) if isinstance(member.get("preprocessing"), dict) else "no preprocessing"
         if problem:
             raise ModelError(f"{MANIFEST} in {folder}: member {index + 1}: {problem}; the package is damaged")
-        try:
-            net = _build_net({**member, "model": ModelConfig(**member["model"]).model_dump()})
-        except UserError:
-            raise
-        except (ValidationError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{MANIFEST} in {folder}: cannot build member {index + 1} ({exc})"[:400]) from None
-        pre = member["preprocessing"]
-        preprocess = BatchPreprocess(pre["in_chans"], pre["input_size"], pre["mean"], pre["std"])
-        modules.append(PreprocessedNet(net, preprocess))
+        modules.append(PreprocessedNet(*_build_entry(folder, member, f"member {index + 1}: ")))
     ensemble = EnsembleNet(modules, manifest["task"])
-    try:
-        ensemble.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise ModelError(f"{folder / WEIGHTS} does not fit the ensemble in {MANIFEST} ({first})") from None
+    _load_weights(ensemble, state, folder / WEIGHTS, "ensemble")
     return ModelPackage(ensemble.eval(), nn.Identity(), manifest, folder)  # each member preprocesses itself
+
+
+def _build_entry(folder: Path, entry: dict[str, Any], member: str) -> tuple[nn.Module, BatchPreprocess]:
+    """The network and preprocessing that one manifest entry (the package's, or an ensemble member's) describes."""
+    try:
+        model_config = ModelConfig(**entry["model"])
+    except (ValidationError, TypeError) as exc:
+        raise ModelError(
+            f"{MANIFEST} in {folder}: {member}the model section is not valid ({str(exc).splitlines()[0]})"
+        ) from None
+    try:
+        net = _build_net({**entry, "model": model_config.model_dump()})
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{MANIFEST} in {folder}: {member}cannot build {model_config.name} ({exc})"[:400]) from None
+    pre = entry["preprocessing"]
+    return net, BatchPreprocess(pre["in_chans"], pre["input_size"], pre["mean"], pre["std"])
+
+
+def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], weights: Path, what: str) -> None:
+    """Strictly: every key must match, and a shape that does not fit is named."""
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit: "size mismatch for ..."
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise ModelError(f"{weights} does not fit the {what} in {MANIFEST} ({detail})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"{weights} does not fit the {what} in {MANIFEST} (missing {len(result.missing_keys)} keys, e.g. "
+            f"{result.missing_keys[:2]}; unexpected {len(result.unexpected_keys)}, e.g. {result.unexpected_keys[:2]})"
+        )
 
 
 def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | Path | None = None) -> Path:
