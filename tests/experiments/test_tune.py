@@ -17,7 +17,7 @@ from cli_runner import assert_one_line_error, medclass
 
 from medclass.config import load_config
 from medclass.errors import ConfigError, UserError
-from medclass.experiments.tune import open_study, parse_budget, plan_tune
+from medclass.experiments.tune import open_study, parse_budget, plan_tune, search
 from medclass.run_dir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -96,6 +96,18 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     assert 4 <= len(trials) <= 5  # a worker may start one more while the other finishes the fourth
     assert len({t.user_attrs["process"] for t in trials}) == 2  # both workers ran trials of the one study
     assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+
+
+@pytest.mark.unit
+def test_a_search_whose_trials_all_fail_stops_with_the_cause(tmp_path: Path) -> None:
+    config = load_config(tune_config(tmp_path), [f"data.root={tmp_path / 'empty'}", "data.download=false"])
+    with pytest.raises(UserError, match=r"3 trials in a row failed, the last with: .*breastmnist\.npz not found"):
+        search(plan_tune(config), trials=50, budget_s=None)
+    assert [t.state for t in study_of(tmp_path).get_trials()] == [optuna.trial.TrialState.FAIL] * 3
+    result = medclass("tune", "-c", str(tune_config(tmp_path)), "--trials", "50", f"data.root={tmp_path / 'empty'}",
+                      "data.download=false")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr  # one line per failed trial
+    assert len(study_of(tmp_path).get_trials()) == 6
 
 
 @pytest.mark.unit

@@ -26,6 +26,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from medclass.chatter import third_party_wanted
 from medclass.config import ExperimentConfig, TuneConfig, dump_config, load_config, validate_config
 from medclass.config.loading import config_to_dict
 from medclass.config.tune import NamedChoices, NumberRange
@@ -43,6 +44,9 @@ HEARTBEAT_S, GRACE_S = 30, 120  # a trial whose process died is marked failed GR
 # on; a stop request, a full disk or a broken run directory stop the search.
 TRIAL_FAILURES = (ConfigError, DataError, ModelError, RuntimeError, ValueError)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Failed trials one after another mean the recipe or the data is at fault, not one combination: the search stops
+# (a missing dataset once failed 4,800 trials in five minutes).
+FAILURES_IN_A_ROW = 3
 
 
 def parse_budget(text: str) -> float:
@@ -188,6 +192,9 @@ def open_study(plan: TunePlan) -> optuna.Study:
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs)
               if tune.pruner == "median" else optuna.pruners.NopPruner())  # fmt: skip
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna_log = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    if not any(isinstance(f, OneLineFailures) for f in optuna_log.filters):
+        optuna_log.addFilter(OneLineFailures())
     study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=plan.study_name,
                                 direction=plan.direction, load_if_exists=True)  # fmt: skip
     identity = config_to_dict(plan.config)  # the recipe and its search space; not where it is written or how long
@@ -206,10 +213,27 @@ def open_study(plan: TunePlan) -> optuna.Study:
     return study
 
 
+class OneLineFailures(logging.Filter):
+    """Optuna logs a failed trial's traceback; its one line (the trial, its values and the error) says what a user
+    needs (the whole traceback with --verbose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not third_party_wanted():
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def objective_for(plan: TunePlan, progress: bool | None):
     monitor = f"val/{plan.metric}"
 
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except TRIAL_FAILURES as exc:
+            trial.set_user_attr("error", (str(exc).splitlines() or [type(exc).__name__])[0][:400])
+            raise
+
+    def run_trial(trial: optuna.Trial) -> float:
         values = suggest(trial, plan.tune.space)
         name = f"trial-{trial.number:04d}"
         config = plan.trial_config(values, name, plan.folder.trials_dir)
@@ -255,9 +279,32 @@ def search(plan: TunePlan, trials: int | None, budget_s: float | None, progress:
     callbacks = [optuna.study.MaxTrialsCallback(trials, states=FINISHED)] if trials is not None else []
     log.info("tune: %s, %d trial(s) finished so far; study %s in %s", _limit(trials, budget_s), done,
              plan.study_name, plan.storage)  # fmt: skip
+    streak = FailureStreak()
     study.optimize(objective_for(plan, progress), n_trials=None if trials is None else trials - done,
-                   timeout=budget_s, catch=TRIAL_FAILURES, callbacks=callbacks)  # fmt: skip
+                   timeout=budget_s, catch=TRIAL_FAILURES, callbacks=[*callbacks, streak])  # fmt: skip
+    if streak.count >= FAILURES_IN_A_ROW:
+        raise UserError(
+            f"tune: {streak.count} trials in a row failed, the last with: {streak.last}; the search stopped. Fix the "
+            "cause and run the same command again: the study resumes"
+        )
     return study
+
+
+class FailureStreak:
+    """An Optuna callback that stops the search after FAILURES_IN_A_ROW failed trials of this process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.count = 0
+            return
+        self.count += 1
+        self.last = trial.user_attrs.get("error", "see the log above")
+        if self.count >= FAILURES_IN_A_ROW:
+            study.stop()
 
 
 def _limit(trials: int | None, budget_s: float | None) -> str:
