@@ -49,6 +49,9 @@ def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def test_a_killed_search_resumes_without_repeating_trials_and_the_best_recipe_retrains(tmp_path: Path) -> None:
     config = tune_config(tmp_path)
+    recipe = yaml.safe_load(config.read_text())  # epochs chosen by the loss, trials ranked by AUC
+    recipe["checkpoint"], recipe["tune"]["metric"] = {"monitor": "loss"}, "auc"
+    config.write_text(yaml.safe_dump(recipe))
     command = [str(Path(sys.executable).with_name("medclass")), "tune", "-c", str(config), "--trials", "3"]
     process = subprocess.Popen([*command, "--no-retrain"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # fmt: skip
@@ -79,6 +82,7 @@ def test_a_killed_search_resumes_without_repeating_trials_and_the_best_recipe_re
     best = study.best_trial
     recipe = load_config(tmp_path / "runs" / "tiny-tune" / "best.yaml")
     assert recipe.optimizer.lr == pytest.approx(best.params["optimizer.lr"]) and recipe.tune is None
+    assert recipe.checkpoint.monitor == "auc", "the best epoch is chosen as in the trials, by the tuned metric"
     retrained = RunDir.find(tmp_path / "runs" / "tiny-best")
     assert len(retrained) == 1 and RunDir(retrained[0]).has_metrics("test")
     assert RunDir(retrained[0]).read_status()["best_score"] == pytest.approx(best.value, abs=1e-6)  # as written

@@ -111,6 +111,8 @@ class TunePlan:
         for key, value in values.items():
             data = _set(data, key, value)
         data.update(experiment=name, output_dir=str(output_dir))
+        if self.metric != self.config.checkpoint.monitor:  # each trial's best epoch is chosen by the tuned metric
+            data["checkpoint"] = {**data.get("checkpoint", {}), "monitor": self.metric, "mode": None}
         return validate_config(data, f"tune trial {name} ({_describe(values)})")
 
 
@@ -237,9 +239,6 @@ def objective_for(plan: TunePlan, progress: bool | None):
         values = suggest(trial, plan.tune.space)
         name = f"trial-{trial.number:04d}"
         config = plan.trial_config(values, name, plan.folder.trials_dir)
-        if plan.metric != config.checkpoint.monitor:  # the best epoch is chosen by the metric being tuned
-            config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(
-                update={"monitor": plan.metric, "mode": None})})  # fmt: skip
         log.info("tune: %s: %s", name, _describe(values))
         pruning = PruneOnValidation(trial, monitor)
         result = train(config, progress=progress, callbacks=[pruning])
