@@ -412,12 +412,16 @@ def _plots(plan: TunePlan, study: optuna.Study) -> dict[str, Path]:
         try:
             with warnings.catch_warnings():  # "experimental" notices
                 warnings.simplefilter("ignore")
-                ax = plot(study)
+                named = {} if name == "intermediate" else {"target_name": f"validation {metric_label(plan.metric)}"}
+                ax = plot(study, **named)
         except (ValueError, RuntimeError) as exc:  # e.g. importances of a space with one value
             log.info("tune: no %s plot (%s)", name, exc)
             continue
         figure = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
         figure.set_size_inches(max(figure.get_size_inches()[0], 7), 4.5)
+        if name == "slice":  # categorical values sit at the panels' edges: their labels met the next panel's
+            for axes in figure.axes[:-1]:  # the last is the colour bar
+                axes.tick_params(axis="x", labelrotation=25)
         for axes in figure.axes:  # log axes: Optuna labels minor ticks too, and they run into each other
             if axes.get_xscale() == "log":
                 axes.xaxis.set_minor_formatter(NullFormatter())
