@@ -5,14 +5,16 @@ machine (an ensemble counts all its members).
     export MEDCLASS_DATA=$PWD/../shared/data
     python benchmarks/medmnist_goal.py --set breastmnist --config configs/breastmnist.yaml --members 3
         [--seeds 1,2,3] [--name NAME] [--ship] [--out DIR] [--runs DIR] [override=value ...]
+    python benchmarks/medmnist_goal.py --set breastmnist --config configs/breastmnist.yaml --ship-only
 
 One invocation is one *attempt*: one recipe (``--config`` plus overrides) on one set, trained once per
 seed (``--members K``: an ensemble of K members trained with seeds ``1000 * seed + 1 .. K``, the probabilities
 averaged, exactly what ``medclass train --seeds`` packages). Every attempt is appended to
 ``<out>/medmnist_goal.csv`` with its validation and test numbers; the recipe for a set is *chosen on the validation
 numbers only* (AUC and ACC of the final model on the validation split, an ensemble as a whole; the row marked
-``shipped``), and the table ends with ``beats best of paper: N of 8``, counted from
-the shipped rows (mean test AUC and ACC over the seeds against the paper's best, at the paper's three decimals).
+``shipped``, by ``--ship`` or afterwards by ``--ship-only``), and the table ends with ``beats best of paper: N of
+8``, counted from the shipped rows (mean test AUC and ACC over the seeds against the paper's best, at the paper's
+three decimals).
 
 Training time is each member's ``train_s`` in run.json (training and validation epochs), summed over members; the
 goal allows 20 minutes. Nothing is tuned on the test split: test numbers are read after the recipe is fixed.
@@ -149,14 +151,28 @@ def write_table(out: Path, rows: list[dict[str, str]], machine: str, reproduce) 
     return path
 
 
+def _default_name(config: Path) -> str:
+    """The config's path under configs/ without .yaml (configs/tuned/breastmnist.yaml: tuned/breastmnist), so
+    that two recipes for one set are two attempts."""
+    try:
+        return config.resolve().relative_to(REPO / "configs").with_suffix("").as_posix()
+    except ValueError:
+        return config.stem
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", required=True, help="The MedMNIST set whose paper figures the recipe is held to.")
     parser.add_argument("--config", required=True, type=Path, help="The recipe: an experiment YAML.")
     parser.add_argument("--members", type=int, default=1, help="Ensemble members per seed (1: a single model).")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--name", help="Name of the attempt in the table; default: config stem + members.")
+    parser.add_argument("--name", help="Name of the attempt; default: the config's path under configs/ + members.")
     parser.add_argument("--ship", action="store_true", help="Mark this attempt as the recipe kept for its set.")
+    parser.add_argument(
+        "--ship-only",
+        action="store_true",
+        help="Mark the attempt already in the table as the recipe kept for its set; train nothing.",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
     parser.add_argument("overrides", nargs="*", help="Config overrides as key=value.")
@@ -171,11 +187,22 @@ def main(argv: list[str] | None = None) -> int:
     if len(sets) != 1 or (data.source == "medmnist" and data.flag != sets[0]):
         parser.error(f"--set {args.set}: the config trains on {getattr(data, 'flag', data.source)}; name its set")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    name = args.name or f"{args.config.stem}" + (f" x{args.members}" if args.members > 1 else "")
+    name = args.name or _default_name(args.config) + (f" x{args.members}" if args.members > 1 else "")
     machine = reproduce.machine_line()
     csv_path = args.out / "medmnist_goal.csv"
     rows = read_rows(csv_path)
-    for set_name in sets:
+    other = next((r for r in rows if r["attempt"] == name and r["config"] != str(args.config)), None)
+    if other is not None:  # a rerun replaces its attempt's rows: never another recipe's
+        parser.error(f"attempt {name!r} is {other['config']}'s in {csv_path}; give this one another --name")
+    if args.ship_only:  # chosen on validation after the attempts ran: only the mark changes
+        if not any(r["set"] == sets[0] and r["attempt"] == name for r in rows):
+            parser.error(f"--ship-only: no attempt {name!r} for {sets[0]} in {csv_path}")
+        for row in rows:
+            if row["set"] == sets[0]:
+                row["shipped"] = "yes" if row["attempt"] == name else ""
+        write_rows(csv_path, rows)
+        seeds = []
+    for set_name in sets if seeds else []:
         if args.ship:
             for row in rows:
                 if row["set"] == set_name:

@@ -40,3 +40,12 @@ def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> 
     assert f"beats best of paper: {wins} of 8" in table and "beats best of paper" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         goal.main(["--set", "bloodmnist", *args[2:], *quick])  # the config trains on BreastMNIST
+    tuned = ["--set", "breastmnist", "--config", str(REPO_ROOT / "configs" / "tuned" / "breastmnist.yaml"),
+             "--out", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(SystemExit):  # another recipe may not take this attempt's name: it would replace its rows
+        goal.main([*tuned, "--name", "breastmnist x2", *quick])
+    with pytest.raises(SystemExit):  # nothing to mark
+        goal.main([*tuned, "--ship-only"])
+    assert goal.main([*args[:4], "--members", "2", "--ship-only", "--out", str(tmp_path / "out")]) == 0
+    with open(tmp_path / "out" / "medmnist_goal.csv", newline="") as handle:
+        assert [r["shipped"] for r in csv.DictReader(handle)] == ["yes"]

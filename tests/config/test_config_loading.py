@@ -35,6 +35,16 @@ def test_shipped_configs_validate(path: Path) -> None:
         assert "$" not in str(config.data), "environment variables in paths must be expanded"
 
 
+TUNING = sorted((REPO / "configs").glob("tune*/*.yaml"))  # tune/: search spaces; tuned/: the recipes they found
+
+
+@pytest.mark.parametrize("path", TUNING, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_tune_spaces_and_tuned_recipes_validate(path: Path) -> None:
+    config = load_config(path)
+    assert (config.tune is not None) == (path.parent.name == "tune")  # a found recipe is a plain config
+    assert config.data.source != "medmnist" or config.data.flag == path.stem
+
+
 def test_unknown_key_names_the_field_and_suggests(tmp_path: Path) -> None:
     path = write(tmp_path, "data: {flag: breastmnist}\ntrainer:\n  max_epoch: 3\n")
     with pytest.raises(ConfigError) as err:
