@@ -61,7 +61,9 @@ def run_seed(config_path: Path, overrides: list[str], members: int, seed: int, r
     from medclass.inference.package import load_package, run_package
     from medclass.run_dir import RunDir
 
-    config = load_config(config_path, [*overrides, f"output_dir={runs}", "data.download=false"])
+    config = load_config(config_path, [*overrides, f"output_dir={runs}"])
+    if config.data.source == "medmnist":  # the benchmark reads local files only (file sources have no download)
+        config = load_config(config_path, [*overrides, f"output_dir={runs}", "data.download=false"])
     if members == 1:
         result = run_experiment(config.model_copy(update={"seed": seed}), progress=False)
         package, test, run_dirs = run_package(result.run_dir), result.test.metrics, [result.run_dir]
@@ -92,7 +94,14 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
+        writer.writerows({k: _relative(row.get(k, "")) if k == "run_dir" else row.get(k, "") for k in COLUMNS}
+                         for row in rows)  # fmt: skip
+
+
+def _relative(where: str) -> str:
+    """A run folder inside this repository as a path relative to it (the table reads the same on every checkout)."""
+    path = Path(where)
+    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else where
 
 
 def summarise(rows: list[dict[str, str]], reproduce) -> tuple[list[str], int]:

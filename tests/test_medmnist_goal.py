@@ -49,3 +49,18 @@ def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> 
     assert goal.main([*args[:4], "--members", "2", "--ship-only", "--out", str(tmp_path / "out")]) == 0
     with open(tmp_path / "out" / "medmnist_goal.csv", newline="") as handle:
         assert [r["shipped"] for r in csv.DictReader(handle)] == ["yes"]
+
+
+@pytest.mark.slow
+def test_an_attempt_on_a_file_source(tmp_path: Path) -> None:
+    """DermaMNIST's recipe reads the JPEG copy (a CSV source, which has no download switch): one seed of its tuned
+    config, named after the config's path."""
+    goal = load_goal()
+    args = ["--set", "dermamnist", "--config", str(REPO_ROOT / "configs" / "tuned" / "dermamnist_jpeg.yaml"),
+            "--seeds", "1", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "evaluation.bootstrap=0", "evaluation.report=false"]  # fmt: skip
+    assert goal.main(args) == 0
+    with open(tmp_path / "out" / "medmnist_goal.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["set"], r["attempt"], r["members"]) for r in rows] == [("dermamnist", "tuned/dermamnist_jpeg", "1")]
+    assert 0 <= float(rows[0]["test_acc"]) <= 1

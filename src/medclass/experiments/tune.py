@@ -281,7 +281,7 @@ def search(plan: TunePlan, trials: int | None, budget_s: float | None, progress:
     streak = FailureStreak()
     study.optimize(objective_for(plan, progress), n_trials=None if trials is None else trials - done,
                    timeout=budget_s, catch=TRIAL_FAILURES, callbacks=[*callbacks, streak])  # fmt: skip
-    if streak.count >= FAILURES_IN_A_ROW:
+    if streak.stopped:
         raise UserError(
             f"tune: {streak.count} trials in a row failed, the last with: {streak.last}; the search stopped. Fix the "
             "cause and run the same command again: the study resumes"
@@ -302,8 +302,12 @@ class FailureStreak:
             return
         self.count += 1
         self.last = trial.user_attrs.get("error", "see the log above")
-        if self.count >= FAILURES_IN_A_ROW:
+        if self.stopped:
             study.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self.count >= FAILURES_IN_A_ROW
 
 
 def _limit(trials: int | None, budget_s: float | None) -> str:
