@@ -38,6 +38,9 @@ def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> 
     beats = [line for line in table.splitlines() if line.startswith("| breastmnist")][0]
     wins = beats.split("|")[-3].strip().split(" / ").count("yes")
     assert f"beats best of paper: {wins} of 8" in table and "beats best of paper" in capsys.readouterr().out
+    assert table.rstrip().endswith(f"beats best of paper: {wins} of 8")
+    gap = [line for line in table.splitlines() if line.startswith("- breastmnist (breastmnist x2): AUC ")][0]
+    assert gap.count("short by") + gap.count("beaten by") + gap.count("equal at") == 2
     with pytest.raises(SystemExit):
         goal.main(["--set", "bloodmnist", *args[2:], *quick])  # the config trains on BreastMNIST
     tuned = ["--set", "breastmnist", "--config", str(REPO_ROOT / "configs" / "tuned" / "breastmnist.yaml"),
