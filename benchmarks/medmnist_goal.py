@@ -63,7 +63,7 @@ def run_seed(config_path: Path, overrides: list[str], members: int, seed: int, r
 
     config = load_config(config_path, [*overrides, f"output_dir={runs}"])
     if config.data.source == "medmnist":  # the benchmark reads local files only (file sources have no download)
-        config = load_config(config_path, [*overrides, f"output_dir={runs}", "data.download=false"])
+        config = config.model_copy(update={"data": config.data.model_copy(update={"download": False})})
     if members == 1:
         result = run_experiment(config.model_copy(update={"seed": seed}), progress=False)
         package, test, run_dirs = run_package(result.run_dir), result.test.metrics, [result.run_dir]
@@ -131,9 +131,13 @@ def summarise(rows: list[dict[str, str]], reproduce) -> tuple[list[str], int, li
         shipped = any(r.get("shipped") == "yes" for r in group)
         if shipped:
             beaten += sum(wins)
-            gaps.append(f"- {name} ({attempt}): " + "; ".join(
-                f"{metric} {mean:.4f} vs {best:.3f}: {_verdict(mean, best, won, over_time)}"
-                for metric, mean, best, won in (("AUC", auc, best_auc, wins[0]), ("ACC", acc, best_acc, wins[1]))))
+            gaps.append(
+                f"- {name} ({attempt}): "
+                + "; ".join(
+                    f"{metric} {mean:.4f} vs {best:.3f}: {_verdict(mean, best, won, over_time)}"
+                    for metric, mean, best, won in (("AUC", auc, best_auc, wins[0]), ("ACC", acc, best_acc, wins[1]))
+                )
+            )
         lines.append(
             f"| {name} | {attempt} | {group[0]['members']} | {len(group)} | {stat('val_auc')} | {stat('val_acc')} | "
             f"{stat('test_auc')} | "

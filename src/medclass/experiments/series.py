@@ -417,6 +417,11 @@ def _ensemble_markdown(result: SeriesResult, names: list[str]) -> list[str]:
     return lines
 
 
+def _yerr(value: float, interval: list[float] | None) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bar for a value and its interval (none without one)."""
+    return None if not interval else [[value - interval[0]], [interval[1] - value]]
+
+
 def _plot(path: Path, result: SeriesResult, names: list[str]) -> Path:
     """One panel per headline metric: every member's value, the mean and the +-SD band (and, for
     cross-validation, each seed's pooled out-of-fold value with its interval; for seeds, the ensemble's own test
@@ -439,14 +444,12 @@ def _plot(path: Path, result: SeriesResult, names: list[str]) -> Path:
             if value is None:
                 continue
             at = len(labels) + i
-            error = None if not interval else [[value - interval[0]], [interval[1] - value]]
-            ax.errorbar([at], [value], yerr=error, fmt="s", color="#d62728", capsize=3,
+            ax.errorbar([at], [value], yerr=_yerr(value, interval), fmt="s", color="#d62728", capsize=3,
                         label="pooled out-of-fold" if i == 0 else None)  # fmt: skip
         own = result.ensemble["ensemble"] if result.ensemble and result.kind != "cv" else None
         if own is not None and own["metrics"].get(name) is not None:  # same split as the members: the test split
             value, interval = own["metrics"][name], own.get("intervals", {}).get(name)
-            error = None if not interval else [[value - interval[0]], [interval[1] - value]]
-            ax.errorbar([len(labels)], [value], yerr=error, fmt="D", color="#2ca02c", capsize=3,
+            ax.errorbar([len(labels)], [value], yerr=_yerr(value, interval), fmt="D", color="#2ca02c", capsize=3,
                         label=f"ensemble ({result.ensemble['confidence']:.0%} CI)")  # fmt: skip
         ticks = labels + [f"pooled s{p['seed']}" for p in result.pooled] + (["ensemble"] if own is not None else [])
         ax.set_xticks(range(len(ticks)), ticks, rotation=60, ha="right", fontsize=7)
