@@ -33,7 +33,8 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("`config.yaml`", "the resolved config (all defaults filled in, paths absolute)"),
     ("`data.json`", "task, class names, counts per split and class, source, how the split was made, skipped files, "
      "leakage and label-conflict checks"),
-    ("`splits.csv`, `skipped.csv`", "file sources: every image with its split and label; files left out and why"),
+    ("`splits.csv`, `skipped.csv`", "file sources: every image with its split, label and (when the data names "
+     "groups) a keyed hash of its group; files left out and why"),
     ("`preprocessing.json`", "input channels, input size, normalisation mean/std"),
     ("`environment.json`", "Python, platform, package versions, device, seed, git commit, command line"),
     ("`epochs.csv`", "one row per epoch: train/val loss, the validation headline metrics (ACC, AUC, F1, balanced "
@@ -240,11 +241,13 @@ class RunDir:
     def read_environment(self) -> dict[str, Any]:
         return read_json(self.environment_path) if self.environment_path.is_file() else {}
 
-    def write_splits(self, rows: Iterable[tuple[str, str, str]]) -> None:
-        """splits.csv: (file, split, label) of every image file (written only when there are files)."""
+    def write_splits(self, rows: Iterable[tuple[str, ...]]) -> None:
+        """splits.csv: (file, split, label[, group]) of every image file (written only when there are files); the
+        group is a keyed hash of the patient or lesion id, never the id."""
         rows = list(rows)
         if rows:
-            atomic_write_text(self.splits_path, _csv([("file", "split", "label"), *rows]))
+            header = ("file", "split", "label", "group")[: len(rows[0])]
+            atomic_write_text(self.splits_path, _csv([header, *rows]))
 
     def write_skipped(self, rows: Iterable[tuple[str, str]]) -> None:
         """skipped.csv: (file, reason) of every file left out (written only when some were)."""

@@ -145,6 +145,15 @@ def evaluate(
         int | None, typer.Option(help="Bootstrap resamples for the intervals (0: none); default: the run's config.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the plots and the HTML/Markdown report.")] = True,
+    subgroup: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Results by subgroup (repeat for several): a label-CSV column or DICOM keyword (PatientSex, "
+            "Manufacturer), or COLUMN:EDGES for bands of a number (PatientAge:0,40,60); replaces the run's "
+            "evaluation.subgroups.",
+            show_default=False,
+        ),
+    ] = None,
     corruptions: Annotated[
         str | None,
         typer.Option(
@@ -183,6 +192,13 @@ def evaluate(
         from medclass.config import EvaluationConfig, validate_config
 
         settings["bootstrap"] = validate_config({"bootstrap": bootstrap}, "--bootstrap", EvaluationConfig).bootstrap
+    if subgroup:
+        from medclass.config import EvaluationConfig, validate_config
+
+        specs = [_subgroup_option(text) for text in subgroup]
+        settings["subgroups"] = [
+            s.model_dump() for s in validate_config({"subgroups": specs}, "--subgroup", EvaluationConfig).subgroups
+        ]
     quiet_lightning(ctx)
     from medclass.inference.package import is_package
 
@@ -204,6 +220,20 @@ def evaluate(
     console.print(f"comparison: {comparison.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
     if not comparison.best:
         raise UserError(f"none of the {len(comparison.rows)} runs under {path} could be evaluated (see above)")
+
+
+def _subgroup_option(text: str) -> dict[str, Any]:
+    """--subgroup COLUMN or COLUMN:EDGES -> a subgroup config entry."""
+    column, _, edges = text.partition(":")
+    if not edges:
+        return {"column": column.strip()}
+    try:
+        bins = [float(edge) for edge in edges.split(",") if edge.strip()]
+    except ValueError:
+        raise UserError(
+            f"--subgroup {text!r}: after the colon give numbers separated by commas, e.g. PatientAge:0,40,60"
+        ) from None
+    return {"column": column.strip(), "bins": bins}
 
 
 def _evaluate_package(path: Path, config: Path | None, split: str, settings: dict[str, Any]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from rich.table import Table
 
 from medclass.data.inspect import Inspection
+from medclass.evaluation.compare import gap_cells
 from medclass.evaluation.result import EvaluationResult
+from medclass.evaluation.subgroups import gap_sentence
 from medclass.metrics import metric_label
 
 
@@ -59,6 +61,9 @@ def result_notes(result: EvaluationResult) -> list[str]:
         verdict = "kept" if cal["applied"] else f"not applied: {cal['reason']}"
         notes.append(f"calibration: test ECE {cal['ece']:.4f}; temperature {cal['fitted_temperature']:.3f} (fitted on "
                      f"validation, {verdict}) gives test ECE {cal['ece_scaled']:.4f}")  # fmt: skip
+    for entry in result.extra.get("subgroups") or []:
+        sizes = ", ".join(f"{g['value']} {g['n']}" for g in entry["subgroups"])
+        notes.append(f"subgroups by {gap_sentence(entry)} Images: {sizes}.")
     notes += [f"warning: {w}" for w in result.extra.get("warnings", [])]
     if "html" in result.files:
         notes.append(f"report: {result.files['html']}")
@@ -123,6 +128,10 @@ def comparison_table(comparison) -> Table:
     table.add_column("model", overflow="fold")
     for column in (metric, "95% CI", "ACC"):
         table.add_column(column, justify="right", no_wrap=True)
+    with_subgroups = any(row.subgroups for row in comparison.rows)
+    if with_subgroups:
+        table.add_column(f"lowest subgroup ({metric})", overflow="fold")
+        table.add_column("subgroup gap", justify="right", no_wrap=True)
     if failures:
         table.add_column("status", overflow="fold")
     for row in comparison.rows:
@@ -136,6 +145,8 @@ def comparison_table(comparison) -> Table:
             f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "",
             f"{row.metrics['acc']:.4f}" if "acc" in row.metrics else "",
         ]
+        if with_subgroups:
+            cells += list(gap_cells(row, metric))
         if failures:
             cells.append("ok" if row.status == "ok" else f"failed: {row.error}")
         table.add_row(*cells)

@@ -29,7 +29,7 @@ from medclass.registry import AUGMENTATIONS, SOURCE_CONFIGS, registered
 AugmentationName = Annotated[str, registered(AUGMENTATIONS)]
 NormalizationName = Literal["auto", "dataset", "imagenet", "half"]
 MAX_IMAGE_SIZE = 4096  # a side beyond this is a typo, not a model input (one 4096 px RGB image is 48 MiB)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".dcm", ".dicom")
 
 
 class FoldConfig(StrictModel):
@@ -183,6 +183,24 @@ class SplitConfig(StrictModel):
         return self
 
 
+def is_dicom_keyword(name: str) -> bool:
+    """Whether ``name`` is a DICOM attribute keyword of pydicom's dictionary (PatientID, Manufacturer)."""
+    from pydicom.datadict import tag_for_keyword
+
+    return bool(re.fullmatch(r"[A-Z][A-Za-z0-9]+", name)) and tag_for_keyword(name) is not None
+
+
+class DicomOptions(StrictModel):
+    """How DICOM files become images (see medclass.data.dicom for the windowing: modality LUT, the file's VOI LUT
+    or window, else a 0.5-99.5 percentile window; MONOCHROME1 inverted)."""
+
+    frame: Literal["middle", "first"] | NonNegativeInt = Field(
+        "middle",
+        description="Which frame of a multi-frame file is the image: middle, first, or a 0-based number (a file "
+        "with fewer frames is skipped with that reason). Single-frame files are read whole.",
+    )
+
+
 class FileSourceFields(LoaderFields):
     """Decoding, caching and splitting for sources made of image files."""
 
@@ -206,7 +224,17 @@ class FileSourceFields(LoaderFields):
         "named in data.json and the report); by default that stops the run.",
     )
     cache: bool = Field(True, description="Keep decoded, resized images in a memory-mapped file for later runs.")
-    extensions: tuple[str, ...] = Field(IMAGE_EXTENSIONS, description="File endings read as images.")
+    extensions: tuple[str, ...] = Field(
+        IMAGE_EXTENSIONS,
+        description="File endings read as images (files with no ending are read too when they are DICOM).",
+    )
+    dicom: DicomOptions = Field(default_factory=DicomOptions)
+    group_column: str | None = Field(
+        None,
+        description="A patient or lesion id, so that every group lands in one split only: a column of the label CSV, "
+        "or a DICOM attribute keyword (PatientID, StudyInstanceUID) read from each file's header when the CSV "
+        "has no such column (folder sources: keywords only). Run outputs carry a keyed hash of it, never the id.",
+    )
 
     @field_validator("kaggle")
     @classmethod
@@ -231,6 +259,16 @@ class FolderData(FileSourceFields):
     source: Literal["folder"] = "folder"
     root: Path
 
+    @field_validator("group_column")
+    @classmethod
+    def _dicom_keyword(cls, value: str | None) -> str | None:
+        if value is not None and not is_dicom_keyword(value):
+            raise ValueError(
+                f"group_column {value!r} is not a DICOM attribute keyword (e.g. PatientID, StudyInstanceUID); "
+                "a folder source has no CSV to take a column from"
+            )
+        return value
+
 
 class CsvData(FileSourceFields):
     """Images plus a label CSV (HAM10000/ISIC style)."""
@@ -250,9 +288,6 @@ class CsvData(FileSourceFields):
         None,
         description="Regular expression on the image name whose group 'split' (or first group) gives "
         "train/val/test, e.g. '_(train|val|test)_'.",
-    )
-    group_column: str | None = Field(
-        None, description="Column with a patient or lesion id: every group lands in one split only."
     )
     image_suffix: str | None = Field(
         None, description="Appended to ids that have no file ending, e.g. '.jpg'; default: try the known endings."

@@ -5,9 +5,67 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from medclass.config.base import StrictModel
+
+# Attributes that identify a person or an examination: never a subgroup (their values would be written into every
+# output, one "subgroup" per patient). DICOM attributes of these value representations are refused as well:
+# person names (PN), dates and times (DA, DT, TM) and UIDs (UI).
+IDENTIFYING = frozenset({
+    "PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "IssuerOfPatientID", "PatientName", "PatientBirthDate",
+    "PatientAddress", "PatientTelephoneNumbers", "AccessionNumber", "StudyID", "MedicalRecordLocator",
+    "PatientBirthName", "PatientMotherBirthName", "InstitutionAddress",
+})  # fmt: skip
+IDENTIFYING_VRS = frozenset({"PN", "DA", "DT", "TM", "UI"})
+
+
+def identifying(name: str) -> bool:
+    """Whether a column or DICOM keyword names a person, a date or an identifier."""
+    from pydicom.datadict import dictionary_VR
+
+    if name in IDENTIFYING:
+        return True
+    try:
+        return dictionary_VR(name) in IDENTIFYING_VRS
+    except (KeyError, ValueError):  # not a DICOM keyword: a CSV column
+        return False
+
+
+class Subgroup(StrictModel):
+    """One attribute to report results by: a CSV column or a DICOM attribute keyword, optionally cut into bands."""
+
+    column: str = Field(description="A column of the label CSV, or a DICOM attribute keyword (PatientSex).")
+    name: str | None = Field(
+        None, description="Its name in the results; default: the column (with bins: <column> band)."
+    )
+    bins: list[float] | None = Field(
+        None,
+        description="Edges that cut a numeric value (or a DICOM age such as 045Y) into bands [a, b), e.g. "
+        "[0, 40, 60, 80]; values below the first or at/above the last edge get a band of their own.",
+    )
+
+    @field_validator("column")
+    @classmethod
+    def _not_identifying(cls, value: str) -> str:
+        if identifying(value):
+            raise ValueError(
+                f"{value!r} identifies a person, a date or an examination: results by it would write one subgroup "
+                "per patient (and the identifiers) into the run; use an attribute such as PatientSex, an age band, "
+                "Manufacturer or a site column"
+            )
+        return value
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) < 2 or any(b <= a for a, b in zip(value, value[1:], strict=False))):
+            raise ValueError("bins must be at least two increasing edges, e.g. [0, 40, 60, 80]")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or (f"{self.column} band" if self.bins else self.column)
 
 
 class EvaluationConfig(StrictModel):
@@ -34,6 +92,27 @@ class EvaluationConfig(StrictModel):
     )
     worst_images: int = Field(16, ge=0, description="Worst-classified test images shown in the report.")
     report: bool = Field(True, description="Write plots, report.html and summary.md into the run's report/ folder.")
+    subgroups: list[Subgroup] = Field(
+        default_factory=list,
+        description="Report results per subgroup: columns of the label CSV or DICOM attribute keywords (sex, "
+        "site, PatientSex, Manufacturer), each a name or {column, name, bins} (bins make bands of a number, "
+        "e.g. age). Each subgroup gets its support, headline metrics and per-class sensitivity/specificity with "
+        "bootstrap intervals, and the largest gap between subgroups is named.",
+    )
+
+    @field_validator("subgroups", mode="before")
+    @classmethod
+    def _names_to_subgroups(cls, value):
+        if isinstance(value, list):
+            return [{"column": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_subgroup_names(self) -> EvaluationConfig:
+        labels = [s.label for s in self.subgroups]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"subgroups: two have the same name ({', '.join(labels)}); give each a name")
+        return self
 
     @model_validator(mode="after")
     def _bootstrap_size(self) -> EvaluationConfig:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medclass.data.dicom import FrameChoice
 from medclass.data.images import DECODE_ERRORS, GREY_MODES, ResizeMode, header_mode, load_image
 from medclass.io import atomic_write_json
 
@@ -51,15 +52,16 @@ def files_fingerprint(paths: list[Path], settings: dict) -> str:
 
 
 class _Decode(Dataset):
-    def __init__(self, paths: list[Path], size: int, resize: ResizeMode, channels: int) -> None:
-        self.paths, self.size, self.resize, self.channels = paths, size, resize, channels
+    def __init__(self, paths: list[Path], size: int, resize: ResizeMode, channels: int, frame: FrameChoice) -> None:
+        self.paths, self.size, self.resize, self.channels, self.frame = paths, size, resize, channels, frame
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
         try:
-            return index, load_image(self.paths[index], self.size, self.resize, self.channels), None
+            image = load_image(self.paths[index], self.size, self.resize, self.channels, dicom_frame=self.frame)
+            return index, image, None
         except DECODE_ERRORS as exc:
             return index, None, f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
@@ -89,9 +91,12 @@ def decode_images(
     resize: ResizeMode,
     channels: int | str,
     cache_dir: Path | None,
+    dicom_frame: FrameChoice = "middle",
 ) -> DecodedImages:
     """Decode ``paths`` to (N, size, size, C); read from / write to ``cache_dir`` unless it is None."""
     settings = {"size": size, "resize": resize, "channels": channels}
+    if dicom_frame != "middle":  # the default leaves the keys of caches made before DICOM was read unchanged
+        settings["dicom_frame"] = dicom_frame
     key = files_fingerprint(paths, settings)
     if cache_dir is not None:
         array_path, meta_path = cache_dir / f"images-{key}.npy", cache_dir / f"images-{key}.json"
@@ -115,8 +120,8 @@ def decode_images(
     # A DataLoader draws its workers' base seed from the global generator unless it has its own: decoding must
     # not shift what the model's initialisation draws next (a cold cache would otherwise give another model).
     loader = DataLoader(
-        _Decode(paths, size, resize, n_channels), batch_size=None, num_workers=_workers(len(paths)), collate_fn=_keep,
-        generator=torch.Generator(),
+        _Decode(paths, size, resize, n_channels, dicom_frame), batch_size=None, num_workers=_workers(len(paths)),
+        collate_fn=_keep, generator=torch.Generator(),
     )  # fmt: skip
     try:
         for index, array, error in loader:

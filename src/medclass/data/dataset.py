@@ -69,6 +69,9 @@ class LabelledImages:
     source: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)  # images left out: {"file", "reason"}
     identical: IdenticalImages | None = None  # identical images across splits / with different labels
+    # file name (as in ImageSplit.files) -> keyed hash of its given group id (medclass.data.privacy); empty when the
+    # source names no groups
+    group_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
@@ -86,6 +89,14 @@ class LabelledImages:
             return [str(Path(root) / name) if root else name for name in part.files]
         origin = Path(self.source["file"]).name if self.source.get("file") else self.name
         return [f"{origin}:{split}_images[{i}]" for i in range(len(part))]
+
+    def split_group_keys(self, split: str) -> list[str] | None:
+        """The keyed group hash of each image of ``split`` ("" for an image without a group), or None when the
+        source names no groups."""
+        files = self.splits[split].files
+        if not self.group_keys or files is None:
+            return None
+        return [self.group_keys.get(name, "") for name in files]
 
     @property
     def channels(self) -> int:

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medclass.config.data import CsvData, FolderData
+from medclass.config.data import CsvData, FolderData, is_dicom_keyword
+from medclass.data.dicom import header_values, looks_like_dicom
 from medclass.errors import DataError, suggest
 
 SPLIT_NAMES = {
@@ -31,6 +32,7 @@ class ImageRecord:
     label: str | tuple[str, ...]
     split: str | None = None
     group: str | None = None
+    row: dict[str, str] | None = None  # the label CSV's row of this image (its other columns: subgroups)
 
 
 @dataclass
@@ -71,6 +73,18 @@ def walk_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def is_image_file(path: Path, extensions: set[str]) -> bool:
+    """An image by its ending, or a DICOM file without one (archives often name them IM0001)."""
+    return path.suffix.lower() in extensions or (not path.suffix and looks_like_dicom(path))
+
+
+def groups_from_headers(records: list[ImageRecord], keyword: str) -> None:
+    """Set each record's group from the DICOM attribute ``keyword`` of its file (left unset where the file has none
+    or is not DICOM: such an image is a group of its own)."""
+    for record in records:
+        record.group = header_values(record.path, [keyword])[keyword]
+
+
 def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
 
@@ -92,7 +106,7 @@ def index_folder(config: FolderData, root: Path) -> FileIndex:
         for class_dir in _class_folders(parent):
             images = []
             for path in walk_files(class_dir):
-                if path.suffix.lower() in extensions:
+                if is_image_file(path, extensions):
                     images.append(path)
                 else:
                     skipped.append({"file": str(path), "reason": f"not an image file ({path.suffix or 'no ending'})"})
@@ -127,6 +141,8 @@ def index_folder(config: FolderData, root: Path) -> FileIndex:
         if not classes:
             raise DataError(f"{root} has no class folders: put the images in {root}/<class>/")
         layout = "class folders"
+    if config.group_column:
+        groups_from_headers(records, config.group_column)
     return FileIndex(root, records, sorted(classes), skipped=skipped, layout=layout, name=root.name)
 
 
@@ -151,12 +167,16 @@ def _split_value(raw: str, where: str) -> str:
 def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
     table = _read_csv(csv_path)
     columns = list(table.columns)
+    group_from_headers = bool(config.group_column) and config.group_column not in columns
     for option in ("image_column", "label_column", "split_column", "group_column"):
         column = getattr(config, option)
+        if option == "group_column" and group_from_headers and is_dicom_keyword(column):
+            continue  # read from each DICOM file's header
         if column is not None and column not in columns:
             raise DataError(
                 f"data.{option}: {csv_path} has no column {column!r}{suggest(column, columns)}; "
                 f"it has {', '.join(columns)}"
+                + (" (or give a DICOM attribute keyword such as PatientID)" if option == "group_column" else "")
             )
     if not image_dir.is_dir():
         raise DataError(f"data.image_dir: folder {image_dir} does not exist")
@@ -175,7 +195,7 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
         if not name:
             skipped.append({"file": where, "reason": f"empty {config.image_column}"})
             continue
-        if Path(name).suffix.lower() in config.extensions:
+        if Path(name).suffix.lower() in config.extensions or name in on_disk:
             path = on_disk.get(name)
         elif config.image_suffix:
             path = on_disk.get(name + config.image_suffix)
@@ -199,8 +219,8 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
             if match is None:
                 raise DataError(f"data.split_pattern {config.split_pattern!r} does not match {name!r} ({where})")
             split = _split_value(match.groupdict().get("split") or match.group(1), where)
-        group = row[config.group_column].strip() if config.group_column else None
-        records.append(ImageRecord(path, label, split, group or None))
+        group = row[config.group_column].strip() if config.group_column and not group_from_headers else None
+        records.append(ImageRecord(path, label, split, group or None, row))
 
     if missing_labels:
         lines = ", ".join(map(str, missing_labels[:10])) + (" ..." if len(missing_labels) > 10 else "")
@@ -213,6 +233,8 @@ def index_csv(config: CsvData, csv_path: Path, image_dir: Path) -> FileIndex:
             f"none of the {len(table)} rows of {csv_path} names an image found under {image_dir}: "
             f"check data.image_dir and data.image_column ({config.image_column})"
         )
+    if group_from_headers:
+        groups_from_headers(records, config.group_column)
     classes = _csv_classes(config, records, csv_path)
     return FileIndex(
         base=image_dir, records=records, classes=classes, multilabel=bool(config.label_separator), skipped=skipped,

@@ -13,6 +13,8 @@ from typing import BinaryIO, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from medclass.data import dicom
+
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 ResizeMode = Literal["squash", "crop", "pad"]
 
@@ -21,9 +23,20 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
 
 
 def header_mode(path: str | Path) -> str:
-    """The PIL mode from the file header only (no pixel decoding)."""
+    """The PIL mode from the file header only (no pixel decoding); DICOM: L or RGB."""
+    if dicom.looks_like_dicom(path):
+        return dicom.header_mode(path)
     with Image.open(path) as image:
         return image.mode
+
+
+def image_dimensions(source: str | Path | BinaryIO) -> tuple[int, int]:
+    """(width, height) from the header only; DICOM files included."""
+    if dicom.looks_like_dicom(source):
+        width, height, _, _ = dicom.decode_bytes(source)
+        return width, height
+    with Image.open(source) as image:
+        return image.size
 
 
 # Pixels per strip when 16-bit and float images are scaled to 8 bits: the float64 work arrays stay a few MB
@@ -125,10 +138,18 @@ def load_image(
     resize: ResizeMode = "squash",
     channels: int = 3,
     max_decode_bytes: int | None = None,
+    dicom_frame: dicom.FrameChoice = "middle",
 ) -> np.ndarray:
     """Decode ``path`` to a (size, size, channels) uint8 array, honouring EXIF orientation. With
     ``max_decode_bytes``, an image that would need more memory to decode raises :class:`DecodeBudgetExceeded`
-    from its header, before any pixel is decoded."""
+    from its header, before any pixel is decoded. DICOM files (by name or content) are windowed to 8 bits as
+    :mod:`medclass.data.dicom` describes, reading frame ``dicom_frame`` of a multi-frame file."""
+    if dicom.looks_like_dicom(path):
+        if max_decode_bytes is not None:
+            width, height, mode, need = dicom.decode_bytes(path)
+            if need > max_decode_bytes:
+                raise DecodeBudgetExceeded(width, height, mode, need, max_decode_bytes)
+        return _finish(Image.fromarray(dicom.load_dicom(path, dicom_frame)), size, resize, channels)
     with Image.open(path) as image:
         if image.format == "JPEG":
             image.draft("RGB" if image.mode != "L" else "L", (size, size))  # decode at a reduced scale when possible
@@ -136,7 +157,11 @@ def load_image(
             raise DecodeBudgetExceeded(*image.size, image.mode, need, max_decode_bytes)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
-        image = fit_square(to_8bit(image), size, resize)
-        image = image.convert("L" if channels == 1 else "RGB")
-        array = np.asarray(image, dtype=np.uint8)
+        return _finish(to_8bit(image), size, resize, channels)
+
+
+def _finish(image: Image.Image, size: int, resize: ResizeMode, channels: int) -> np.ndarray:
+    """An 8-bit L or RGB image at size x size with ``channels`` channels, as a (size, size, channels) array."""
+    image = fit_square(image, size, resize).convert("L" if channels == 1 else "RGB")
+    array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array

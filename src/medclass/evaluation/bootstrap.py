@@ -43,5 +43,16 @@ def bootstrap_intervals(
             method="percentile",
             rng=np.random.default_rng(seed),
         )
-    low, high = np.atleast_1d(result.confidence_interval.low), np.atleast_1d(result.confidence_interval.high)
-    return {name: (float(lo), float(hi)) for name, lo, hi in zip(names, low, high, strict=True)}
+    # scipy's percentile interval is NaN as soon as one resample's metric is undefined (a small split's resample
+    # without one class has no AUC); the interval of the resamples where it exists is kept when that is nearly all
+    # of them (90%, as for the per-class intervals), which equals scipy's when every resample has a value.
+    distribution = np.atleast_2d(result.bootstrap_distribution)
+    tail = 100 * (1 - confidence) / 2
+    intervals = {}
+    for name, values in zip(names, distribution, strict=True):
+        finite = values[np.isfinite(values)]
+        if len(finite) >= 0.9 * resamples:
+            intervals[name] = (float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail)))
+        else:
+            intervals[name] = (float("nan"), float("nan"))
+    return intervals

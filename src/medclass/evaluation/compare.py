@@ -42,6 +42,13 @@ class ComparedRun:
     metrics: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     error: str = ""
+    subgroups: list[dict[str, Any]] = field(default_factory=list)  # metrics.json's subgroup results, when asked
+
+    def subgroup_gap(self, metric: str) -> dict[str, Any] | None:
+        """The largest gap in ``metric`` between the subgroups of any attribute: {attribute, gap, lowest, highest}."""
+        gaps = [{"attribute": entry["name"], **entry["gaps"][metric]} for entry in self.subgroups
+                if metric in entry.get("gaps", {})]  # fmt: skip
+        return max(gaps, key=lambda gap: gap["gap"], default=None)
 
 
 @dataclass
@@ -99,6 +106,7 @@ def compare_runs(
                 epoch=result.epoch,
                 metrics=result.metrics,
                 intervals=result.intervals,
+                subgroups=result.extra.get("subgroups") or [],
             )  # fmt: skip
         )
     rows.sort(key=_sort_key(metric))
@@ -114,19 +122,32 @@ def _cell(row: ComparedRun, name: str) -> str:
     return f"{row.metrics[name]:.4f}" if name in row.metrics else ""
 
 
+def gap_cells(row: ComparedRun, metric: str) -> tuple[str, str]:
+    """(the subgroup with the lowest ``metric`` and its value, the largest gap) for a table; empty without
+    subgroups."""
+    gap = row.subgroup_gap(metric)
+    if gap is None:
+        return "", ""
+    lowest = gap["lowest"]
+    return f"{gap['attribute']}={lowest['subgroup']} {lowest['value']:.4f} (n={lowest['n']})", f"{gap['gap']:.4f}"
+
+
 def write_comparison(
     folder: Path, rows: list[ComparedRun], metric: str, best: dict[str, ComparedRun], split: str
 ) -> dict[str, Path]:
     columns = list(dict.fromkeys([metric, *METRICS.names("compare")]))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
+    with_subgroups = any(row.subgroups for row in rows)
+    gap_columns = [f"{metric}_lowest_subgroup", f"{metric}_subgroup_gap"] if with_subgroups else []
     writer.writerow(["run", "status", "experiment", "dataset", "model", "epoch", *columns,
-                     f"{metric}_low", f"{metric}_high", "best", "error"])  # fmt: skip
+                     f"{metric}_low", f"{metric}_high", *gap_columns, "best", "error"])  # fmt: skip
     for row in rows:
         low, high = row.intervals.get(metric, ("", ""))
         is_best = best.get(row.dataset) is row
+        gaps = list(gap_cells(row, metric)) if with_subgroups else []
         writer.writerow([row.run_dir, row.status, row.experiment, row.dataset, row.model, row.epoch or "",
-                         *(_cell(row, c) for c in columns), low, high, is_best, row.error])  # fmt: skip
+                         *(_cell(row, c) for c in columns), low, high, *gaps, is_best, row.error])  # fmt: skip
     files = {"csv": atomic_write_text(folder / "comparison.csv", buffer.getvalue())}
 
     direction = "higher is better" if METRICS[metric].higher_is_better else "lower is better"
@@ -134,15 +155,17 @@ def write_comparison(
     lines += [f"**Best on {dataset}: {row.run_dir}** ({row.model}, {metric} {row.metrics[metric]:.4f})"
               for dataset, row in best.items()]  # fmt: skip
     header = ["run", "dataset", "model", *columns, f"{metric} 95% CI"]
-    lines += ["", "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(columns) + 1)]
+    header += [f"lowest subgroup ({metric})", "largest subgroup gap"] if with_subgroups else []
+    lines += ["", "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
     for row in rows:
         if row.status != "ok":
             continue
         interval = row.intervals.get(metric)
         ci = f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else ""
         mark = " (best)" if best.get(row.dataset) is row else ""
+        gaps = "".join(f" | {cell}" for cell in gap_cells(row, metric)) if with_subgroups else ""
         lines.append(f"| {row.run_dir}{mark} | {row.dataset} | {row.model} | "
-                     + " | ".join(_cell(row, c) for c in columns) + f" | {ci} |")  # fmt: skip
+                     + " | ".join(_cell(row, c) for c in columns) + f" | {ci}{gaps} |")  # fmt: skip
     failed = [row for row in rows if row.status != "ok"]
     if failed:
         lines += ["", "## Not evaluated", *(f"- {row.run_dir}: {row.error}" for row in failed)]

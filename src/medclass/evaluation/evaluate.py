@@ -30,6 +30,7 @@ from medclass.evaluation.clinical import (
 )
 from medclass.evaluation.report import write_report
 from medclass.evaluation.result import EvaluationResult
+from medclass.evaluation.subgroups import split_subgroups
 from medclass.evaluation.thresholds import best_f1_thresholds, operating_threshold, sensitivity_specificity
 from medclass.metrics import METRICS, headline_metrics, predicted_labels, summary_metrics
 from medclass.run_dir import RunDir
@@ -100,6 +101,11 @@ def evaluate_run(
         positive_summary = _positive_summary(
             targets, scores, per_class, positive, dataset.classes, settings, config.seed
         )
+    subgroups = None
+    if settings.subgroups:
+        subgroups = split_subgroups(
+            settings, config.data, dataset, split, targets, scores, y_pred, thresholds, config.seed
+        )
     result = EvaluationResult(
         run_dir=run.path,
         split=split,
@@ -129,6 +135,7 @@ def evaluate_run(
                 "method": "percentile",
             },  # fmt: skip
             **({"thresholds": [round(float(t), 6) for t in thresholds]} if thresholds is not None else {}),
+            **({"subgroups": subgroups} if subgroups is not None else {}),
         },
     )
     result.files["metrics"] = run.write_metrics(split, checkpoint, result.as_dict())
@@ -136,7 +143,10 @@ def evaluate_run(
     run.update_status(images_per_second={**speed, f"{split}/{checkpoint}": result.extra["images_per_second"]})
     run.write_calibration(checkpoint, _stored_calibration(result, thresholds))
     result.files["predictions"] = run.write_predictions(
-        split, predictions_csv(targets, scores, dataset.classes, task, dataset.sources(split))
+        split,
+        predictions_csv(
+            targets, scores, dataset.classes, task, dataset.sources(split), dataset.split_group_keys(split)
+        ),
     )
     if settings.report:
         report_dir = run.report_dir(split, checkpoint)
@@ -250,26 +260,32 @@ def _stored_calibration(result: EvaluationResult, thresholds: np.ndarray | None)
     return stored
 
 
-def predictions_csv(targets: np.ndarray, scores: np.ndarray, classes: list[str], task: Task, sources: list[str]) -> str:
-    """One row per image, in split order: index, source (file path, or npz array and index), true and predicted
-    label(s), and the score of every class."""
+def predictions_csv(
+    targets: np.ndarray, scores: np.ndarray, classes: list[str], task: Task, sources: list[str],
+    groups: list[str] | None = None,
+) -> str:  # fmt: skip
+    """One row per image, in split order: index, source (file path, or npz array and index), the keyed hash of its
+    group when the data names groups, true and predicted label(s), and the score of every class."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     predictions = predicted_labels(scores, task)
+    head = ["index", "source", *(["group"] if groups is not None else [])]
+
+    def start(i: int) -> list[Any]:
+        return [i, sources[i], *([groups[i]] if groups is not None else [])]
+
     if task == "multilabel":
         writer.writerow(
-            ["index", "source", *(f"true:{c}" for c in classes), *(f"pred:{c}" for c in classes),
-             *(f"p:{c}" for c in classes)]
-        )  # fmt: skip
+            [*head, *(f"true:{c}" for c in classes), *(f"pred:{c}" for c in classes), *(f"p:{c}" for c in classes)]
+        )
         for i in range(len(scores)):
-            writer.writerow([i, sources[i], *targets[i].astype(int), *predictions[i], *(f"{p:.6f}" for p in scores[i])])
+            writer.writerow([*start(i), *targets[i].astype(int), *predictions[i], *(f"{p:.6f}" for p in scores[i])])
     else:
-        writer.writerow(["index", "source", "true", "predicted", *(f"p:{c}" for c in classes)])
+        writer.writerow([*head, "true", "predicted", *(f"p:{c}" for c in classes)])
         for i in range(len(scores)):
             writer.writerow(
-                [i, sources[i], classes[int(targets[i])], classes[int(predictions[i])],
-                 *(f"{p:.6f}" for p in scores[i])]
-            )  # fmt: skip
+                [*start(i), classes[int(targets[i])], classes[int(predictions[i])], *(f"{p:.6f}" for p in scores[i])]
+            )
     return buffer.getvalue()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -222,6 +223,47 @@ def worst_images_figure(images: list[np.ndarray], captions: list[str], title: st
     return fig
 
 
+def subgroup_figure(entries: list[dict], overall: dict[str, float], confidence_pct: int) -> Figure | None:
+    """Forest plot: per attribute, each subgroup's headline value (AUC and ACC where defined) with its bootstrap
+    interval, labelled with its size; the dashed lines are the whole split's values."""
+    if not entries:
+        return None
+    measures = [m for m in ("auc", "acc") if overall.get(m) is not None]
+    rows = sum(len(entry["subgroups"]) for entry in entries)
+    fig = Figure(figsize=(7.5, 1.2 + 0.42 * rows + 0.5 * len(entries)), layout="constrained")
+    axes = fig.subplots(len(entries), 1, squeeze=False, sharex=True,
+                        height_ratios=[max(1, len(e["subgroups"])) for e in entries])[:, 0]  # fmt: skip
+    colours = {"auc": "tab:blue", "acc": "tab:orange"}
+    for ax, entry in zip(axes, entries, strict=True):
+        groups = entry["subgroups"]
+        positions = np.arange(len(groups))[::-1]
+        for k, measure in enumerate(measures):
+            offset = (k - (len(measures) - 1) / 2) * 0.22
+            for y, group in zip(positions, groups, strict=True):
+                value = group["metrics"].get(measure)
+                if value is None:
+                    continue
+                bounds = group["intervals"].get(measure)
+                xerr = None if not bounds else [[max(0.0, value - bounds[0])], [max(0.0, bounds[1] - value)]]
+                # hollow: no interval (too few images of a class in the resamples), so not a precise value
+                ax.errorbar(value, y + offset, xerr=xerr, fmt="o", color=colours[measure], capsize=3, markersize=5,
+                            markerfacecolor=colours[measure] if bounds else "white")  # fmt: skip
+            ax.axvline(overall[measure], color=colours[measure], linestyle="--", linewidth=1)
+        labels = [f"{_one_line(str(g['value']), 24)} (n={g['n']}{', small' if g['small'] else ''})" for g in groups]
+        ax.set_yticks(positions, labels)
+        ax.set_ylim(-0.7, len(groups) - 0.3)
+        ax.set_title(entry["name"], loc="left", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color=colours[m], marker="o", linestyle="", label=metric_label(m)) for m in measures]
+    handles.append(Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
+                          label="no interval (too few images)"))  # fmt: skip
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
+    axes[-1].set_xlim(0, 1.02)
+    axes[-1].set_xlabel(f"value with {confidence_pct}% bootstrap interval; dashed: the whole split")
+    fig.suptitle("Results by subgroup")
+    return fig
+
+
 def _saved(build):
     """plot_<name>(path, ...) for each <name>_figure(...): the figure written to ``path`` (None when there is
     nothing to draw). The builders return the Figure, so tests read its titles and labels through its artists."""
@@ -239,3 +281,4 @@ plot_roc_pr = _saved(roc_pr_figure)
 plot_reliability = _saved(reliability_figure)
 plot_training_curves = _saved(training_curves_figure)
 plot_worst_images = _saved(worst_images_figure)
+plot_subgroups = _saved(subgroup_figure)

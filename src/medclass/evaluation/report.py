@@ -18,11 +18,13 @@ from medclass.evaluation.plots import (
     plot_confusion,
     plot_reliability,
     plot_roc_pr,
+    plot_subgroups,
     plot_training_curves,
     plot_worst_images,
     read_epochs,
 )
 from medclass.evaluation.result import EvaluationResult
+from medclass.evaluation.subgroups import SMALL, gap_sentence
 from medclass.io import atomic_write_text
 from medclass.metrics import metric_definitions, metric_label
 from medclass.run_dir import RunDir
@@ -47,6 +49,7 @@ PLOT_TITLES = {
     "confusion_normalized": "Confusion matrix, row-normalised (each row: share of that true class)",
     "reliability": "Reliability diagram: are the probabilities right?",
     "worst_images": "The misclassified images the model was surest about",
+    "subgroups": "Results by subgroup, with intervals (forest plot)",
 }
 
 
@@ -126,6 +129,10 @@ def write_plots(
     worst = plot_worst_images(folder / "worst_images.png", images, captions, title)
     if worst is not None:
         plots["worst_images"] = worst
+    pct = round(100 * settings.confidence)
+    subgroups = plot_subgroups(folder / "subgroups.png", result.extra.get("subgroups") or [], result.metrics, pct)
+    if subgroups is not None:
+        plots["subgroups"] = subgroups
     return plots
 
 
@@ -343,7 +350,47 @@ def report_context(
         "training_rows": _training_rows(status, config),
         "environment_rows": _environment_rows(environment),
         "config_yaml": run.config_path.read_text(encoding="utf-8"),
+        "subgroups": _subgroup_tables(result),
+        "small_subgroup": SMALL,
     }
+
+
+def _subgroup_tables(result: EvaluationResult) -> list[dict[str, Any]]:
+    """Per attribute: its gap sentence, the column labels and one row of cells per subgroup (value, interval)."""
+    entries = result.extra.get("subgroups") or []
+    resamples = result.extra.get("bootstrap", {}).get("resamples", 0)
+    positive = (result.extra.get("positive_class") or {}).get("class")
+    tables = []
+    for entry in entries:
+        classes = [row["class"] for row in entry["subgroups"][0]["per_class"]] if entry["subgroups"] else []
+        shown = [positive] if positive else classes
+        metrics = [m for m in result.metrics if any(m in g["metrics"] for g in entry["subgroups"])]
+        columns = ["subgroup", "images", *(metric_label(m) for m in metrics)]
+        for name in shown:
+            columns += [f"sensitivity {class_name(name)}", f"specificity {class_name(name)}"]
+        rows = []
+        for group in entry["subgroups"]:
+            cells = [{"value": str(group["value"]), "interval": "small" if group["small"] else ""},
+                     {"value": f"{group['n']:,}", "interval": ""}]  # fmt: skip
+            cells += [_subgroup_cell(group["metrics"].get(m), group["intervals"].get(m), resamples) for m in metrics]
+            by_class = {row["class"]: row for row in group["per_class"]}
+            for name in shown:
+                row = by_class[name]
+                ci = row.get("ci") or {}
+                cells += [_subgroup_cell(row[k], ci.get(k), resamples) for k in ("sensitivity", "specificity")]
+            rows.append(cells)
+        tables.append({"name": entry["name"], "column": entry["column"], "gap": gap_sentence(entry),
+                       "columns": columns, "rows": rows})  # fmt: skip
+    return tables
+
+
+def _subgroup_cell(value: Any, interval: list[float] | None, resamples: int) -> dict[str, str]:
+    """A subgroup's value with its interval, or "no interval" where the bootstrap had one and this value has
+    none (a class too rare in the subgroup): a bare number would look precise."""
+    cell = _with_interval(value, interval)
+    if resamples and isinstance(value, float) and not interval:
+        cell["interval"] = "no interval"
+    return cell
 
 
 def _with_interval(value: Any, interval: list[float] | None) -> dict[str, str]:

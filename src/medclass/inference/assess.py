@@ -20,6 +20,7 @@ from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.clinical import per_class_table
 from medclass.evaluation.evaluate import predictions_csv, weakness
 from medclass.evaluation.result import EvaluationResult
+from medclass.evaluation.subgroups import split_subgroups
 from medclass.inference.package import ModelPackage, load_package
 from medclass.io import atomic_write_json, atomic_write_text
 from medclass.metrics import METRICS, headline_metrics, predicted_labels, summary_metrics
@@ -89,6 +90,11 @@ def evaluate_package(
     dataset = load_dataset(data)
     result = assess_package(package, dataset, split, settings, seed)
     scores = result.extra.pop("scores")
+    if settings is not None and settings.subgroups:
+        targets = np.asarray(dataset.splits[split].labels)
+        result.extra["subgroups"] = split_subgroups(
+            settings, data, dataset, split, targets, scores, predicted_labels(scores, dataset.task), None, seed
+        )
     folder = (
         EvaluationDir(out)
         if out is not None
@@ -97,6 +103,8 @@ def evaluate_package(
     folder.path.mkdir(parents=True, exist_ok=True)
     result.files["metrics"] = atomic_write_json(folder.metrics_path, result.as_dict())
     targets = np.asarray(dataset.splits[split].labels)
-    text = predictions_csv(targets, scores, dataset.classes, dataset.task, dataset.sources(split))
+    text = predictions_csv(
+        targets, scores, dataset.classes, dataset.task, dataset.sources(split), dataset.split_group_keys(split)
+    )
     result.files["predictions"] = atomic_write_text(folder.predictions_path, text)
     return result

@@ -150,7 +150,8 @@ def _write(folder: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any
     return folder
 
 
-ENSEMBLE_SHARED = ("decode_size", "resize", "channels")  # how files are read: one decoding feeds every member
+# how files are read: one decoding feeds every member
+ENSEMBLE_SHARED = ("decode_size", "resize", "channels", "dicom_frame")
 
 
 def save_ensemble(folder: Path, packages: list[ModelPackage], source: dict[str, Any] | None = None) -> Path:
@@ -256,6 +257,9 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
         return "preprocessing.in_chans and channels must be 1 or 3"
     if pre.get("resize") not in ("squash", "crop", "pad"):
         return f"preprocessing.resize {pre.get('resize')!r} is not squash, crop or pad"
+    frame = pre.get("dicom_frame", "middle")
+    if frame not in ("middle", "first") and not (isinstance(frame, int) and not isinstance(frame, bool) and frame >= 0):
+        return f"preprocessing.dicom_frame {frame!r} is not middle, first or a frame number"
     mean, std = pre.get("mean"), pre.get("std")
     if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) and len(std) in (1, 3)):
         return "preprocessing.mean and std must be lists of 1 or 3 numbers"
@@ -388,6 +392,9 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "mean": [float(v) for v in module.preprocess.mean.flatten()],
         "std": [float(v) for v in module.preprocess.std.flatten()],
     }
+    dicom = getattr(config.data, "dicom", None)
+    if dicom is not None and dicom.frame != "middle":
+        preprocessing["dicom_frame"] = dicom.frame  # which frame of a multi-frame DICOM file the model was trained on
     calibration = run.read_calibration(checkpoint)
     test = run.read_metrics("test", checkpoint).get("metrics", {}) if run.has_metrics("test", checkpoint) else {}
     source = {

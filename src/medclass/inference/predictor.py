@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medclass.config.data import IMAGE_EXTENSIONS
+from medclass.data.files import is_image_file
 from medclass.data.images import DECODE_ERRORS, load_image
 from medclass.errors import ModelError, UserError
 from medclass.inference.onnx_export import OnnxPredictor
@@ -76,6 +77,9 @@ def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predict
     )
 
 
+_SUFFIXES = set(IMAGE_EXTENSIONS)
+
+
 def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
     """Files, folders (searched recursively for image files) and glob patterns -> image paths in a stable order,
     plus the inputs that matched nothing (reported, not fatal, unless nothing at all was found)."""
@@ -86,7 +90,7 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict[str, str]]]
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p, _SUFFIXES))
             if not files:
                 missing.append({"file": item, "reason": "folder holds no image files"})
             found.extend(files)
@@ -130,7 +134,8 @@ def decode(predictor: Predictor, source: Any, max_decode_bytes: int | None = Non
     """One image (path or file object) as uint8 (C, H, W) at the predictor's decode size (refused from its header
     when decoding it would need more than ``max_decode_bytes``)."""
     pre = predictor.preprocessing
-    array = load_image(source, pre["decode_size"], pre["resize"], pre["channels"], max_decode_bytes)
+    frame = pre.get("dicom_frame", "middle")
+    array = load_image(source, pre["decode_size"], pre["resize"], pre["channels"], max_decode_bytes, frame)
     return np.transpose(array, (2, 0, 1))
 
 

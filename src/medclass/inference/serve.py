@@ -26,9 +26,9 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse
-from PIL import Image
 
-from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded
+from medclass.data.dicom import looks_like_dicom
+from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded, image_dimensions
 from medclass.inference.explain import heatmaps, overlay, png_bytes, why_no_heatmaps
 from medclass.inference.predictor import (
     Predictor,
@@ -72,10 +72,9 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
     def check_pixels(data: bytes) -> None:
         """Read the header only: refuse huge images before any pixel is decoded."""
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+            width, height = image_dimensions(io.BytesIO(data))
         except DECODE_ERRORS as exc:
-            raise HTTPException(422, f"not a readable image ({type(exc).__name__})") from None
+            raise HTTPException(422, f"not a readable image ({type(exc).__name__}: {str(exc)[:160]})") from None
         if width * height > max_pixels:
             raise HTTPException(413, f"image of {width}x{height} pixels is over the limit of {max_pixels} pixels")
 
@@ -100,7 +99,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
 
     @app.post("/predict")
     def predict(
-        file: Annotated[UploadFile, File(description="An image file (PNG, JPEG, TIFF, BMP, ...).")],
+        file: Annotated[UploadFile, File(description="An image file (PNG, JPEG, TIFF, BMP, DICOM, ...).")],
         heatmap: Annotated[bool, Query(description="Also return a HiResCAM heatmap of the predicted class.")] = False,
         calibrated: Annotated[bool, Query(description="Apply the temperature fitted on validation.")] = False,
     ) -> dict[str, Any]:
@@ -143,6 +142,10 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
                 "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
                 "calibrated": calibrated,
             }
+            if looks_like_dicom(io.BytesIO(data)):
+                # a browser cannot show a DICOM file: the page shows the windowed image the model was given
+                shown_image = np.repeat(image, 3 // image.shape[0], axis=0).transpose(1, 2, 0)
+                response["image_png"] = base64.b64encode(png_bytes(np.ascontiguousarray(shown_image))).decode()
             explanation = explain_decision(predictor, row, decided[0], calibrated) if single else None
             if explanation:
                 response["explanation"] = explanation

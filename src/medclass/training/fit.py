@@ -209,18 +209,20 @@ def _write_run_files(
         log.info("pretrained weights: %s", weights)
 
 
-def _split_rows(dataset: LabelledImages) -> list[tuple[str, str, str]]:
-    """(file, split, label) for every image of a dataset made of files (splits.csv); multi-label labels joined by |."""
-    rows = []
+def _split_rows(dataset: LabelledImages) -> list[tuple[str, ...]]:
+    """(file, split, label[, group hash]) for every image of a dataset made of files (splits.csv); multi-label labels
+    joined by |."""
+    rows: list[tuple[str, ...]] = []
     for split_name, split in dataset.splits.items():
         if split.files is None:
             continue
-        for file, label in zip(split.files, split.labels, strict=True):
+        groups = dataset.split_group_keys(split_name)
+        for i, (file, label) in enumerate(zip(split.files, split.labels, strict=True)):
             if is_single_label(dataset.task):
                 label_text = dataset.classes[int(label)]
             else:
                 label_text = "|".join(c for c, on in zip(dataset.classes, label, strict=True) if on)
-            rows.append((file, split_name, label_text))
+            rows.append((file, split_name, label_text) if groups is None else (file, split_name, label_text, groups[i]))
     return rows
 
 

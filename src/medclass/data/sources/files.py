@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.config.data import CsvData, FileSourceFields, FolderData
+from medclass.config.data import CsvData, FileSourceFields, FolderData, is_dicom_keyword
 from medclass.data.cache import cache_root, decode_images, file_hashes
 from medclass.data.checks import IdenticalImages, find_identical, label_names
 from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
+from medclass.data.dicom import header_values
 from medclass.data.files import FileIndex, index_csv, index_folder
 from medclass.data.kaggle import download_kaggle
+from medclass.data.privacy import group_key, group_secret
 from medclass.data.sources import register_source
 from medclass.data.splits import assign_splits, merge_groups
 from medclass.errors import DataError
@@ -91,6 +93,7 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         config.resize,
         config.channels,
         cache_root(config.cache_dir) if config.cache else None,
+        config.dicom.frame,
     )
     skipped = [{"file": index.name_of(Path(entry["file"])), "reason": entry["reason"]} for entry in index.skipped]
     skipped += [
@@ -132,8 +135,40 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
     }
     source = {k: v for k, v in source.items() if v is not None}
     return LabelledImages(
-        index.name, index.task, index.classes, splits, source=source, skipped=skipped, identical=identical
-    )
+        index.name, index.task, index.classes, splits, source=source, skipped=skipped, identical=identical,
+        group_keys=_group_keys(index, config),
+    )  # fmt: skip
+
+
+def _group_keys(index: FileIndex, config: FolderData | CsvData) -> dict[str, str]:
+    """File name -> keyed hash of its group id (no id itself ever leaves the index)."""
+    if not any(r.group is not None for r in index.records):
+        return {}
+    secret = group_secret(cache_root(config.cache_dir))
+    return {index.name_of(r.path): group_key(r.group, secret) for r in index.records if r.group is not None}
+
+
+def file_attributes(config: FolderData | CsvData, files: list[str], names: list[str]) -> dict[str, list[str | None]]:
+    """The values of ``names`` for each of ``files`` (names as a dataset's splits give them): a column of the label
+    CSV, else a DICOM attribute keyword read from the file's header; None where the image has no value."""
+    index = build_index(config)
+    by_name = {index.name_of(r.path): r for r in index.records}
+    columns = set(next((r.row for r in index.records if r.row is not None), {}) or {})
+    for name in names:
+        if name not in columns and not is_dicom_keyword(name):
+            known = f"; the CSV has {', '.join(sorted(columns))}" if columns else ""
+            raise DataError(f"{name!r} is neither a column of the label CSV nor a DICOM attribute keyword{known}")
+    found: dict[str, list[str | None]] = {name: [] for name in names}
+    from_headers = [name for name in names if name not in columns]
+    for file in files:
+        record = by_name.get(file)
+        row = record.row if record is not None and record.row is not None else {}
+        tags = header_values(record.path, from_headers) if record is not None and from_headers else {}
+        for name in names:
+            value = row.get(name) if name in columns else tags.get(name)
+            value = value.strip() if isinstance(value, str) else value
+            found[name].append(value or None)
+    return found
 
 
 def _identical_files(
