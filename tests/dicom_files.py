@@ -66,11 +66,11 @@ def write_dicom(pixels: np.ndarray, path: Path, variant: str, patient: str, sex:
 
 
 def convert_chest_xrays(
-    images: list[Path], out: Path, reference: Path | None = None, max_side: int = 256
+    images: list[Path], out: Path, reference: Path | None = None, max_side: int = 224
 ) -> list[dict[str, str]]:
     """Each JPEG as a DICOM file under ``out``/<class>/ (the variants in turn), reduced to at most ``max_side``
     pixels; with ``reference``, the same reduced pixels also as lossless PNG under ``reference``/<class>/.
-    Returns one row per image: file, class, patient, variant, sex, age."""
+    Returns one row per image: file, class, patient, variant, sex, age, source (the JPEG)."""
     rows = []
     for i, source in enumerate(images):
         label = source.parent.name
@@ -87,5 +87,5 @@ def convert_chest_xrays(
             (reference / label).mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(reference / label / f"{source.stem}.png")
         rows.append({"file": f"{label}/{source.stem}.dcm", "class": label, "patient": patient, "variant": variant,
-                     "sex": sex, "age": str(age)})  # fmt: skip
+                     "sex": sex, "age": str(age), "source": str(source)})  # fmt: skip
     return rows

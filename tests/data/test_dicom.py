@@ -217,3 +217,21 @@ def test_csv_groups_from_the_dicom_header(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no column 'PatientIdentifier'.*DICOM attribute keyword"):
         index_csv(CsvData(csv=tmp_path / "labels.csv", group_column="PatientIdentifier"), tmp_path / "labels.csv",
                   tmp_path)  # fmt: skip
+
+
+def test_a_group_keyword_no_file_has_is_an_error(tmp_path: Path) -> None:
+    """group_column: PatientID on a folder of PNGs (no DICOM headers) would silently group nothing: refused."""
+    from PIL import Image
+
+    from medclass.config.data import FolderData
+    from medclass.data.files import index_folder
+    from medclass.errors import DataError
+
+    root = tmp_path / "pngs"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / label / "x.png")
+    with pytest.raises(DataError, match="group_column PatientID: none of the .* files has this DICOM attribute"):
+        index_folder(FolderData(root=root, group_column="PatientID"), root)
+    with pytest.raises(ValueError, match="not a DICOM attribute keyword"):
+        FolderData(root=root, group_column="patient")

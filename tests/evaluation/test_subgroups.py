@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import assert_one_line_error, medclass
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
 
 from medclass.errors import ConfigError
@@ -180,3 +181,17 @@ def test_comparison_names_each_runs_weakest_subgroup(derma_run) -> None:
     with open(comparison.files["csv"], newline="") as handle:
         row = next(csv.DictReader(handle))
     assert float(row["auc_subgroup_gap"]) == pytest.approx(largest["gap"], abs=1e-4)
+
+
+def test_evaluate_subgroup_option(derma_run) -> None:
+    """`medclass evaluate RUN --subgroup ...` gives the subgroups of a finished run; bad values are one-line errors."""
+    run = str(derma_run.run_dir)
+    result = medclass(
+        "evaluate", run, "--subgroup", "sex", "--subgroup", "age:30,60", "--no-report", "--bootstrap", "0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "subgroups by sex: the largest gap is in" in result.stdout
+    assert "subgroups by age band:" in result.stdout and "30-60" in result.stdout
+    assert_one_line_error(medclass("evaluate", run, "--subgroup", "age:x"), "--subgroup 'age:x'", "numbers")
+    assert_one_line_error(medclass("evaluate", run, "--subgroup", "PatientBirthDate"), "identifies a person")
+    assert_one_line_error(medclass("evaluate", run, "--subgroup", "age:60,30"), "increasing edges")

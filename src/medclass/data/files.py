@@ -3,6 +3,7 @@ split and group. Nothing is decoded here; files that cannot be used are listed w
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from pathlib import Path
 from medclass.config.data import CsvData, FolderData, is_dicom_keyword
 from medclass.data.dicom import header_values, looks_like_dicom
 from medclass.errors import DataError, suggest
+
+log = logging.getLogger("medclass")
 
 SPLIT_NAMES = {
     "train": "train", "training": "train",
@@ -80,9 +83,18 @@ def is_image_file(path: Path, extensions: set[str]) -> bool:
 
 def groups_from_headers(records: list[ImageRecord], keyword: str) -> None:
     """Set each record's group from the DICOM attribute ``keyword`` of its file (left unset where the file has none
-    or is not DICOM: such an image is a group of its own)."""
+    or is not DICOM: such an image is a group of its own, and the number of them is logged)."""
     for record in records:
         record.group = header_values(record.path, [keyword])[keyword]
+    missing = sum(record.group is None for record in records)
+    if records and missing == len(records):
+        raise DataError(
+            f"data.group_column {keyword}: none of the {len(records)} image files has this DICOM attribute (are "
+            "they DICOM files?); give a CSV column, another keyword, or leave group_column out"
+        )
+    if missing:
+        log.warning("%d of %d image files have no %s: each of them is a group of its own", missing, len(records),
+                    keyword)  # fmt: skip
 
 
 def _class_folders(folder: Path) -> list[Path]:

@@ -18,6 +18,8 @@ import numpy as np
 from medclass.config.data import DataConfig, FileSourceFields, LoaderFields
 from medclass.data.cache import cache_root, decode_images
 from medclass.data.dataset import SPLITS
+from medclass.data.dicom import decode_bytes as dicom_decode_bytes
+from medclass.data.dicom import looks_like_dicom
 from medclass.data.images import DECODE_ERRORS
 from medclass.data.sources import load_dataset
 from medclass.data.sources.files import build_index, label_arrays, split_index
@@ -71,6 +73,9 @@ def _file_facts(path: Path) -> tuple[str, str, str]:
     except OSError:  # a symlink loop, a vanished or unreadable file: already counted as unreadable by the decoder
         return f"unreadable:{path}", "unreadable", "unreadable"
     try:
+        if looks_like_dicom(path):
+            width, height, mode, _ = dicom_decode_bytes(path)  # "DICOM L" / "DICOM RGB"
+            return digest, f"{width}x{height}", mode
         with Image.open(path) as image:
             return digest, f"{image.width}x{image.height}", image.mode
     except DECODE_ERRORS:
