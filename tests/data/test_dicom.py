@@ -235,3 +235,33 @@ def test_a_group_keyword_no_file_has_is_an_error(tmp_path: Path) -> None:
         index_folder(FolderData(root=root, group_column="PatientID"), root)
     with pytest.raises(ValueError, match="not a DICOM attribute keyword"):
         FolderData(root=root, group_column="patient")
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small.dcm", "SC_rgb_rle.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jp2klossless.dcm"]
+)
+def test_damaged_bytes_never_raise_anything_but_a_decode_error(name: str) -> None:
+    """Truncated files, flipped bytes and overwritten runs (an attacker's upload): each is decoded or refused with
+    an error the callers handle (skipped with its reason, HTTP 422), never another exception. pydicom raised
+    NotImplementedError, struct.error and BytesLengthException for such files before they were caught."""
+    from medclass.data.images import DECODE_ERRORS
+
+    rng = np.random.default_rng(0)
+    data = _file(name).read_bytes()
+    refused = 0
+    for trial in range(60):
+        damaged = bytearray(data)
+        if trial % 3 == 0:
+            damaged = damaged[: rng.integers(132, len(damaged))]
+        elif trial % 3 == 1:
+            for position in rng.integers(132, len(damaged), size=rng.integers(1, 20)):
+                damaged[position] = rng.integers(256)
+        else:
+            start = int(rng.integers(132, min(len(damaged), 1200)))
+            damaged[start : start + 8] = rng.integers(0, 256, size=8, dtype=np.uint8).tobytes()
+        for read in (lambda b: image_dimensions(io.BytesIO(b)), lambda b: load_image(io.BytesIO(b), 32)):
+            try:
+                read(bytes(damaged))
+            except DECODE_ERRORS:
+                refused += 1
+    assert refused > 0

@@ -21,14 +21,15 @@ windowing output range follows BitsStored), which is why this module exists.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -40,10 +41,44 @@ _PERCENTILES = (0.5, 99.5)
 DICOM_BYTES_PER_SAMPLE = 40
 _DICOM_OVERHEAD = 16 * 2**20
 FrameChoice = str | int
+T = TypeVar("T")
 
 
 class DicomError(ValueError):
     """A DICOM file that cannot become an image (no pixel data, undecodable, an unsupported frame)."""
+
+
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """pydicom logs each failed decoding plugin with a traceback, and warns about padding and odd lengths it
+    repairs; the reason a file cannot be used is reported once, by the caller, so both are held back here."""
+    logger = logging.getLogger("pydicom")  # the level of its child loggers (pydicom.pixels...) follows it
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _guarded(function: Callable[..., T]) -> Callable[..., T]:
+    """A reader of untrusted files, run with pydicom quiet, whose failures all become :class:`DicomError`: pydicom
+    parses lazily and raises many types for a malformed file (NotImplementedError for an unknown VR, struct.error,
+    BytesLengthException, ValueError for a nonsense value), at any element access."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> T:
+        with _quiet_pydicom():
+            try:
+                return function(*args, **kwargs)
+            except (DicomError, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - see above: any parser error means an unusable file
+                raise DicomError(f"not a readable DICOM file ({type(exc).__name__}: {_first_line(exc)})") from None
+
+    return guarded
 
 
 def looks_like_dicom(source: str | Path | BinaryIO) -> bool:
@@ -93,8 +128,7 @@ def _plugin_reasons(exc: BaseException) -> str:
 
 def read_header(source: str | Path | BinaryIO):
     """The file's data elements without its pixel data."""
-    with _quiet_pydicom():
-        return _read(source, **_HEADER_ONLY)
+    return _read(source, **_HEADER_ONLY)
 
 
 def _sop_class(ds) -> str:
@@ -112,30 +146,42 @@ def _require_image(ds, header_only: bool = False) -> None:
             raise DicomError(f"a DICOM image without {keyword}")
 
 
+@_guarded
 def header_mode(source: str | Path | BinaryIO) -> str:
-    """ "L" for grey images, "RGB" for colour ones (from the header)."""
+    """The image mode from the header: "L" for grey images, "RGB" for colour ones."""
     ds = read_header(source)
     _require_image(ds, header_only=True)
     return header_mode_of(ds)
 
 
+@_guarded
 def decode_bytes(source: str | Path | BinaryIO) -> tuple[int, int, str, int]:
     """(width, height, mode, bytes needed to decode one frame) from the header."""
     ds = read_header(source)
     _require_image(ds, header_only=True)
     mode = header_mode_of(ds)
-    width, height = int(ds.Columns), int(ds.Rows)
+    try:
+        width, height = int(ds.Columns), int(ds.Rows)
+    except (TypeError, ValueError):
+        raise DicomError(f"the image size {ds.Columns!r} x {ds.Rows!r} is not two numbers") from None
     need = width * height * (3 if mode == "RGB" else 1) * DICOM_BYTES_PER_SAMPLE + _DICOM_OVERHEAD
-    if not isinstance(source, (str, Path)):
+    # the whole file (its compressed pixel data) is held in memory while decoding
+    if isinstance(source, (str, Path)):
+        need += os.path.getsize(source)
+    else:
         position = source.tell()
-        need += source.seek(0, os.SEEK_END)  # the compressed pixel data is held in memory while decoding
+        need += source.seek(0, os.SEEK_END)
         source.seek(position)
     return width, height, f"DICOM {mode}", need
 
 
 def header_mode_of(ds) -> str:
     photometric = str(ds.get("PhotometricInterpretation", ""))
-    return "RGB" if int(ds.get("SamplesPerPixel", 1)) > 1 or photometric == "PALETTE COLOR" else "L"
+    try:
+        samples = int(ds.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        raise DicomError(f"SamplesPerPixel {ds.get('SamplesPerPixel')!r} is not a number") from None
+    return "RGB" if samples > 1 or photometric == "PALETTE COLOR" else "L"
 
 
 def frame_index(frames: int, frame: FrameChoice) -> int:
@@ -217,28 +263,8 @@ def to_display(ds, values: np.ndarray) -> np.ndarray:
     return out
 
 
-@contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """pydicom logs each failed decoding plugin with a traceback, and warns about padding and odd lengths it
-    repairs; the reason a file cannot be used is reported once, by the caller, so both are held back here."""
-    logger = logging.getLogger("pydicom")  # the level of its child loggers (pydicom.pixels...) follows it
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def read_frame(source: str | Path | BinaryIO, frame: FrameChoice = "middle"):
     """(dataset, stored values of the chosen frame). Decoding errors of the plugins become :class:`DicomError`."""
-    with _quiet_pydicom():
-        return _read_frame(source, frame)
-
-
-def _read_frame(source: str | Path | BinaryIO, frame: FrameChoice):
     from pydicom.pixels import pixel_array
 
     ds = _read(source, force=True)
@@ -257,6 +283,7 @@ def _read_frame(source: str | Path | BinaryIO, frame: FrameChoice):
     return ds, values
 
 
+@_guarded
 def load_dicom(source: str | Path | BinaryIO, frame: FrameChoice = "middle") -> np.ndarray:
     """The display image of one frame: uint8 (H, W) or (H, W, 3)."""
     ds, values = read_frame(source, frame)
@@ -266,10 +293,14 @@ def load_dicom(source: str | Path | BinaryIO, frame: FrameChoice = "middle") -> 
 def header_values(path: Path, keywords: list[str]) -> dict[str, str | None]:
     """The values of ``keywords`` in one file's header (None when absent or empty, or the file is not DICOM)."""
     try:
-        with _quiet_pydicom():
-            ds = _read(path, specific_tags=list(keywords), **_HEADER_ONLY)
+        return _header_values(path, keywords)
     except DicomError:
         return dict.fromkeys(keywords)
+
+
+@_guarded
+def _header_values(path: Path, keywords: list[str]) -> dict[str, str | None]:
+    ds = _read(path, specific_tags=list(keywords), **_HEADER_ONLY)
     found: dict[str, str | None] = {}
     for keyword in keywords:
         value = ds.get(keyword)

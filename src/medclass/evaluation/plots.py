@@ -255,10 +255,19 @@ def subgroup_figure(entries: list[dict], overall: dict[str, float], confidence_p
         ax.set_title(entry["name"], loc="left", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], color=colours[m], marker="o", linestyle="", label=metric_label(m)) for m in measures]
-    handles.append(Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
-                          label="no interval (too few images)"))  # fmt: skip
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
-    axes[-1].set_xlim(0, 1.02)
+    if any(g["metrics"].get(m) is not None and not g["intervals"].get(m)
+           for e in entries for g in e["subgroups"] for m in measures):  # fmt: skip
+        handles.append(Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
+                              label="no interval (too few images)"))  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    # the axis spans the values and their intervals (not 0..1, where a gap of a few points would not show)
+    ends = [overall[m] for m in measures]
+    for entry in entries:
+        for group in entry["subgroups"]:
+            for m in measures:
+                value, bounds = group["metrics"].get(m), group["intervals"].get(m)
+                ends += [v for v in ([value] + list(bounds or [])) if v is not None]
+    axes[-1].set_xlim(max(0.0, min(ends) - 0.03), min(1.0, max(ends)) + 0.02)
     axes[-1].set_xlabel(f"value with {confidence_pct}% bootstrap interval; dashed: the whole split")
     fig.suptitle("Results by subgroup")
     return fig

@@ -24,7 +24,7 @@ from medclass.errors import UserError
 from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.clinical import per_class_intervals, per_class_table
 from medclass.metrics import METRICS, headline_metrics, metric_label
-from medclass.tasks import Task
+from medclass.tasks import Task, positive_class_index
 
 MISSING = "(missing)"
 SMALL = 30  # fewer images than this: flagged small (its intervals are wide, its point values unreliable)
@@ -90,8 +90,8 @@ def _one_subgroup(
 
 
 def _gaps(groups: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Per measure (headline metrics, then sensitivity/specificity of each class): the highest and the lowest
-    subgroup and the difference, over the subgroups that have a value (MISSING left out)."""
+    """Per measure (headline metrics, then sensitivity/specificity of each of ``classes``): the highest and the
+    lowest subgroup and the difference, over the subgroups that have a value (MISSING left out)."""
     measures: dict[str, list[tuple[float, str, int]]] = {}
     for group in groups:
         if group["value"] == MISSING:
@@ -100,6 +100,8 @@ def _gaps(groups: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[st
             if value is not None:
                 measures.setdefault(name, []).append((value, group["value"], group["n"]))
         for row in group["per_class"]:
+            if row["class"] not in classes:
+                continue
             for column in ("sensitivity", "specificity"):
                 if row[column] is not None:
                     measures.setdefault(f"{column}:{row['class']}", []).append(
@@ -118,9 +120,11 @@ def _gaps(groups: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[st
 def subgroup_results(
     specs: list[Subgroup], attributes: dict[str, list[str | None]], targets: np.ndarray, scores: np.ndarray,
     y_pred: np.ndarray, task: Task, classes: list[str], thresholds: np.ndarray | None, resamples: int,
-    confidence: float, seed: int,
+    confidence: float, seed: int, positive: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One entry per attribute: its subgroups (largest first, MISSING last) with their numbers, and the gaps."""
+    """One entry per attribute: its subgroups (largest first, MISSING last) with their numbers, and the gaps. A
+    binary task's gaps in sensitivity and specificity are those of its ``positive`` class only (the other class's
+    are the same numbers swapped)."""
     results = []
     for spec in specs:
         values = subgroup_values(spec, attributes[spec.column])
@@ -145,7 +149,7 @@ def subgroup_results(
                 targets[rows], scores[rows], y_pred[rows], task, classes, thresholds, resamples, confidence, seed
             )
             groups.append({"value": value, **group})
-        gaps = _gaps(groups, classes)
+        gaps = _gaps(groups, [positive] if positive else classes)
         largest = max(gaps.items(), key=lambda item: item[1]["gap"], default=None)
         results.append({
             "name": spec.label, "column": spec.column, **({"bins": spec.bins} if spec.bins else {}),
@@ -174,9 +178,12 @@ def split_subgroups(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """:func:`subgroup_results` for the subgroups ``settings`` name, on one split of ``dataset``."""
     attributes = split_attributes(data, dataset, split, [s.column for s in settings.subgroups])
+    positive = None
+    if dataset.task == "binary":
+        positive = dataset.classes[positive_class_index(dataset.classes, settings.positive_class)]
     return subgroup_results(
         settings.subgroups, attributes, targets, scores, y_pred, dataset.task, dataset.classes, thresholds,
-        settings.bootstrap, settings.confidence, seed,
+        settings.bootstrap, settings.confidence, seed, positive,
     )  # fmt: skip
 
 
