@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -43,6 +45,19 @@ def study_of(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'runs' / 'tiny-tune' / 'study.db'}")
 
 
+def complete_in_file(tmp_path: Path) -> int:
+    """Finished trials, read without Optuna: opening the study with Optuna would create its tables, racing the
+    search process that is creating them (a race that once left the search dead and this test waiting)."""
+    database = tmp_path / "runs" / "tiny-tune" / "study.db"
+    if not database.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # no tables yet, or locked for a moment
+        return 0
+
+
 def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
@@ -53,20 +68,16 @@ def test_a_killed_search_resumes_without_repeating_trials_and_the_best_recipe_re
     recipe["checkpoint"], recipe["tune"]["metric"] = {"monitor": "loss"}, "auc"
     config.write_text(yaml.safe_dump(recipe))
     command = [str(Path(sys.executable).with_name("medclass")), "tune", "-c", str(config), "--trials", "3"]
-    process = subprocess.Popen([*command, "--no-retrain"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    log = tmp_path / "first.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*command, "--no-retrain"], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
     deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(1)
-        if not (tmp_path / "runs" / "tiny-tune" / "study.db").exists():
-            continue
-        try:
-            if complete(study_of(tmp_path)):
-                break
-        except KeyError:  # the database file exists before the study's record is in it
-            continue
+    while time.time() < deadline and process.poll() is None and complete_in_file(tmp_path) == 0:
+        time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    assert complete_in_file(tmp_path) > 0, f"no trial finished before the kill:\n{log.read_text()[-3000:]}"
     before = {t.number: t.user_attrs["run_dir"] for t in complete(study_of(tmp_path))}
     assert 1 <= len(before) < 3
     resumed = medclass("tune", "-c", str(config), "--trials", "3")
