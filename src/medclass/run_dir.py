@@ -50,7 +50,12 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("`predictions_test.csv`", "per test image: its source (file path or npz index), true label, predicted label, "
      "probability of every class"),
     ("`report/`", "`report.html`, `summary.md` and the plots (other split/checkpoint: `report_<split>_<checkpoint>/`)"),
+    ("`gate/`", "the gate in front of the model, fitted on the training split after training (or by `medclass gate "
+     "fit RUN`): `gate.safetensors` (class means and precision of the out-of-distribution score), `gate.json` (its "
+     "threshold chosen on validation, image-quality limits from the training images, pass rates on validation)"),
     ("`robustness/`", "`medclass evaluate RUN --corruptions ...`: `robustness.csv`, `.md` and `.png`"),
+    ("`ood/`", "`medclass evaluate RUN --ood FOLDER`: how well the gate tells foreign and degraded images from the "
+     "test split (`ood.md`, `ood.json`, `ood.png`)"),
     ("`tensorboard/`, `wandb/`", "tracker files, when switched on"),
     ("`model/`", "the model package (`medclass export`, or made on first `predict`/`serve` of the run; "
      "`model_last/` for the last checkpoint)"),
@@ -139,6 +144,12 @@ class RunDir:
 
     def robustness_dir(self, split: str = "test", checkpoint: str = "best") -> Path:
         return self.path / f"robustness{_suffix(split, checkpoint)}"
+
+    def gate_dir(self, checkpoint: str = "best") -> Path:
+        return self.path / ("gate" if checkpoint == "best" else f"gate_{checkpoint}")
+
+    def ood_dir(self, split: str = "test", checkpoint: str = "best") -> Path:
+        return self.path / f"ood{_suffix(split, checkpoint)}"
 
     def package_dir(self, checkpoint: str = "best") -> Path:
         return self.path / ("model" if checkpoint == "best" else f"model_{checkpoint}")

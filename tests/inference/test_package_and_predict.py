@@ -41,7 +41,11 @@ def blood_images(tmp_path_factory: pytest.TempPathFactory, medmnist_dir: Path) -
 
 def test_package_is_json_and_safetensors_and_reproduces_the_checkpoint(blood_run: Path, blood_images) -> None:
     folder = package_from_run(blood_run)
-    assert sorted(p.name for p in folder.iterdir()) == ["medclass-model.json", "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "gate.safetensors",
+        "medclass-model.json",
+        "weights.safetensors",
+    ]
     manifest = json.loads((folder / "medclass-model.json").read_text())
     assert manifest["classes"][0] == "basophil" and manifest["task"] == "multiclass"
     assert manifest["preprocessing"]["decode_size"] == 28 and manifest["calibration"]["fitted_on"] == "val"

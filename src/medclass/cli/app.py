@@ -103,6 +103,8 @@ def train(
         highlight=False,
         soft_wrap=True,
     )
+    if result.gate is not None:
+        console.print(gate_line(result.gate), highlight=False, soft_wrap=True)
 
 
 def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoint: str, split: str) -> None:
@@ -125,6 +127,27 @@ def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoi
         console.print(f"warning: the model collapses to one class under {pairs}{more} (balanced ACC in "
                       "robustness.md)", highlight=False, soft_wrap=True, markup=False)  # fmt: skip
     console.print(f"robustness: {result.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
+
+
+def _evaluate_ood(path: Path, foreign: list[str], checkpoint: str, split: str) -> None:
+    from medclass.evaluation.ood import evaluate_ood
+    from medclass.run_dir import RunDir
+
+    if not RunDir.is_run_dir(path):
+        raise UserError(f"--ood evaluates the gate of one run: {path} is not a run directory")
+    result = evaluate_ood(path, foreign, checkpoint, split)
+    clean = result["clean"]
+    console.print(f"clean {split} images ({result['images']}): {clean['in_distribution']:.1%} look like the training "
+                  f"images, {clean['quality_passed']:.1%} pass the quality check, {clean['accepted']:.1%} accepted",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    for f in result["foreign"]:
+        console.print(f"{f['name']} ({f['images']} images): AUROC {f['auroc']:.3f}, FPR@95TPR {f['fpr95']:.3f}, "
+                      f"flagged {f['flagged']:.1%}, detection accuracy {f['detection_accuracy']:.3f}, gate rejects "
+                      f"{f['gate_rejected']:.1%}", highlight=False, soft_wrap=True)  # fmt: skip
+    caught = ", ".join(f"{d['degradation']} {d['quality_caught']:.0%}" for d in result["degraded"])
+    console.print(f"degraded {split} images caught by the quality check: {caught}", highlight=False, soft_wrap=True)
+    console.print(f"gate evaluation: {result['files']['markdown']} (and .json, .png; in report.html)", highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 @app.command()
@@ -164,6 +187,14 @@ def evaluate(
         ),
     ] = None,
     severities: Annotated[str, typer.Option(help="With --corruptions: severities 1-5, comma-separated.")] = "1,2,3,4,5",
+    ood: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The gate instead: how well it flags a foreign image set (a folder, or an experiment YAML whose test "
+            "split is used, optionally as NAME=PATH; repeat for several) and the data builder's degraded test images.",
+            show_default=False,
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -187,6 +218,9 @@ def evaluate(
     if corruptions is not None:
         quiet_lightning(ctx)
         return _evaluate_robustness(path, corruptions, severities, checkpoint, split)
+    if ood is not None:
+        quiet_lightning(ctx)
+        return _evaluate_ood(path, ood, checkpoint, split)
     settings: dict[str, Any] = {"report": report}
     if bootstrap is not None:
         from medclass.config import EvaluationConfig, validate_config
@@ -283,6 +317,41 @@ def show_config(ctx: typer.Context, config: ConfigOption, overrides: OverridesAr
 
 data_app = typer.Typer(help="Look at, describe and build datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+gate_app = typer.Typer(help="The gate in front of a model: out-of-distribution and image-quality checks.",
+                       no_args_is_help=True)  # fmt: skip
+app.add_typer(gate_app, name="gate")
+
+
+@gate_app.command("fit")
+@user_errors
+def gate_fit(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+) -> None:
+    """Fit the gate of a run (training does it; this is for older runs, or again): an out-of-distribution score on
+    the train split's features with its threshold on validation, and image-quality limits from the train images.
+    The run's model package is exported again with it."""
+    from medclass.evaluation.gate import fit_gate
+    from medclass.inference.package import is_package, package_from_run
+    from medclass.run_dir import RunDir
+
+    quiet_lightning(ctx)
+    gate = fit_gate(run_dir, checkpoint)
+    console.print(gate_line(gate), highlight=False, soft_wrap=True)
+    run = RunDir(run_dir)
+    if is_package(run.package_dir(checkpoint)):
+        console.print(f"model package with the gate: {package_from_run(run_dir, checkpoint)}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
+
+
+def gate_line(gate: dict[str, Any]) -> str:
+    if "not_fitted" in gate:
+        return f"gate: not fitted ({gate['not_fitted']}); predict and serve will not check images"
+    val = gate["val"]
+    return (f"gate: fitted on {gate['fitted_on']['train']} training images; on the {gate['fitted_on']['val']} "
+            f"validation images {val['in_distribution']:.1%} look like the training images (aim {gate['accept']:.0%}), "
+            f"{val['quality_passed']:.1%} pass the quality check, {val['accepted']:.1%} are accepted")  # fmt: skip
 
 
 @data_app.command("inspect")

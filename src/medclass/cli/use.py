@@ -24,6 +24,13 @@ ModelArgument = Annotated[
     str,
     typer.Argument(help="A model package, a run directory, an exported .onnx file, or models:/<name>/<version>."),
 ]
+GateOption = Annotated[
+    str,
+    typer.Option(
+        help="The gate in front of the model: warn (answer, and flag images that look unlike the training images "
+        "or fail the quality check), refuse (no class for those), or off."
+    ),
+]
 TrackingOption = Annotated[
     str | None,
     typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db in this folder)."),
@@ -83,6 +90,7 @@ def predict(
     method: Annotated[
         str, typer.Option(help="Heatmap method: hirescam, gradcam, gradcam++, layercam or eigencam.")
     ] = "hirescam",
+    gate: GateOption = "warn",
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Predict classes for new images; unreadable files are listed and the rest are still predicted."""
@@ -99,13 +107,18 @@ def predict(
 
         if why_no_heatmaps(predictor):
             raise UserError(f"--heatmaps: {why_no_heatmaps(predictor)}")
-    result = predict_files(predictor, inputs, batch_size, top_k, tta, calibrated, progress=True)
+    result = predict_files(predictor, inputs, batch_size, top_k, tta, calibrated, progress=True, gate=gate)
     write_predictions(result, out, predictor.classes, is_single_label(predictor.task))
     for p in result.predictions[:10]:
         top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
-        console.print(f"{p.file}: [bold]{'|'.join(p.predicted) or '-'}[/] ({top})", highlight=False, soft_wrap=True)
+        flag = ""
+        if p.gate is not None and not p.gate["accepted"]:
+            flag = f" [bold red]{'refused' if gate == 'refuse' else 'flagged'}: {p.gate['reason']}[/]"
+        console.print(f"{p.file}: [bold]{'|'.join(p.predicted) or '-'}[/] ({top}){flag}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
     if len(result.predictions) > 10:
         console.print(f"... and {len(result.predictions) - 10} more", highlight=False)
+    _gate_summary(result, gate)
     if heatmaps is not None:
         _write_heatmaps(predictor, result, heatmaps, method)
     for item in result.unreadable:
@@ -117,6 +130,25 @@ def predict(
         raise UserError("no image could be read (see the skipped list above)")
 
 
+def _gate_summary(result, mode: str) -> None:
+    if result.gate == "none" and mode != "off":
+        err_console.print(f"[bold yellow]note:[/] {result.model} has no gate: the images were not checked "
+                          "(fit one with `medclass gate fit RUN`)", highlight=False, soft_wrap=True)  # fmt: skip
+        return
+    judged = [p.gate for p in result.predictions if p.gate is not None]
+    rejected = [g for g in judged if not g["accepted"]]
+    if judged:
+        reasons: dict[str, int] = {}
+        for g in rejected:
+            for reason in g["reason"].split("; "):
+                reasons[reason] = reasons.get(reason, 0) + 1
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        action = "given no class" if mode == "refuse" else "predicted but flagged"
+        console.print(f"gate: {len(judged) - len(rejected)} of {len(judged)} image(s) accepted"
+                      + (f"; {len(rejected)} {action} ({detail})" if rejected else ""),
+                      highlight=False, soft_wrap=True)  # fmt: skip
+
+
 def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
     from medclass.inference.explain import heatmaps as cam_maps
     from medclass.inference.explain import overlay, png_bytes
@@ -126,6 +158,8 @@ def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     drawn, empty = 0, []
     for p in result.predictions:
+        if not p.top:  # refused by the gate
+            continue
         image = decode(predictor, p.file)
         class_name = p.top[0][0]
         cams = cam_maps(predictor.package, image[None], [predictor.classes.index(class_name)], method)
@@ -170,6 +204,7 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a connection may wait before sending a complete request head.")
     ] = 10.0,
+    gate: GateOption = "warn",
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a web page at /."""
@@ -184,7 +219,8 @@ def serve(
     predictor = load_predictor(model, tracking_uri)
     console.print(f"serving {predictor.description} on http://{host}:{port}/", highlight=False, soft_wrap=True)
     console.print(f"limits: {limits.describe()}", highlight=False, soft_wrap=True)
-    run_server(predictor, host, port, limits)
+    console.print(f"gate: {gate}" if predictor.gate else "gate: none (the model has no gate)", highlight=False)
+    run_server(predictor, host, port, limits, gate)
 
 
 @app.command()

@@ -106,6 +106,18 @@ class BenchmarkEntry(StrictModel):
     )
 
 
+class GateConfig(StrictModel):
+    """The gate in front of the model (medclass.evaluation.gate): fitted after training, used by predict and serve."""
+
+    fit: bool = Field(True, description="Fit the gate after training (medclass gate fit RUN does it later).")
+    accept: float = Field(
+        0.95, ge=0.5, le=0.999, description="Share of validation images whose out-of-distribution score passes."
+    )
+    max_images: PositiveInt = Field(
+        20_000, description="At most this many training (and validation) images, drawn with the seed, fit the gate."
+    )
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: data, model, recipe and where the run directory goes."""
 
@@ -125,6 +137,7 @@ class ExperimentConfig(StrictModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     models: list[BenchmarkEntry] | None = Field(None, description="`medclass benchmark`: the models to compare.")
     tune: TuneConfig | None = Field(None, description="`medclass tune`: the search space and how to search it.")
 

@@ -25,7 +25,7 @@ from medclass.evaluation.plots import (
 )
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import SMALL, gap_sentence
-from medclass.io import atomic_write_text
+from medclass.io import atomic_write_text, read_json
 from medclass.metrics import metric_definitions, metric_label
 from medclass.run_dir import RunDir
 from medclass.wording import (
@@ -321,6 +321,7 @@ def report_context(
         facts.insert(1, ("Positive class", f"{positive['class']}: sensitivity, specificity, PPV and NPV are about "
                                            f"finding it"))  # fmt: skip
     return {
+        "gate_section": gate_section(run, result.split, result.checkpoint),
         "title": f"{config.model.name} on {dataset_name}",
         "experiment": config.experiment if config.experiment != dataset_name else "",
         "run_name": run.path.name,
@@ -430,3 +431,70 @@ def write_report(
     files["html"] = atomic_write_text(folder / "report.html", env.get_template("report.html.j2").render(**context))
     files["markdown"] = atomic_write_text(folder / "summary.md", env.get_template("summary.md.j2").render(**context))
     return files
+
+
+MARK_START, MARK_END = "<!-- gate:start -->", "<!-- gate:end -->"  # around the gate's section
+
+
+def gate_section(run: RunDir, split: str, checkpoint: str) -> str:
+    """The report's section on the gate: its settings and validation pass rates, and the results of
+    ``evaluate --ood`` when there are some (empty without a gate)."""
+    import html
+
+    gate_json = run.gate_dir(checkpoint) / "gate.json"
+    if not gate_json.is_file():
+        return ""
+    gate = read_json(gate_json)
+    val = gate.get("val", {})
+    parts = [
+        "<h2>Gate: images the model should not answer</h2>",
+        f"<p>Out-of-distribution score ({html.escape(str(gate.get('detector')))}, fitted on "
+        f"{gate.get('fitted_on', {}).get('train')} training images) with its threshold chosen on validation so that "
+        f"{gate.get('accept', 0):.0%} pass; image-quality limits from the training images. On validation: "
+        f"{val.get('in_distribution', 0):.1%} look like the training images, {val.get('quality_passed', 0):.1%} "
+        f"pass the quality check, {val.get('accepted', 0):.1%} are accepted.</p>",
+    ]
+    ood_json = run.ood_dir(split, checkpoint) / "ood.json"
+    if not ood_json.is_file():
+        command = f"medclass evaluate {html.escape(str(run.path))} --ood FOLDER"
+        parts.append(f"<p>How well it flags foreign and degraded images: <code>{command}</code>.</p>")
+        return "\n".join(parts)
+    result = read_json(ood_json)
+    clean = result["clean"]
+    parts.append(f"<p>Clean {html.escape(split)} images ({result['images']}): {clean['in_distribution']:.1%} look like "
+                 f"the training images, {clean['quality_passed']:.1%} pass the quality check, "
+                 f"{clean['accepted']:.1%} are accepted.</p>")  # fmt: skip
+    if result["foreign"]:
+        rows = "".join(
+            f"<tr><td>{html.escape(f['name'])}</td><td>{f['images']}</td><td>{f['auroc']:.3f}</td>"
+            f"<td>{f['fpr95']:.3f}</td><td>{f['flagged']:.1%}</td><td>{f['detection_accuracy']:.3f}</td>"
+            f"<td>{f['gate_rejected']:.1%}</td></tr>"
+            for f in result["foreign"]
+        )
+        parts.append("<table><tr><th>foreign set</th><th>images</th><th>AUROC</th><th>FPR@95TPR</th><th>flagged</th>"
+                     f"<th>detection accuracy</th><th>gate rejects</th></tr>{rows}</table>")  # fmt: skip
+    rows = "".join(
+        f"<tr><td>{html.escape(d['degradation'])}</td><td>{d['quality_caught']:.1%}</td><td>{d['ood_flagged']:.1%}</td>"
+        f"<td>{d['gate_rejected']:.1%}</td></tr>"
+        for d in result["degraded"]
+    )
+    parts.append("<table><tr><th>degraded test images</th><th>quality check catches</th><th>score flags</th>"
+                 f"<th>gate rejects</th></tr>{rows}</table>")  # fmt: skip
+    plot = run.ood_dir(split, checkpoint) / "ood.png"
+    if plot.is_file():
+        parts.append(f'<img src="{_embed(plot)}" alt="out-of-distribution scores and degraded images rejected" '
+                     'style="max-width:100%">')  # fmt: skip
+    return "\n".join(parts)
+
+
+def refresh_gate_section(run: RunDir, split: str, checkpoint: str) -> None:
+    """Put the gate section into an existing report.html (between its markers)."""
+    report = run.report_dir(split, checkpoint) / "report.html"
+    if not report.is_file():
+        return
+    text = report.read_text(encoding="utf-8")
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start < 0 or end < start:
+        return
+    section = gate_section(run, split, checkpoint)
+    atomic_write_text(report, text[: start + len(MARK_START)] + "\n" + section + "\n" + text[end:])

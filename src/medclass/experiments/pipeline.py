@@ -1,16 +1,21 @@
 """One experiment, start to finish: train (or resume) -> evaluate the best checkpoint on the held-out test split
-(metrics with intervals, calibration, predictions, the report) -> the test results to the trackers -> run.json
-says ``finished``. The CLI's ``train``, the Python API and the benchmark all go through here."""
+-> the gate in front of the model (fitted on the train split, its threshold on validation) -> (metrics with
+intervals, calibration, predictions, the report) -> the test results to the trackers -> run.json says ``finished``.
+The CLI's ``train``, the Python API and the benchmark all go through here."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from medclass.config import ExperimentConfig
+from medclass.errors import UserError
 from medclass.evaluation import EvaluationResult, evaluate_run
+from medclass.evaluation.gate import fit_gate
 from medclass.run_dir import RunDir
 from medclass.training import TrainResult, resume, train
 from medclass.training.tracking import log_results
@@ -19,6 +24,10 @@ from medclass.training.tracking import log_results
 @dataclass(kw_only=True)
 class ExperimentResult(TrainResult):
     test: EvaluationResult  # the best checkpoint on the held-out test split
+    gate: dict[str, Any] | None = None  # the gate's settings, or {"not_fitted": reason}; None when switched off
+
+
+log = logging.getLogger(__name__)
 
 
 def run_experiment(config: ExperimentConfig, progress: bool | None = None) -> ExperimentResult | None:
@@ -38,10 +47,27 @@ def _evaluate(trained: TrainResult | None, started: float) -> ExperimentResult |
     if trained is None:
         return None
     run = RunDir(trained.run_dir)
+    gate = _fit_gate(run, trained)  # before the evaluation, whose report describes it
     test = evaluate_run(run.path, "best", "test", dataset=trained.dataset)
     log_results(trained.loggers, run, test.metrics, trained.steps)
     duration = time.perf_counter() - started
     finished = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     run.update_status(status="finished", finished=finished, duration_s=round(duration, 1))
     trained_fields = {f.name: getattr(trained, f.name) for f in fields(TrainResult)}
-    return ExperimentResult(**{**trained_fields, "duration_s": duration}, test=test)
+    return ExperimentResult(**{**trained_fields, "duration_s": duration}, test=test, gate=gate)
+
+
+def _fit_gate(run: RunDir, trained: TrainResult) -> dict[str, Any] | None:
+    """The gate for the best checkpoint; a gate that cannot be fitted is said in run.json, the run still counts."""
+    if not run.load_config().gate.fit:
+        run.update_status(gate="not fitted: gate.fit is false")
+        return None
+    try:
+        gate = fit_gate(run.path, "best", dataset=trained.dataset)
+    except (UserError, ValueError, RuntimeError, AssertionError) as exc:  # pytorch-ood asserts on its input
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("the gate could not be fitted (%s); predict and serve will not check images", reason)
+        run.update_status(gate=f"not fitted: {reason}")
+        return {"not_fitted": reason}
+    run.update_status(gate={"fitted": True, "val": gate["val"]})
+    return gate

@@ -1,6 +1,7 @@
 """ONNX export of a model package, with its preprocessing inside the graph (uint8 images in, logits out) and the
-package manifest in the file's metadata, so the .onnx file alone is enough to predict with onnxruntime. Every
-export is checked against PyTorch on real images; the largest absolute difference is reported."""
+package manifest in the file's metadata, so the .onnx file alone is enough to predict with onnxruntime. A model
+with a gate has a second output, ``ood_score`` (the out-of-distribution score, 1 = its threshold). Every export is
+checked against PyTorch on real images; the largest absolute difference is reported."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from medclass.errors import ModelError
 from medclass.inference.package import MANIFEST, ManifestView, ModelPackage
 
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
+INPUT_NAME, OUTPUT_NAME, OOD_OUTPUT = "images", "logits", "ood_score"
 
 
 @dataclass
@@ -35,13 +36,15 @@ def export_onnx(
     pre = package.preprocessing
     size, channels = pre["decode_size"], pre["channels"]
     example = torch.zeros((2, channels, size, size), dtype=torch.uint8)
-    module = package.module()
+    gated = package.ood_score is not None
+    module = package.gated_module() if gated else package.module()
+    outputs = [OUTPUT_NAME, OOD_OUTPUT] if gated else [OUTPUT_NAME]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
-            module, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+            module, (example,), input_names=[INPUT_NAME], output_names=outputs, opset_version=opset,
             dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
         )  # fmt: skip
     try:
@@ -60,8 +63,11 @@ def export_onnx(
     if check_images is None:
         check_images = np.random.default_rng(0).integers(0, 256, (4, channels, size, size), dtype=np.uint8)
     predictor = OnnxPredictor.open(out)
-    expected = package.logits(torch.from_numpy(check_images)).numpy()
-    difference = float(np.max(np.abs(predictor.logits(check_images) - expected)))
+    expected, expected_ood = package.outputs(torch.from_numpy(check_images))
+    logits, ood = predictor.outputs(check_images)
+    difference = float(np.max(np.abs(logits - expected.numpy())))
+    if expected_ood is not None and ood is not None:
+        difference = max(difference, float(np.max(np.abs(ood - expected_ood.numpy()))))
     return ExportReport(out, difference, len(check_images))
 
 
@@ -91,3 +97,10 @@ class OnnxPredictor(ManifestView):
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})[0]
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        names = [o.name for o in self.session.get_outputs()]
+        if OOD_OUTPUT not in names:
+            return self.logits(images), None
+        logits, ood = self.session.run([OUTPUT_NAME, OOD_OUTPUT], {INPUT_NAME: np.ascontiguousarray(images, np.uint8)})
+        return logits, ood

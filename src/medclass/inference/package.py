@@ -4,6 +4,8 @@ pickles. A directory holding
     medclass-model.json   what the model is: architecture (the model config), class names, task, preprocessing,
                           calibration (temperature and thresholds fitted on validation), where it came from
     weights.safetensors   the network's weights (safetensors: tensors only, nothing executable)
+    gate.safetensors      when the run has a gate: the out-of-distribution score's class means and precision
+                          (its threshold and the image-quality limits are under "gate" in the manifest)
 
 Loading reads JSON and safetensors only; no pickle is ever involved, so a package from a stranger cannot run code.
 """
@@ -27,11 +29,13 @@ from torch import nn
 from medclass import __version__
 from medclass.config import ModelConfig
 from medclass.config.data import MAX_IMAGE_SIZE
+from medclass.data.quality import limits_problem
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ModelError, UserError
 from medclass.inference.ensemble import EnsembleNet
 from medclass.io import atomic_write_json, give_usual_permissions
 from medclass.models import Classifier, create_model
+from medclass.models.gate import GATE_TENSORS, GatedNet, MahalanobisScore, load_score, read_gate
 from medclass.models.heads import build_head
 from medclass.models.hf_models import HFFeatures
 from medclass.run_dir import RunDir
@@ -67,6 +71,11 @@ class ManifestView:
     def calibration(self) -> dict[str, Any]:
         return self.manifest.get("calibration") or {}
 
+    @property
+    def gate(self) -> dict[str, Any]:
+        """The gate's settings (threshold, quality limits, validation pass rates); {} for a model without one."""
+        return self.manifest.get("gate") or {}
+
 
 class PreprocessedNet(nn.Module):
     """uint8 (B, C, H, W) images at decode size -> logits, as one module (for ONNX export and heatmaps)."""
@@ -88,14 +97,28 @@ class ModelPackage(ManifestView):
     preprocess: BatchPreprocess
     manifest: dict[str, Any]
     path: Path
+    ood_score: MahalanobisScore | None = None
 
     def module(self) -> PreprocessedNet:
         return PreprocessedNet(self.net, self.preprocess).eval()
+
+    def gated_module(self) -> GatedNet:
+        """uint8 images -> (logits, out-of-distribution score); only for a package with a gate."""
+        if self.ood_score is None:
+            raise ModelError(f"{self.path} has no gate")
+        return GatedNet(self.net, self.preprocess, self.ood_score).eval()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) images at decode size -> logits."""
         with torch.inference_mode():
             return self.net(self.preprocess(images))
+
+    def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, out-of-distribution score or None without a gate) from one pass of the backbone."""
+        if self.ood_score is None:
+            return self.logits(images), None
+        with torch.inference_mode():
+            return self.gated_module()(images)
 
 
 def save_package(
@@ -107,8 +130,9 @@ def save_package(
     preprocessing: dict[str, Any],
     calibration: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
+    gate: tuple[MahalanobisScore, dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a package directory (created if needed); returns its path."""
+    """Write a package directory (created if needed); returns its path. ``gate``: the run's gate (score, settings)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     architecture = model_config.model_dump(mode="json")
@@ -127,13 +151,29 @@ def save_package(
     hf_model = getattr(net.backbone, "model", None)
     if net.family == "hf" and hf_model is not None:
         manifest["hf_config"] = hf_model.config.to_dict()  # rebuild the architecture offline, without the hub
-    return _write(folder, net.state_dict(), manifest)
+    if gate is not None:
+        manifest["gate"] = gate[1]
+    return _write(folder, net.state_dict(), manifest, gate[0] if gate is not None else None)
 
 
-def _write(folder: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
-    """The weights (safetensors), then the manifest, each written atomically."""
+def _write(
+    folder: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any], gate: MahalanobisScore | None = None
+) -> Path:
+    """The weights and the gate's statistics (safetensors), then the manifest, each written atomically."""
+    if gate is not None:
+        _save_tensors(gate.state_dict(), folder / GATE_TENSORS)
+    else:
+        (folder / GATE_TENSORS).unlink(missing_ok=True)
+    _save_tensors(state, folder / WEIGHTS)
+    (folder / ONNX_FILE).unlink(missing_ok=True)  # made from the old weights: export it again
+    atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
+    return folder
+
+
+def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
-    partial = folder / f".{WEIGHTS}.partial"
+    folder = path.parent
+    partial = folder / f".{path.name}.partial"
     try:
         save_file(state, str(partial), metadata={"format": PACKAGE_FORMAT})
     except SafetensorError as exc:
@@ -142,12 +182,9 @@ def _write(folder: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any
         code = re.search(r"os error (\d+)", str(exc))
         if code is None:
             raise
-        raise OSError(int(code[1]), os.strerror(int(code[1])), str(folder / WEIGHTS)) from None
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
     give_usual_permissions(partial)  # safetensors writes 0600; its siblings are 0644 under the usual umask
-    os.replace(partial, folder / WEIGHTS)  # atomic: readers see the old file or the whole new one
-    (folder / ONNX_FILE).unlink(missing_ok=True)  # made from the old weights: export it again
-    atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
-    return folder
+    os.replace(partial, path)  # atomic: readers see the old file or the whole new one
 
 
 # how files are read: one decoding feeds every member
@@ -274,6 +311,13 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
         return f"calibration.threshold {calibration['threshold']!r} must be a probability"
     if calibration.get("positive_index", 1) not in (0, 1):
         return "calibration.positive_index must be 0 or 1"
+    gate = manifest.get("gate")
+    if gate is not None:
+        if not isinstance(gate, dict):
+            return "gate must be a mapping"
+        problem = limits_problem(gate.get("quality", {}))
+        if problem:
+            return f"gate: {problem}"
     return None
 
 
@@ -322,7 +366,18 @@ def load_package(path: str | Path) -> ModelPackage:
         )
     net, preprocess = _build_entry(folder, manifest, "")
     _load_weights(net, state, weights, "architecture")
-    return ModelPackage(net.eval(), preprocess.eval(), manifest, folder)
+    score = None
+    if "gate" in manifest:
+        try:
+            score = load_score(folder / GATE_TENSORS)
+        except ValueError as exc:
+            raise ModelError(f"{folder}: the gate is damaged ({exc}); fit it again with `medclass gate fit`") from None
+        width = getattr(net, "num_features", None)
+        if width is not None and score.means.shape[1] != width:
+            raise ModelError(
+                f"{folder}: the gate was fitted on {score.means.shape[1]} features, the model gives {width}"
+            )
+    return ModelPackage(net.eval(), preprocess.eval(), manifest, folder, score)
 
 
 def _load_ensemble(folder: Path, manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> ModelPackage:
@@ -408,8 +463,14 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "test_metrics": test,
     }
     folder = Path(out) if out is not None else run.package_dir(checkpoint)
+    try:
+        gate = read_gate(run.gate_dir(checkpoint))
+    except ValueError as exc:
+        raise ModelError(
+            f"{run.gate_dir(checkpoint)}: {exc}; fit it again with `medclass gate fit {run.path}`"
+        ) from None
     return save_package(folder, module.net, config.model, data["task"], data["classes"], preprocessing,
-                        calibration, source)  # fmt: skip
+                        calibration, source, gate)  # fmt: skip
 
 
 def run_package(run_dir: str | Path) -> Path:

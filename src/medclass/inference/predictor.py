@@ -16,8 +16,9 @@ import torch
 
 from medclass.config.data import IMAGE_EXTENSIONS
 from medclass.data.files import is_image_file
-from medclass.data.images import DECODE_ERRORS, load_image
+from medclass.data.images import DECODE_ERRORS, image_dimensions, load_image
 from medclass.errors import ModelError, UserError
+from medclass.inference.gatekeeping import check_mode, judge
 from medclass.inference.onnx_export import OnnxPredictor
 from medclass.inference.package import ManifestView, is_package, load_package, run_package
 from medclass.inference.registry import fetch_registered
@@ -32,11 +33,16 @@ class Predictor(Protocol):
     task: Task
     preprocessing: dict[str, Any]
     calibration: dict[str, Any]
+    gate: dict[str, Any]
     manifest: dict[str, Any]
     description: str
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, C, H, W) at the decode size -> float logits (B, classes)."""
+        ...
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, out-of-distribution scores (B,) or None for a model without a gate), one pass."""
         ...
 
 
@@ -49,10 +55,17 @@ class TorchPredictor(ManifestView):
         self.manifest = self.package.manifest
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        # Decoded images can be read-only views of the decoder's buffer; torch warns about those (and would share
-        # them). A copy of a uint8 batch costs little next to the network.
-        batch = np.ascontiguousarray(images) if images.flags.writeable else np.array(images, order="C")
-        return self.package.logits(torch.from_numpy(batch)).float().numpy()
+        return self.package.logits(_tensor(images)).float().numpy()
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, ood = self.package.outputs(_tensor(images))
+        return logits.float().numpy(), None if ood is None else ood.float().numpy()
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    # Decoded images can be read-only views of the decoder's buffer; torch warns about those (and would share
+    # them). A copy of a uint8 batch costs little next to the network.
+    return torch.from_numpy(np.ascontiguousarray(images) if images.flags.writeable else np.array(images, order="C"))
 
 
 def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predictor:
@@ -111,9 +124,10 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict[str, str]]]
 @dataclass
 class Prediction:
     file: str
-    predicted: list[str]  # one class, or the labels present for multi-label tasks
+    predicted: list[str]  # one class, or the labels present for multi-label tasks; empty when refused
     probabilities: dict[str, float]
     top: list[tuple[str, float]]
+    gate: dict[str, Any] | None = None  # GateVerdict.as_dict(), when the gate ran
 
 
 @dataclass
@@ -123,6 +137,7 @@ class PredictionResult:
     model: str = ""
     calibrated: bool = False
     tta: bool = False
+    gate: str = "off"  # off, warn or refuse; "none" when the model has no gate
 
 
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
@@ -142,18 +157,30 @@ def decode(predictor: Predictor, source: Any, max_decode_bytes: int | None = Non
 def probabilities(predictor: Predictor, images: np.ndarray, tta: bool, calibrated: bool) -> np.ndarray:
     """Class probabilities for a uint8 (B, C, H, W) batch. TTA averages the probabilities of the image and its
     horizontal mirror; calibrated divides the logits by the temperature fitted on validation."""
+    return scored(predictor, images, tta, calibrated, ood=False)[0]
+
+
+def scored(
+    predictor: Predictor, images: np.ndarray, tta: bool, calibrated: bool, ood: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class probabilities, out-of-distribution scores of the unmirrored images when ``ood``, else None)."""
     views = [images, images[..., ::-1]] if tta else [images]
     temperature = float(predictor.calibration.get("temperature", 1.0)) if calibrated else 1.0
     if not (np.isfinite(temperature) and temperature > 0):
         raise ModelError(f"{predictor.description}: calibration temperature {temperature} is not a positive number")
-    scores = [
-        scores_from_logits(torch.from_numpy(predictor.logits(np.ascontiguousarray(v)) / temperature), predictor.task)
-        for v in views
-    ]
+    outlier = None
+    scores = []
+    for index, view in enumerate(views):
+        view = np.ascontiguousarray(view)
+        if ood and index == 0:
+            logits, outlier = predictor.outputs(view)
+        else:
+            logits = predictor.logits(view)
+        scores.append(scores_from_logits(torch.from_numpy(logits / temperature), predictor.task))
     result = torch.stack(scores).mean(dim=0).numpy()
     if not np.isfinite(result).all():  # never a NaN probability with a class next to it
         raise ModelError(f"{predictor.description} gives non-finite scores for this input; the model is damaged")
-    return result
+    return result, outlier
 
 
 def decide(predictor: Predictor, scores: np.ndarray, calibrated: bool) -> list[list[str]]:
@@ -211,34 +238,44 @@ def predict_files(
     tta: bool = False,
     calibrated: bool = False,
     progress: bool = False,
+    gate: str = "warn",
 ) -> PredictionResult:
-    """Predict every image the inputs name; files that cannot be read are listed in ``unreadable``."""
+    """Predict every image the inputs name; files that cannot be read are listed in ``unreadable``. With a gate
+    (``warn``, ``refuse``), each prediction says whether the image was accepted; refused images get no class."""
     if calibrated and not predictor.calibration:
         raise UserError(f"{predictor.description} has no calibration; evaluate its run first (medclass evaluate)")
+    gated = check_mode(gate, predictor.gate, predictor.description)
     files, unreadable = collect_images(inputs)
-    result = PredictionResult([], unreadable, predictor.description, calibrated, tta)
+    mode = gate if gated or gate == "off" else "none"
+    result = PredictionResult([], unreadable, predictor.description, calibrated, tta, mode)
     k = max(1, min(top_k, len(predictor.classes)))
     track = _progress(len(files)) if progress else None
     for batch in _batches(files, batch_size):
-        images, kept = [], []
+        images, kept, sides = [], [], []
         for path in batch:
             try:
                 images.append(decode(predictor, path))
+                sides.append(min(image_dimensions(path)) if gated else None)
                 kept.append(path)
             except DECODE_ERRORS as exc:
                 result.unreadable.append({"file": str(path), "reason": f"{type(exc).__name__}: {exc}"[:300]})
         if images:
-            scores = probabilities(predictor, np.stack(images), tta, calibrated)
-            for path, row, labels in zip(kept, scores, decide(predictor, scores, calibrated), strict=True):
+            stacked = np.stack(images)
+            scores, ood = scored(predictor, stacked, tta, calibrated, ood=gated)
+            verdicts = judge(predictor.gate, stacked, ood, sides) if ood is not None else [None] * len(kept)
+            decided = decide(predictor, scores, calibrated)
+            for path, row, labels, verdict in zip(kept, scores, decided, verdicts, strict=True):
                 order = np.argsort(-row)[:k]
-                result.predictions.append(
-                    Prediction(
-                        file=str(path),
-                        predicted=labels,
-                        probabilities={c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
-                        top=[(predictor.classes[i], float(row[i])) for i in order],
-                    )
+                prediction = Prediction(
+                    file=str(path),
+                    predicted=labels,
+                    probabilities={c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
+                    top=[(predictor.classes[i], float(row[i])) for i in order],
+                    gate=None if verdict is None else verdict.as_dict(),
                 )
+                if verdict is not None and not verdict.accepted and gate == "refuse":
+                    prediction.predicted, prediction.probabilities, prediction.top = [], {}, []
+                result.predictions.append(prediction)
         if track is not None:
             track(len(batch))
     if track is not None:
@@ -271,6 +308,7 @@ def write_predictions(result: PredictionResult, path: Path, classes: list[str], 
             "model": result.model,
             "calibrated": result.calibrated,
             "tta": result.tta,
+            "gate": result.gate,
             # One class is a string for single-label tasks, as in the CSV and the service; labels stay a list.
             "predictions": [
                 {**p.__dict__, "predicted": p.predicted[0] if single_label and p.predicted else p.predicted}
@@ -281,12 +319,21 @@ def write_predictions(result: PredictionResult, path: Path, classes: list[str], 
         return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    k = len(result.predictions[0].top) if result.predictions else 0
+    k = max((len(p.top) for p in result.predictions), default=0)
     top_columns = [c for i in range(1, k + 1) for c in (f"top{i}", f"p_top{i}")]
-    writer.writerow(["file", "predicted" if single_label else "labels", *top_columns, *(f"p:{c}" for c in classes)])
+    gated = any(p.gate is not None for p in result.predictions)
+    gate_columns = ["accepted", "reason", "ood_score", "quality"] if gated else []
+    writer.writerow(["file", "predicted" if single_label else "labels", *gate_columns, *top_columns,
+                     *(f"p:{c}" for c in classes)])  # fmt: skip
     for p in result.predictions:
         top = [v for name, prob in p.top for v in (name, f"{prob:.6f}")]
-        writer.writerow([p.file, "|".join(p.predicted), *top, *(f"{p.probabilities[c]:.6f}" for c in classes)])
+        top += [""] * (2 * k - len(top))  # a refused image has no classes
+        gate = []
+        if gated and p.gate is not None:
+            gate = [str(p.gate["accepted"]).lower(), p.gate["reason"] or "", f"{p.gate['ood_score']:.6f}",
+                    p.gate["quality"]["verdict"]]  # fmt: skip
+        probs = [f"{p.probabilities[c]:.6f}" if c in p.probabilities else "" for c in classes]
+        writer.writerow([p.file, "|".join(p.predicted), *gate, *top, *probs])
     return atomic_write_text(path, buffer.getvalue())
 
 

@@ -7,7 +7,9 @@
   header, files that are not images or are truncated 422, a body that does not arrive within ``body_timeout``
   408, more uploads than ``concurrency + queue`` at once 503 with Retry-After; a request without a file is
   FastAPI's 422. The limits and the memory bound they give are in :mod:`medclass.inference.service_limits`.
-- ``GET /health``, ``GET /model`` (classes, task, preprocessing, calibration, where the model came from).
+- Every answer carries ``gate`` (the out-of-distribution score, the quality verdict, ``accepted`` and the reason)
+  when the model has a gate and ``gate_mode`` is not off; with ``refuse`` a rejected image gets no class.
+- ``GET /health``, ``GET /model`` (classes, task, preprocessing, calibration, gate, where the model came from).
 - ``GET /``: the page: choose an image, see the prediction and the heatmap.
 
 A bad request never affects the next one: each is decoded on its own in one of ``concurrency`` slots, and
@@ -30,6 +32,7 @@ from fastapi.responses import HTMLResponse
 from medclass.data.dicom import looks_like_dicom
 from medclass.data.images import DECODE_ERRORS, DecodeBudgetExceeded, image_dimensions
 from medclass.inference.explain import heatmaps, overlay, png_bytes, why_no_heatmaps
+from medclass.inference.gatekeeping import check_mode, judge
 from medclass.inference.predictor import (
     Predictor,
     decide,
@@ -37,6 +40,7 @@ from medclass.inference.predictor import (
     decode,
     explain_decision,
     probabilities,
+    scored,
 )
 from medclass.inference.service_limits import (
     DeadlineH11Protocol,
@@ -46,8 +50,9 @@ from medclass.inference.service_limits import (
 )
 
 
-def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k: int = 5):
+def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k: int = 5, gate_mode: str = "warn"):
     limits = limits or ServiceLimits()
+    gated = check_mode(gate_mode, predictor.gate, predictor.description)
     max_upload_bytes, max_pixels = limits.max_upload_bytes, limits.max_pixels
     app = FastAPI(title="medclass", description=f"Image classifier: {predictor.description}")
     guard: RequestGuard | None = None
@@ -69,14 +74,15 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
             raise HTTPException(422, "the uploaded file is empty")
         return data
 
-    def check_pixels(data: bytes) -> None:
-        """Read the header only: refuse huge images before any pixel is decoded."""
+    def check_pixels(data: bytes) -> int:
+        """Read the header only: refuse huge images before any pixel is decoded. Returns the shorter side."""
         try:
             width, height = image_dimensions(io.BytesIO(data))
         except DECODE_ERRORS as exc:
             raise HTTPException(422, f"not a readable image ({type(exc).__name__}: {str(exc)[:160]})") from None
         if width * height > max_pixels:
             raise HTTPException(413, f"image of {width}x{height} pixels is over the limit of {max_pixels} pixels")
+        return min(width, height)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -95,6 +101,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
             "model": manifest.get("model", {}),
             "heatmaps": cannot_explain is None,
             "limits": limits.as_dict(),
+            "gate": {"mode": gate_mode if gated or gate_mode == "off" else "none", **predictor.gate},
         }
 
     @app.post("/predict")
@@ -104,7 +111,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
         calibrated: Annotated[bool, Query(description="Apply the temperature fitted on validation.")] = False,
     ) -> dict[str, Any]:
         data = read_upload(file)
-        check_pixels(data)
+        short_side = check_pixels(data)
         if calibrated and not predictor.calibration:
             raise HTTPException(409, "this model has no calibration; evaluate its run first")
         if heatmap and cannot_explain:
@@ -113,11 +120,11 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
         with guard.slots:
             started = time.perf_counter()
             try:
-                return answer(data, file.filename, heatmap, calibrated)
+                return answer(data, file.filename, heatmap, calibrated, short_side)
             finally:
                 guard.record_seconds(time.perf_counter() - started)
 
-    def answer(data: bytes, filename: str | None, heatmap: bool, calibrated: bool) -> dict[str, Any]:
+    def answer(data: bytes, filename: str | None, heatmap: bool, calibrated: bool, side: int) -> dict[str, Any]:
         try:
             image = decode(predictor, io.BytesIO(data), limits.max_decode_bytes)
         except DecodeBudgetExceeded as exc:
@@ -128,24 +135,29 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
         except DECODE_ERRORS as exc:
             raise HTTPException(422, f"not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
         with lock:
-            scores = probabilities(predictor, image[None], tta=False, calibrated=calibrated)
+            scores, ood = scored(predictor, image[None], tta=False, calibrated=calibrated, ood=gated)
             row = scores[0]
             order = np.argsort(-row)[: max(1, min(top_k, len(row)))]
             decided = decide(predictor, scores, calibrated)[0]
             single = predictor.task != "multilabel"
-            response: dict[str, Any] = {
-                "file": filename,
+            response: dict[str, Any] = {"file": filename}
+            if looks_like_dicom(io.BytesIO(data)):
+                # a browser cannot show a DICOM file: the page shows the windowed image the model was given
+                shown_image = np.repeat(image, 3 // image.shape[0], axis=0).transpose(1, 2, 0)
+                response["image_png"] = base64.b64encode(png_bytes(np.ascontiguousarray(shown_image))).decode()
+            if ood is not None:
+                verdict = judge(predictor.gate, image[None], ood, [side])[0]
+                response["gate"] = {"mode": gate_mode, **verdict.as_dict()}
+                if not verdict.accepted and gate_mode == "refuse":
+                    return response  # no class for an image the gate refuses
+            response.update({
                 # one class (a string) for single-label tasks, as predictions.csv/.json; a list of labels otherwise
                 "predicted": decided[0] if single else decided,
                 "decision_rule": decision_rule(predictor, calibrated),
                 "top": [{"class": predictor.classes[i], "probability": float(row[i])} for i in order],
                 "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
                 "calibrated": calibrated,
-            }
-            if looks_like_dicom(io.BytesIO(data)):
-                # a browser cannot show a DICOM file: the page shows the windowed image the model was given
-                shown_image = np.repeat(image, 3 // image.shape[0], axis=0).transpose(1, 2, 0)
-                response["image_png"] = base64.b64encode(png_bytes(np.ascontiguousarray(shown_image))).decode()
+            })  # fmt: skip
             explanation = explain_decision(predictor, row, decided[0], calibrated) if single else None
             if explanation:
                 response["explanation"] = explanation
@@ -172,23 +184,34 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None, top_k:
     return app
 
 
-def warm_up(predictor: Predictor) -> None:
+def warm_up(predictor: Predictor, gate_mode: str = "warn") -> None:
     """One prediction (and heatmap) of a blank image before the first request: the code and buffers they load
     are paid for at start, so the first user does not wait for them and the memory the limits bound is what
     requests add."""
     pre = predictor.preprocessing
     blank = np.zeros((1, pre["channels"], pre["decode_size"], pre["decode_size"]), dtype=np.uint8)
     probabilities(predictor, blank, tta=False, calibrated=False)
+    if gate_mode != "off" and predictor.gate:
+        scored(predictor, blank, tta=False, calibrated=False, ood=True)
     if why_no_heatmaps(predictor) is None:
         heatmaps(predictor.package, blank, [0])  # type: ignore[attr-defined]
 
 
-def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, limits: ServiceLimits | None = None) -> None:
+def serve(
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ServiceLimits | None = None,
+    gate_mode: str = "warn",
+) -> None:
     import uvicorn
 
     limits = limits or ServiceLimits()
+    check_mode(gate_mode, predictor.gate, predictor.description)
     return_freed_memory_at_once()
-    warm_up(predictor)
+    warm_up(predictor, gate_mode)
     protocol = type("Protocol", (DeadlineH11Protocol,), {"idle_timeout": limits.idle_timeout})
-    config = uvicorn.Config(create_app(predictor, limits), host=host, port=port, log_level="info", http=protocol)
+    config = uvicorn.Config(
+        create_app(predictor, limits, gate_mode=gate_mode), host=host, port=port, log_level="info", http=protocol
+    )
     uvicorn.Server(config).run()

@@ -39,6 +39,12 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
+    def forward_with_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pooled features) from one pass of the backbone (the out-of-distribution gate needs both)."""
+        features = self.backbone(images)
+        pooled = self.head.pool(features) if features.ndim > 2 and hasattr(self.head, "pool") else features
+        return self.head(features), pooled
+
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()
 
