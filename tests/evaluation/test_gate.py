@@ -101,8 +101,12 @@ def test_a_chest_model_flags_brain_mri_dermamnist_and_degraded_images(chest_gate
 
 
 def test_a_bloodmnist_model_flags_dermamnist(blood_run: Path, data_dir: Path) -> None:
-    result = evaluate_ood(blood_run, [str(data_dir / "dermamnist_jpeg28" / "images")], limit=400)
-    (derma,) = result["foreign"]
+    from conftest import REPO_ROOT
+
+    breast = f"breast={REPO_ROOT / 'configs' / 'breastmnist.yaml'}"  # a config: its test split, resized to 28 px RGB
+    result = evaluate_ood(blood_run, [str(data_dir / "dermamnist_jpeg28" / "images"), breast], limit=400)
+    derma, breast_set = result["foreign"]
+    assert breast_set["name"] == "breast" and breast_set["images"] > 100 and breast_set["auroc"] >= 0.9
     print(json.dumps(result, indent=1))
     assert derma["name"] == "images" and derma["auroc"] >= 0.9 and derma["gate_rejected"] >= 0.5
 
@@ -179,6 +183,7 @@ def test_a_run_without_a_gate_says_so_and_gate_fit_adds_one(
     assert_one_line_error(medclass("predict", str(old), xray, "--gate", "refuse"), "has no gate")
     with pytest.raises(UserError, match="has no gate"):
         evaluate_ood(old, [])
+    assert_one_line_error(medclass("evaluate", str(chest_gate_run), "--ood", str(tmp_path / "nope")), "--ood")
     fitted = medclass("gate", "fit", str(old))
     assert fitted.returncode == 0, fitted.stderr
     assert "validation images" in fitted.stdout and "model package with the gate" in fitted.stdout
@@ -193,3 +198,33 @@ def test_a_run_without_a_gate_says_so_and_gate_fit_adds_one(
     manifest["gate"]["quality"]["noise"]["high"] = 5.0
     (old / "model" / "medclass-model.json").write_text(json.dumps(manifest))
     assert_one_line_error(medclass("predict", str(old / "model"), xray), "the gate is damaged")
+
+
+@pytest.mark.browser
+def test_the_page_shows_a_refused_image_without_an_answer(chest_gate_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+    from serving import start_server
+
+    brain = sorted((data_dir / "brain_mri_4class").rglob("*.jpg"))[0]
+    server = start_server(chest_gate_run, tmp_path / "server-tmp", "--gate", "refuse")
+    try:
+        with brain.open("rb") as handle:
+            answer = httpx.post(f"{server.url}/predict", files={"file": (brain.name, handle)}, timeout=60).json()
+        assert answer["gate"]["accepted"] is False and answer["gate"]["mode"] == "refuse"
+        assert "predicted" not in answer and "probabilities" not in answer
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(server.url)
+            page.set_input_files("#file", str(brain))
+            page.click("#submit")
+            page.wait_for_selector("#output:not([hidden])")
+            banner = page.locator("#gate")
+            assert banner.is_visible() and banner.get_attribute("class") == "rejected"
+            assert banner.inner_text().startswith("Refused: looks unlike the training images")
+            assert not page.locator("#prediction-line").is_visible()
+            assert page.locator("#top tr").count() == 0 and page.locator("#error").inner_text() == ""
+            browser.close()
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=30)

@@ -54,6 +54,10 @@ def evaluate_ood(
 ) -> dict[str, Any]:
     from pytorch_ood.metrics import OODMetrics
 
+    for spec in foreign:  # before anything heavy
+        path = Path(_named(spec)[1]).expanduser()
+        if not (path.is_dir() or (path.is_file() and path.suffix.lower() in (".yaml", ".yml"))):
+            raise UserError(f"--ood {spec}: give a folder of images or an experiment YAML file (NAME=PATH names it)")
     run = RunDir.open(run_dir)
     run.check_format()
     try:
@@ -172,8 +176,7 @@ def _foreign_images(
 ) -> tuple[str, np.ndarray, list[int | None]]:
     """(name, uint8 (N, H, W, C) images decoded as predict decodes files, source shorter sides) of a folder or of
     the test split of an experiment YAML's data; ``NAME=PATH`` names the set."""
-    given, _, rest = spec.partition("=")
-    name, spec = (given, rest) if rest and re.fullmatch(r"[A-Za-z0-9._-]+", given) else ("", spec)
+    name, spec = _named(spec)
     path = Path(spec).expanduser()
     rng = np.random.default_rng(seed)
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
@@ -199,6 +202,12 @@ def _foreign_images(
     if not images:
         raise UserError(f"--ood {spec}: none of its {len(files)} image files could be read")
     return name or re.sub(r"[^A-Za-z0-9._-]+", "_", path.name) or "foreign", np.stack(images), sides
+
+
+def _named(spec: str) -> tuple[str, str]:
+    """NAME=PATH -> (NAME, PATH); a plain path -> ("", PATH)."""
+    given, _, rest = spec.partition("=")
+    return (given, rest) if rest and re.fullmatch(r"[A-Za-z0-9._-]+", given) else ("", spec)
 
 
 def _resized(image: np.ndarray, size: int, channels: int) -> np.ndarray:

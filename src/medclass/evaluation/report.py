@@ -456,7 +456,7 @@ def gate_section(run: RunDir, split: str, checkpoint: str) -> str:
     ]
     ood_json = run.ood_dir(split, checkpoint) / "ood.json"
     if not ood_json.is_file():
-        command = f"medclass evaluate {html.escape(str(run.path))} --ood FOLDER"
+        command = "medclass evaluate RUN --ood FOLDER"  # no absolute path: a report may be moved
         parts.append(f"<p>How well it flags foreign and degraded images: <code>{command}</code>.</p>")
         return "\n".join(parts)
     result = read_json(ood_json)

@@ -160,11 +160,15 @@ def _write(
     folder: Path, state: dict[str, torch.Tensor], manifest: dict[str, Any], gate: MahalanobisScore | None = None
 ) -> Path:
     """The weights and the gate's statistics (safetensors), then the manifest, each written atomically."""
+    _save_tensors(state, folder / WEIGHTS)
     if gate is not None:
-        _save_tensors(gate.state_dict(), folder / GATE_TENSORS)
+        try:
+            _save_tensors(gate.state_dict(), folder / GATE_TENSORS)
+        except OSError:  # a full disk: no half package (the manifest is not written either)
+            (folder / WEIGHTS).unlink(missing_ok=True)
+            raise
     else:
         (folder / GATE_TENSORS).unlink(missing_ok=True)
-    _save_tensors(state, folder / WEIGHTS)
     (folder / ONNX_FILE).unlink(missing_ok=True)  # made from the old weights: export it again
     atomic_write_json(folder / MANIFEST, manifest)  # last: a folder with a manifest is a complete package
     return folder
