@@ -60,12 +60,7 @@ def evaluate_ood(
             raise UserError(f"--ood {spec}: give a folder of images or an experiment YAML file (NAME=PATH names it)")
     run = RunDir.open(run_dir)
     run.check_format()
-    try:
-        stored = read_gate(run.gate_dir(checkpoint))
-    except ValueError as exc:
-        raise UserError(
-            f"{run.gate_dir(checkpoint)}: {exc}; fit it again with `medclass gate fit {run.path}`"
-        ) from None
+    stored = read_gate(run.gate_dir(checkpoint), run.path)
     if stored is None:
         raise UserError(f"{run.path} has no gate for its {checkpoint} checkpoint; fit one with `medclass gate fit`")
     score, gate = stored

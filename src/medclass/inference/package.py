@@ -467,12 +467,7 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "test_metrics": test,
     }
     folder = Path(out) if out is not None else run.package_dir(checkpoint)
-    try:
-        gate = read_gate(run.gate_dir(checkpoint))
-    except ValueError as exc:
-        raise ModelError(
-            f"{run.gate_dir(checkpoint)}: {exc}; fit it again with `medclass gate fit {run.path}`"
-        ) from None
+    gate = read_gate(run.gate_dir(checkpoint), run.path)
     return save_package(folder, module.net, config.model, data["task"], data["classes"], preprocessing,
                         calibration, source, gate)  # fmt: skip
 

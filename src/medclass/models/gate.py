@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medclass.errors import ModelError
 from medclass.io import read_json
 from medclass.models.classifier import Classifier
 
@@ -86,9 +87,14 @@ def load_score(path: str | Path) -> MahalanobisScore:
     return MahalanobisScore(means, precision, threshold)
 
 
-def read_gate(folder: Path) -> tuple[MahalanobisScore, dict[str, Any]] | None:
-    """A run's stored gate (its score and settings), or None when the folder holds none."""
+def read_gate(folder: Path, run_path: Path) -> tuple[MahalanobisScore, dict[str, Any]] | None:
+    """A run's stored gate (its score and settings), or None when the folder holds none.
+
+    A damaged gate is a ModelError that says how to fit it again for the run at run_path."""
     folder = Path(folder)
     if not (folder / GATE_SETTINGS).is_file():
         return None
-    return load_score(folder / GATE_TENSORS), read_json(folder / GATE_SETTINGS)
+    try:
+        return load_score(folder / GATE_TENSORS), read_json(folder / GATE_SETTINGS)
+    except ValueError as exc:
+        raise ModelError(f"{folder}: {exc}; fit it again with `medclass gate fit {run_path}`") from None
