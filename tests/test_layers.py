@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medclass"
 # Lowest first. Packages in one layer may not import each other; a module may import its own package freely.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"io", "registry", "tasks", "wording", "chatter", "environment"},  # foundations
+    {"io", "lazy", "registry", "tasks", "wording", "chatter", "environment"},  # foundations
     {"metrics"},  # the metric registry: the config validates monitor names against it
     {"config"},
     {"data", "models"},

@@ -83,8 +83,7 @@ def test_newer_run_format_is_refused_with_its_version(tmp_path: Path) -> None:
 
 def test_newer_checkpoint_and_package_formats_are_refused(breast_run, tmp_path: Path) -> None:
     from medclass.inference.package import PACKAGE_FORMAT_VERSION, load_package, package_from_run
-    from medclass.training.module import CHECKPOINT_FORMAT_VERSION
-    from medclass.training.restore import read_checkpoint
+    from medclass.training.network import CHECKPOINT_FORMAT_VERSION, read_checkpoint
 
     run = RunDir(breast_run.run_dir)
     checkpoint = read_checkpoint(run.checkpoint_path("best"))

@@ -12,9 +12,10 @@ The Python API mirrors the CLI::
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medclass.lazy import lazy_exports
 
 try:
     __version__ = version("medclass")
@@ -39,11 +40,7 @@ if TYPE_CHECKING:
     from medclass.experiments import resume_experiment, run_experiment
     from medclass.training import train
 
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'medclass' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _API)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import medclass.training.fit as fit
 from medclass.config import load_config
 from medclass.errors import TrainingDiverged
 from medclass.experiments import resume_experiment
-from medclass.training.restore import read_checkpoint
+from medclass.training.network import read_checkpoint
 
 
 class PoisonWeights(L.Callback):

@@ -19,7 +19,7 @@ from medclass.data.resident import ResidentBatches, augment_batch, use_resident
 from medclass.data.transforms import build_batch_augmentation
 from medclass.errors import ConfigError
 from medclass.training.fit import resolve_batch_size
-from medclass.training.restore import read_checkpoint
+from medclass.training.network import read_checkpoint
 
 CPU = torch.device("cpu")
 

@@ -3,6 +3,7 @@ experiment tracking (TensorBoard, MLflow, Weights & Biases)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -137,3 +138,11 @@ class TrackingConfig(StrictModel):
     wandb_mode: Literal["auto", "online", "offline"] = Field(
         "auto", description="auto: online when WANDB_API_KEY is set, else offline (sync later with `wandb sync`)."
     )
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: beside a SQLite store (<store folder>/mlartifacts), not
+    MLflow's default ./mlruns of whatever folder the command runs in; None (the server decides) otherwise."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None

@@ -40,7 +40,7 @@ from medclass.models.heads import build_head
 from medclass.models.hf_models import HFFeatures
 from medclass.run_dir import RunDir
 from medclass.tasks import TASKS, Task
-from medclass.training.restore import load_module
+from medclass.training.network import load_network
 
 PACKAGE_FORMAT = "medclass-model"
 PACKAGE_FORMAT_VERSION = 1
@@ -440,7 +440,7 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
     checkpoint_path = run.existing_checkpoint(checkpoint)
     config = run.load_config()
     data = run.read_data_summary()
-    module, info = load_module(config, data["task"], data["classes"], checkpoint_path)
+    module, info = load_network(config, data["task"], data["classes"], checkpoint_path)
     decode_size, resize = config.data.decoding()
     preprocessing = {
         "decode_size": decode_size,

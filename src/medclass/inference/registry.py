@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from medclass.config.reporting import artifact_location
 from medclass.errors import UserError
 from medclass.inference.package import package_from_run
 from medclass.run_dir import RunDir
-from medclass.training.tracking import artifact_location
 
 PACKAGE_ARTIFACT = "medclass-model"
 DEFAULT_STORE = Path("runs") / "mlflow.db"

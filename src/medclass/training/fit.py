@@ -32,7 +32,7 @@ from medclass.tasks import is_single_label
 from medclass.training.callbacks import GracefulStop
 from medclass.training.memory import auto_batch_size
 from medclass.training.module import ClassificationModule
-from medclass.training.restore import read_checkpoint
+from medclass.training.network import read_checkpoint
 from medclass.training.tracking import GuardedLogger, build_loggers
 from medclass.training.trainer import build_trainer, resolve_precision
 

@@ -8,33 +8,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchmetrics import CatMetric
 
 from medclass.config.schema import ExperimentConfig
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ConfigError
 from medclass.metrics import headline_metrics
-from medclass.models import Classifier, create_model, default_normalization
+from medclass.models import Classifier
 from medclass.tasks import Task, is_single_label, scores_from_logits
 from medclass.training.losses import ClassificationLoss
+from medclass.training.network import build_network
 from medclass.training.schedule import StagedLR, build_optimizer
-
-CHECKPOINT_FORMAT_VERSION = 2
-
-
-def resolve_normalization(config: ExperimentConfig, net: Classifier) -> tuple[Sequence[float], Sequence[float]]:
-    """data.mean/std when given, else what data.normalization names ("dataset" needs the statistics passed in)."""
-    data = config.data
-    if data.mean is not None and data.std is not None:
-        return data.mean, data.std
-    if data.normalization == "imagenet":
-        return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    if data.normalization == "half":
-        return (0.5,) * 3, (0.5,) * 3
-    if data.normalization == "dataset":
-        raise ValueError("data.normalization=dataset: pass the training split's statistics (medclass.data.stats)")
-    return default_normalization(net, config.model)
 
 
 class ClassificationModule(L.LightningModule):
@@ -92,28 +76,8 @@ class ClassificationModule(L.LightningModule):
 
         ``mean``/``std`` are the normalisation to use when already known (the dataset's own statistics, or a
         checkpoint's); otherwise they follow data.mean/std or data.normalization."""
-        # The initial weights come from the config's seed alone, whatever drew random numbers before (data
-        # loading, cache building, statistics), so a cold and a warm cache give the same model.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            net = create_model(config.model, num_classes=len(classes))
-        if mean is None or std is None:
-            mean, std = resolve_normalization(config, net)
-        if config.model.in_chans == 1 and len(mean) == 3:
-            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-        preprocess = BatchPreprocess(config.model.in_chans, config.data.input_size, mean, std)
-        metadata = {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "task": task,
-            "classes": list(classes),
-            "model": config.model.name,
-            "head": config.model.head.type,
-            "in_chans": config.model.in_chans,
-            "input_size": config.data.input_size,
-            "mean": [float(m) for m in mean],
-            "std": [float(s) for s in std],
-        }
-        return cls(net, preprocess, task, classes, config, class_counts, metadata)
+        network = build_network(config, task, classes, mean, std)
+        return cls(network.net, network.preprocess, task, classes, config, class_counts, network.metadata)
 
     def on_fit_start(self) -> None:
         """The GPU fast path: channels-last layout (what cuDNN's fastest convolution kernels read) and, when asked

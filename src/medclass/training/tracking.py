@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from medclass.chatter import third_party_wanted
 from medclass.config import ExperimentConfig, config_to_dict
+from medclass.config.reporting import artifact_location
 from medclass.run_dir import RunDir
 
 log = logging.getLogger("medclass")
@@ -106,14 +107,6 @@ def mlflow_tracking_uri(config: ExperimentConfig) -> str:
     if config.tracking.mlflow_tracking_uri:
         return config.tracking.mlflow_tracking_uri
     return f"sqlite:///{Path(config.output_dir).resolve() / 'mlflow.db'}"
-
-
-def artifact_location(uri: str) -> str | None:
-    """Where a new MLflow experiment keeps its artifacts: beside a SQLite store (<store folder>/mlartifacts), not
-    MLflow's default ./mlruns of whatever folder the command runs in; None (the server decides) otherwise."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    return None
 
 
 def _mlflow_logger(config: ExperimentConfig, run: RunDir, run_id: str | None) -> Logger | None:
