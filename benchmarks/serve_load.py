@@ -53,11 +53,11 @@ def tiny_model(out: Path) -> Path:
     return run_experiment(config).run_dir
 
 
-def start_server(model: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, *options: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     script = Path(sys.executable).with_name("medclass")
-    process = subprocess.Popen([str(script), "serve", str(model), "--port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen([str(script), "serve", str(model), "--port", str(port), *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -129,15 +129,58 @@ def direct_rate(model: Path, image_path: Path, seconds: float) -> float:
     return count / (time.perf_counter() - started)
 
 
+# Server settings compared by --compare: the service as it was (one image per pass) and with dynamic batching.
+# The queue is raised in all of them so that 32 clients are served rather than turned away with 503.
+SETTINGS = {
+    "one image per pass": ["--max-batch", "1", "--queue", "64"],
+    "batching": ["--queue", "64"],
+    "batching, 2 workers": ["--queue", "64", "--workers", "2"],
+}
+
+
+def compare(model: Path, image: bytes, clients: list[int], seconds: float) -> dict[str, dict[int, dict]]:
+    results: dict[str, dict[int, dict]] = {}
+    for name, options in SETTINGS.items():
+        process, url = start_server(model, *options)
+        try:
+            load(url, image, 2, 2.0)  # warm-up
+            results[name] = {n: load(url, image, n, seconds) for n in clients}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--compare", action="store_true", help="Batching against one image per pass, 8 and 32 clients.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures as JSON here.")
     args = parser.parse_args()
     data = Path(os.environ.get("MEDCLASS_DATA", REPO.parent / "shared" / "data"))
     image_path = sorted((data / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    if args.compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = args.model or tiny_model(Path(tmp))
+            results = compare(model, image_path.read_bytes(), [8, 32], args.seconds)
+        print(f"machine: {machine}; {args.seconds:g} s per setting and client count, image {image_path.name}")
+        print(f"{'setting':24s} {'clients':>7s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>6s}")
+        for name, by_clients in results.items():
+            for n, r in by_clients.items():
+                print(f"{name:24s} {n:7d} {r['requests_per_s']:7.1f} {r['latency_ms']['p50']:8.1f} "
+                      f"{r['latency_ms']['p99']:8.1f} {r['errors']:6d}")  # fmt: skip
+        for n in (8, 32):
+            base = results["one image per pass"][n]
+            for name in ("batching", "batching, 2 workers"):
+                r = results[name][n]
+                print(f"serve batching {r['requests_per_s'] / base['requests_per_s']:.1f}x ({name}, {n} clients; p99 "
+                      f"{r['latency_ms']['p99']:.0f} ms vs {base['latency_ms']['p99']:.0f} ms)")  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or tiny_model(Path(tmp))
         process, url = start_server(model)

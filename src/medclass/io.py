@@ -7,25 +7,35 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+@contextmanager
+def atomic_writer(path: str | Path, text: bool = False) -> Iterator[IO[Any]]:
+    """A file handle whose content replaces ``path`` only when the block ends without an exception (for results
+    written piece by piece, too large to hold in memory at once)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp: the file gets the user's usual permissions (umask), not 0600.
+    # open(..., "x") rather than mkstemp: the file gets the user's usual permissions (umask), not 0600.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
+        with open(tmp, "x", newline="", encoding="utf-8") if text else open(tmp, "xb") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_writer(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def give_usual_permissions(path: str | Path) -> Path:

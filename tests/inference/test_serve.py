@@ -21,7 +21,7 @@ ARTIFACTS = REPO / "test-artifacts"
 
 
 def test_health_and_model(server: str) -> None:
-    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
     model = httpx.get(f"{server}/model").json()
     assert model["classes"] == ["NORMAL", "PNEUMONIA"] and model["task"] == "binary"
     assert model["source"]["dataset"] == "chest_xray" and model["heatmaps"] is True

@@ -92,72 +92,170 @@ def predict(
     ] = "hirescam",
     gate: GateOption = "warn",
     tracking_uri: TrackingOption = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Score shard I of N only (a contiguous block of the sorted file list), e.g. 2/8; the tables of "
+            "all N shards join with `medclass merge-predictions`.  [default out: predictions-I-of-N.csv]"
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Go on with an unfinished CSV --out: the files it holds are not scored again."),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(min=0, max=32, help="Threads decoding the next batch while the model runs (0: none).")
+    ] = 2,
 ) -> None:
-    """Predict classes for new images; unreadable files are listed and the rest are still predicted."""
-    from medclass.inference.predictor import load_predictor, predict_files, write_predictions
+    """Predict classes for new images; unreadable files are listed and the rest are still predicted. A CSV grows
+    batch by batch: a stopped job goes on with --resume; --shard I/N splits an archive between N jobs."""
+    from medclass.inference.archive import PredictionTable, parse_shard, shard_files
+    from medclass.inference.predictor import (
+        PredictionResult,
+        collect_images,
+        iter_predictions,
+        load_predictor,
+        prediction_mode,
+        progress_tracker,
+        write_predictions,
+    )
     from medclass.tasks import is_single_label
 
+    index, count = parse_shard(shard) if shard is not None else (1, 1)
     default_out = out is None
-    out = Path("predictions.csv") if out is None else out
+    if out is None:
+        out = Path("predictions.csv" if shard is None else f"predictions-{index}-of-{count}.csv")
     if out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"--out {out}: give a .csv or .json file name")
+    if (shard is not None or resume) and out.suffix.lower() != ".csv":
+        raise UserError(f"--out {out}: --shard and --resume write a CSV that grows batch by batch; give a .csv name")
     predictor = load_predictor(model, tracking_uri)
     if heatmaps is not None:
         from medclass.inference.explain import why_no_heatmaps
 
         if why_no_heatmaps(predictor):
             raise UserError(f"--heatmaps: {why_no_heatmaps(predictor)}")
-    result = predict_files(predictor, inputs, batch_size, top_k, tta, calibrated, progress=True, gate=gate)
-    write_predictions(result, out, predictor.classes, is_single_label(predictor.task))
-    for p in result.predictions[:10]:
-        top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
-        flag = ""
-        if p.gate is not None and not p.gate["accepted"]:
-            flag = f" [bold red]{'refused' if gate == 'refuse' else 'flagged'}: {p.gate['reason']}[/]"
-        console.print(f"{p.file}: [bold]{'|'.join(p.predicted) or '-'}[/] ({top}){flag}", highlight=False,
-                      soft_wrap=True)  # fmt: skip
-    if len(result.predictions) > 10:
-        console.print(f"... and {len(result.predictions) - 10} more", highlight=False)
-    _gate_summary(result, gate)
-    if heatmaps is not None:
-        _write_heatmaps(predictor, result, heatmaps, method)
-    for item in result.unreadable:
-        err_console.print(f"[bold yellow]skipped:[/] {item['file']}: {item['reason']}", highlight=False, soft_wrap=True)
+    mode = prediction_mode(predictor, gate, calibrated)
+    single_label = is_single_label(predictor.task)
+    files, missing = collect_images(inputs)
+    todo = shard_files(files, index, count)
+    summary = _Summary(missing)
+    table = None
+    if out.suffix.lower() == ".csv":
+        k = max(1, min(top_k, len(predictor.classes)))
+        settings = {"calibrated": calibrated, "tta": tta, "gate": mode, "top_k": k}
+        table = PredictionTable.open(out, predictor, settings, files, (index, count), single_label, resume)
+        if table.done:
+            before = len(todo)
+            todo = [f for f in todo if str(f) not in table.done]
+            console.print(f"resuming {out}: {before - len(todo)} of {before} files done before, {len(todo)} to go",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+    result = PredictionResult([], list(missing), predictor.description, calibrated, tta, mode)
+    track = progress_tracker(len(todo))
+    for predictions, skipped in iter_predictions(predictor, todo, batch_size, top_k, tta, calibrated, mode, workers):
+        if table is not None:
+            table.append(predictions, skipped)
+        else:
+            result.predictions += predictions
+            result.unreadable += skipped
+        summary.add(predictions, skipped)
+        if heatmaps is not None:
+            _write_heatmaps(predictor, predictions, heatmaps, method, summary)
+        track(len(predictions) + len(skipped))
+    track(0, done=True)
+    if table is not None:
+        table.finish()
+    else:
+        write_predictions(result, out, predictor.classes, single_label)
+    summary.print(predictor.description, mode, gate, heatmaps, method)
     where = f"{out.resolve()} (the default; choose the file with --out)" if default_out else str(out)
-    console.print(f"{len(result.predictions)} image(s) predicted, {len(result.unreadable)} skipped: written to {where}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
-    if not result.predictions:
+    part = f" (shard {index}/{count}: {len(todo)} of {len(files)} files)" if shard is not None else ""
+    console.print(f"{summary.predicted} image(s) predicted, {len(summary.unreadable)} skipped{part}: written to "
+                  f"{where}", highlight=False, soft_wrap=True)  # fmt: skip
+    if not summary.predicted and not (table is not None and table.state["scored"]):
         raise UserError("no image could be read (see the skipped list above)")
 
 
-def _gate_summary(result, mode: str) -> None:
-    if result.gate == "none" and mode != "off":
-        err_console.print(f"[bold yellow]note:[/] {result.model} has no gate: the images were not checked "
-                          "(fit one with `medclass gate fit RUN`)", highlight=False, soft_wrap=True)  # fmt: skip
-        return
-    judged = [p.gate for p in result.predictions if p.gate is not None]
-    rejected = [g for g in judged if not g["accepted"]]
-    if judged:
-        reasons: dict[str, int] = {}
-        for g in rejected:
-            for reason in g["reason"].split("; "):
-                reasons[reason] = reasons.get(reason, 0) + 1
-        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        action = "given no class" if mode == "refuse" else "predicted but flagged"
-        console.print(f"gate: {len(judged) - len(rejected)} of {len(judged)} image(s) accepted"
-                      + (f"; {len(rejected)} {action} ({detail})" if rejected else ""),
-                      highlight=False, soft_wrap=True)  # fmt: skip
+class _Summary:
+    """What predict prints once the table is written: the first predictions, the gate's tally and the skipped
+    files (kept small: an archive's predictions stream to the table, not into memory)."""
+
+    def __init__(self, missing: list[dict[str, str]]) -> None:
+        self.first: list = []
+        self.predicted = 0
+        self.unreadable = list(missing)
+        self.judged = 0
+        self.reasons: dict[str, int] = {}
+        self.rejected = 0
+        self.drawn = 0
+        self.empty: list[tuple[str, str]] = []
+
+    def add(self, predictions: list, skipped: list[dict[str, str]]) -> None:
+        self.first += predictions[: 10 - len(self.first)]
+        self.predicted += len(predictions)
+        self.unreadable += skipped
+        for p in predictions:
+            if p.gate is None:
+                continue
+            self.judged += 1
+            if not p.gate["accepted"]:
+                self.rejected += 1
+                for reason in p.gate["reason"].split("; "):
+                    self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def print(self, model: str, mode: str, asked: str, heatmaps: Path | None, method: str) -> None:
+        for p in self.first:
+            top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
+            flag = ""
+            if p.gate is not None and not p.gate["accepted"]:
+                flag = f" [bold red]{'refused' if asked == 'refuse' else 'flagged'}: {p.gate['reason']}[/]"
+            console.print(f"{p.file}: [bold]{'|'.join(p.predicted) or '-'}[/] ({top}){flag}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
+        if self.predicted > len(self.first):
+            console.print(f"... and {self.predicted - len(self.first)} more", highlight=False)
+        if mode == "none" and asked != "off":
+            err_console.print(f"[bold yellow]note:[/] {model} has no gate: the images were not checked "
+                              "(fit one with `medclass gate fit RUN`)", highlight=False, soft_wrap=True)  # fmt: skip
+        elif self.judged:
+            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
+            action = "given no class" if asked == "refuse" else "predicted but flagged"
+            console.print(f"gate: {self.judged - self.rejected} of {self.judged} image(s) accepted"
+                          + (f"; {self.rejected} {action} ({detail})" if self.rejected else ""),
+                          highlight=False, soft_wrap=True)  # fmt: skip
+        if heatmaps is not None:
+            for file, note in self.empty:
+                err_console.print(f"[bold yellow]heatmap not drawn:[/] {file}: {note}", highlight=False,
+                                  soft_wrap=True)  # fmt: skip
+            console.print(f"heatmaps ({method}): {self.drawn} drawn, {len(self.empty)} without evidence: {heatmaps}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+        for item in self.unreadable:
+            err_console.print(f"[bold yellow]skipped:[/] {item['file']}: {item['reason']}", highlight=False,
+                              soft_wrap=True)  # fmt: skip
 
 
-def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
+@app.command("merge-predictions")
+@user_errors
+def merge_predictions(
+    parts: Annotated[list[Path], typer.Argument(help="The shards' tables (predict --shard I/N), in any order.")],
+    out: Annotated[Path, typer.Option(help="The merged table (.csv).")] = Path("predictions.csv"),
+) -> None:
+    """Join the tables of `medclass predict --shard I/N` into the one table a single process would have written;
+    refuses shards of different models, options or file lists, and names missing or unfinished ones."""
+    from medclass.inference.archive import merge_tables
+
+    merged = merge_tables(parts, out)
+    console.print(f"{merged['scored']} image(s) from {len(parts)} shard(s), {len(merged['unreadable'])} skipped: "
+                  f"written to {out}", highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def _write_heatmaps(predictor, predictions: list, folder: Path, method: str, summary: _Summary) -> None:
     from medclass.inference.explain import heatmaps as cam_maps
     from medclass.inference.explain import overlay, png_bytes
     from medclass.inference.predictor import decode
     from medclass.io import atomic_write_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
-    drawn, empty = 0, []
-    for p in result.predictions:
+    for p in predictions:
         if not p.top:  # refused by the gate
             continue
         image = decode(predictor, p.file)
@@ -165,14 +263,10 @@ def _write_heatmaps(predictor, result, folder: Path, method: str) -> None:
         cams = cam_maps(predictor.package, image[None], [predictor.classes.index(class_name)], method)
         note = cams.note(0, class_name)
         if note is not None:
-            empty.append((p.file, note))
+            summary.empty.append((p.file, note))
             continue
         atomic_write_bytes(folder / f"{Path(p.file).stem}_{method}.png", png_bytes(overlay(image, cams.maps[0])))
-        drawn += 1
-    for file, note in empty:
-        err_console.print(f"[bold yellow]heatmap not drawn:[/] {file}: {note}", highlight=False, soft_wrap=True)
-    console.print(f"heatmaps ({method}): {drawn} drawn, {len(empty)} without evidence: {folder}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        summary.drawn += 1
 
 
 @app.command()
@@ -206,9 +300,19 @@ def serve(
     ] = 10.0,
     gate: GateOption = "warn",
     tracking_uri: TrackingOption = None,
+    max_batch: Annotated[
+        int, typer.Option(min=1, max=256, help="Most images predicted in one pass (dynamic batching; 1: none).")
+    ] = 16,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, max=1000, help="How long the first image of a batch waits for others, in ms.")
+    ] = 2.0,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes, each with the model and its share of the cores.")
+    ] = 1,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a web page at /."""
     from medclass.inference.predictor import load_predictor
+    from medclass.inference.serve import Batching
     from medclass.inference.serve import serve as run_server
     from medclass.inference.service_limits import ServiceLimits
 
@@ -220,7 +324,11 @@ def serve(
     console.print(f"serving {predictor.description} on http://{host}:{port}/", highlight=False, soft_wrap=True)
     console.print(f"limits: {limits.describe()}", highlight=False, soft_wrap=True)
     console.print(f"gate: {gate}" if predictor.gate else "gate: none (the model has no gate)", highlight=False)
-    run_server(predictor, host, port, limits, gate)
+    batching = Batching(max_batch, batch_wait_ms / 1000)
+    console.print(f"batching: up to {max_batch} images per pass, waiting up to {batch_wait_ms:g} ms; "
+                  f"{workers} worker process(es)" + (" (the limits apply to each)" if workers > 1 else ""),
+                  highlight=False)  # fmt: skip
+    run_server(predictor, host, port, limits, gate, batching, workers, model, tracking_uri)
 
 
 @app.command()

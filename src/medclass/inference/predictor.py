@@ -7,6 +7,7 @@ import glob
 import json
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -230,6 +231,87 @@ def explain_decision(predictor: Predictor, row: np.ndarray, decided: str, calibr
             f"so the answer is {decided} although {top} is more probable ({row.max():.3f})")  # fmt: skip
 
 
+def prediction_mode(predictor: Predictor, gate: str, calibrated: bool) -> str:
+    """What ``gate`` means for this predictor: off, warn, refuse, or "none" when the model has no gate (a one-line
+    error for ``refuse`` then, and for ``calibrated`` without a calibration)."""
+    if calibrated and not predictor.calibration:
+        raise UserError(f"{predictor.description} has no calibration; evaluate its run first (medclass evaluate)")
+    gated = check_mode(gate, predictor.gate, predictor.description)
+    return gate if gated or gate == "off" else "none"
+
+
+def _decode_file(predictor: Predictor, path: Path, gated: bool) -> tuple[np.ndarray | None, int | None, str | None]:
+    """(uint8 (C, H, W) image, shorter side of the source when the gate needs it, None) or (None, None, reason)."""
+    try:
+        image = decode(predictor, path)
+        return image, (min(image_dimensions(path)) if gated else None), None
+    except DECODE_ERRORS as exc:
+        return None, None, f"{type(exc).__name__}: {exc}"[:300]
+
+
+def iter_predictions(
+    predictor: Predictor,
+    files: list[Path],
+    batch_size: int = 32,
+    top_k: int = 3,
+    tta: bool = False,
+    calibrated: bool = False,
+    mode: str = "warn",
+    workers: int = 2,
+) -> Iterator[tuple[list[Prediction], list[dict[str, str]]]]:
+    """(predictions, unreadable files) batch by batch, in the files' order; ``mode`` from :func:`prediction_mode`.
+
+    ``workers`` threads decode the next batch while the model runs on this one (PIL and the resize release the
+    GIL); 0 decodes in this thread. Nothing is kept between batches, so an archive of any size streams."""
+    gated = mode in ("warn", "refuse")
+    k = max(1, min(top_k, len(predictor.classes)))
+    batches = _batches(files, batch_size)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="medclass-decode") if workers > 0 else None
+
+    def start(batch: list[Path] | None) -> list[Any] | None:
+        if batch is None:
+            return None
+        if pool is None:
+            return [(path, _decode_file(predictor, path, gated)) for path in batch]
+        return [(path, pool.submit(_decode_file, predictor, path, gated)) for path in batch]
+
+    try:
+        pending = start(next(batches, None))
+        while pending is not None:
+            current, pending = pending, start(next(batches, None))  # the next batch decodes meanwhile
+            images, kept, sides, unreadable = [], [], [], []
+            for path, job in current:
+                image, side, error = job if pool is None else job.result()
+                if image is None:
+                    unreadable.append({"file": str(path), "reason": error})
+                else:
+                    images.append(image)
+                    sides.append(side)
+                    kept.append(path)
+            predictions: list[Prediction] = []
+            if images:
+                stacked = np.stack(images)
+                scores, ood = scored(predictor, stacked, tta, calibrated, ood=gated)
+                verdicts = judge(predictor.gate, stacked, ood, sides) if ood is not None else [None] * len(kept)
+                decided = decide(predictor, scores, calibrated)
+                for path, row, labels, verdict in zip(kept, scores, decided, verdicts, strict=True):
+                    order = np.argsort(-row)[:k]
+                    prediction = Prediction(
+                        file=str(path),
+                        predicted=labels,
+                        probabilities={c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
+                        top=[(predictor.classes[i], float(row[i])) for i in order],
+                        gate=None if verdict is None else verdict.as_dict(),
+                    )
+                    if verdict is not None and not verdict.accepted and mode == "refuse":
+                        prediction.predicted, prediction.probabilities, prediction.top = [], {}, []
+                    predictions.append(prediction)
+            yield predictions, unreadable
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def predict_files(
     predictor: Predictor,
     inputs: list[str],
@@ -239,51 +321,26 @@ def predict_files(
     calibrated: bool = False,
     progress: bool = False,
     gate: str = "warn",
+    workers: int = 2,
 ) -> PredictionResult:
     """Predict every image the inputs name; files that cannot be read are listed in ``unreadable``. With a gate
     (``warn``, ``refuse``), each prediction says whether the image was accepted; refused images get no class."""
-    if calibrated and not predictor.calibration:
-        raise UserError(f"{predictor.description} has no calibration; evaluate its run first (medclass evaluate)")
-    gated = check_mode(gate, predictor.gate, predictor.description)
+    mode = prediction_mode(predictor, gate, calibrated)
     files, unreadable = collect_images(inputs)
-    mode = gate if gated or gate == "off" else "none"
     result = PredictionResult([], unreadable, predictor.description, calibrated, tta, mode)
-    k = max(1, min(top_k, len(predictor.classes)))
-    track = _progress(len(files)) if progress else None
-    for batch in _batches(files, batch_size):
-        images, kept, sides = [], [], []
-        for path in batch:
-            try:
-                images.append(decode(predictor, path))
-                sides.append(min(image_dimensions(path)) if gated else None)
-                kept.append(path)
-            except DECODE_ERRORS as exc:
-                result.unreadable.append({"file": str(path), "reason": f"{type(exc).__name__}: {exc}"[:300]})
-        if images:
-            stacked = np.stack(images)
-            scores, ood = scored(predictor, stacked, tta, calibrated, ood=gated)
-            verdicts = judge(predictor.gate, stacked, ood, sides) if ood is not None else [None] * len(kept)
-            decided = decide(predictor, scores, calibrated)
-            for path, row, labels, verdict in zip(kept, scores, decided, verdicts, strict=True):
-                order = np.argsort(-row)[:k]
-                prediction = Prediction(
-                    file=str(path),
-                    predicted=labels,
-                    probabilities={c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
-                    top=[(predictor.classes[i], float(row[i])) for i in order],
-                    gate=None if verdict is None else verdict.as_dict(),
-                )
-                if verdict is not None and not verdict.accepted and gate == "refuse":
-                    prediction.predicted, prediction.probabilities, prediction.top = [], {}, []
-                result.predictions.append(prediction)
+    track = progress_tracker(len(files)) if progress else None
+    for predictions, skipped in iter_predictions(predictor, files, batch_size, top_k, tta, calibrated, mode, workers):
+        result.predictions += predictions
+        result.unreadable += skipped
         if track is not None:
-            track(len(batch))
+            track(len(predictions) + len(skipped))
     if track is not None:
         track(0, done=True)
     return result
 
 
-def _progress(total: int):
+def progress_tracker(total: int):
+    """advance(n, done=False): a transient progress bar on the terminal."""
     from rich.progress import Progress
 
     bar = Progress(transient=True)
@@ -296,6 +353,25 @@ def _progress(total: int):
             bar.stop()
 
     return advance
+
+
+def csv_header(classes: list[str], single_label: bool, k: int, gated: bool) -> list[str]:
+    """The prediction CSV's columns: file, the class (or labels), the gate's verdict, top-k, every probability."""
+    top_columns = [c for i in range(1, k + 1) for c in (f"top{i}", f"p_top{i}")]
+    gate_columns = ["accepted", "reason", "ood_score", "quality"] if gated else []
+    return ["file", "predicted" if single_label else "labels", *gate_columns, *top_columns,
+            *(f"p:{c}" for c in classes)]  # fmt: skip
+
+
+def csv_row(p: Prediction, classes: list[str], k: int, gated: bool) -> list[str]:
+    top = [v for name, prob in p.top for v in (name, f"{prob:.6f}")]
+    top += [""] * (2 * k - len(top))  # a refused image has no classes
+    gate = []
+    if gated and p.gate is not None:
+        gate = [str(p.gate["accepted"]).lower(), p.gate["reason"] or "", f"{p.gate['ood_score']:.6f}",
+                p.gate["quality"]["verdict"]]  # fmt: skip
+    probs = [f"{p.probabilities[c]:.6f}" if c in p.probabilities else "" for c in classes]
+    return [p.file, "|".join(p.predicted), *gate, *top, *probs]
 
 
 def write_predictions(result: PredictionResult, path: Path, classes: list[str], single_label: bool) -> Path:
@@ -320,20 +396,9 @@ def write_predictions(result: PredictionResult, path: Path, classes: list[str], 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     k = max((len(p.top) for p in result.predictions), default=0)
-    top_columns = [c for i in range(1, k + 1) for c in (f"top{i}", f"p_top{i}")]
     gated = any(p.gate is not None for p in result.predictions)
-    gate_columns = ["accepted", "reason", "ood_score", "quality"] if gated else []
-    writer.writerow(["file", "predicted" if single_label else "labels", *gate_columns, *top_columns,
-                     *(f"p:{c}" for c in classes)])  # fmt: skip
-    for p in result.predictions:
-        top = [v for name, prob in p.top for v in (name, f"{prob:.6f}")]
-        top += [""] * (2 * k - len(top))  # a refused image has no classes
-        gate = []
-        if gated and p.gate is not None:
-            gate = [str(p.gate["accepted"]).lower(), p.gate["reason"] or "", f"{p.gate['ood_score']:.6f}",
-                    p.gate["quality"]["verdict"]]  # fmt: skip
-        probs = [f"{p.probabilities[c]:.6f}" if c in p.probabilities else "" for c in classes]
-        writer.writerow([p.file, "|".join(p.predicted), *gate, *top, *probs])
+    writer.writerow(csv_header(classes, single_label, k, gated))
+    writer.writerows(csv_row(p, classes, k, gated) for p in result.predictions)
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -343,9 +408,14 @@ __all__ = [
     "Predictor",
     "TorchPredictor",
     "collect_images",
+    "csv_header",
+    "csv_row",
+    "iter_predictions",
     "decision_rule",
     "explain_decision",
     "load_predictor",
     "predict_files",
+    "prediction_mode",
+    "progress_tracker",
     "write_predictions",
 ]
