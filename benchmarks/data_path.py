@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 REPO = Path(__file__).resolve().parents[1]
 
 
-def medclass_loader(root: Path, size: int, workers: int, batch: int):
+def medclass_loader(root: Path, size: int, workers: int, batch: int, augmentation: str):
     from medclass.config import load_config
     from medclass.data import ClassificationDataModule, load_dataset
     from medclass.data.transforms import BatchPreprocess
@@ -33,7 +33,7 @@ def medclass_loader(root: Path, size: int, workers: int, batch: int):
     config = load_config(
         None,
         [f"data.input_size={size}", f"data.num_workers={workers}", f"data.batch_size={batch}",
-         "data.augmentation=light"],
+         f"data.augmentation={augmentation}"],
         experiment="bench", data={"source": "folder", "root": str(root)},
     )  # fmt: skip
     started = time.perf_counter()
@@ -42,9 +42,11 @@ def medclass_loader(root: Path, size: int, workers: int, batch: int):
     module = ClassificationDataModule(dataset, config.data, seed=0)
     preprocess = BatchPreprocess(dataset.channels, size, (0.5,) * dataset.channels, (0.5,) * dataset.channels)
 
+    loader = module.train_dataloader()  # once, as Lightning does: its workers persist between epochs
+
     def epoch() -> int:
         seen = 0
-        for batch_ in module.train_dataloader():
+        for batch_ in loader:
             images, labels = module.on_after_batch_transfer(batch_, 0)
             preprocess(images)
             seen += len(labels)
@@ -53,7 +55,7 @@ def medclass_loader(root: Path, size: int, workers: int, batch: int):
     return epoch, load_s, len(dataset.splits["train"]), dataset.channels
 
 
-def folder_loader(root: Path, size: int, workers: int, batch: int, channels: int, files: int):
+def folder_loader(root: Path, size: int, workers: int, batch: int, channels: int, files: int, augmentation: str):
     mode = "L" if channels == 1 else "RGB"
     folder = datasets.ImageFolder(
         str(root / "train") if (root / "train").is_dir() else str(root),
@@ -61,8 +63,9 @@ def folder_loader(root: Path, size: int, workers: int, batch: int, channels: int
         transform=v2.Compose([
             v2.PILToTensor(),
             v2.Resize((size, size), antialias=True),
-            v2.RandomHorizontalFlip(),  # what medclass's "light" preset does
-            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05)),
+            *([v2.RandomHorizontalFlip(),  # what medclass's "light" preset does
+               v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05))]
+              if augmentation == "light" else []),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize((0.5,) * channels, (0.5,) * channels),
         ]),
@@ -89,23 +92,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--augmentation", nargs="+", choices=["light", "none"], default=["light", "none"])
     args = parser.parse_args()
     data = Path(os.environ.get("MEDCLASS_DATA", REPO.parent / "shared" / "data"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.size} px, batch {args.batch_size}, augmentation light, "
+          f"{torch.get_num_threads()} threads; {args.size} px, batch {args.batch_size}, "
           f"best of {args.epochs} epochs")  # fmt: skip
-    for name in args.data:
-        for workers in args.workers:
-            ours, load_s, train_images, channels = medclass_loader(data / name, args.size, workers, args.batch_size)
-            theirs = folder_loader(data / name, args.size, workers, args.batch_size, channels, train_images)
-            rates = {"medclass": [], "folder": []}
-            for _ in range(args.epochs):
-                rates["medclass"].append(timed(ours))
-                rates["folder"].append(timed(theirs))
-            a, b = max(rates["medclass"]), max(rates["folder"])
-            print(f"{name}, {workers} workers: medclass {a:8.1f} images/s (dataset load/cache {load_s:.1f} s), "
-                  f"ImageFolder + PIL {b:7.1f} images/s ({train_images} training images)")  # fmt: skip
-            print(f"loader-only {a / b:.1f}x ({name}, {workers} workers)")
+    for augmentation in args.augmentation:
+        for name in args.data:
+            for workers in args.workers:
+                ours, load_s, n, channels = medclass_loader(data / name, args.size, workers, args.batch_size,
+                                                            augmentation)  # fmt: skip
+                theirs = folder_loader(data / name, args.size, workers, args.batch_size, channels, n, augmentation)
+                rates: dict[str, list[float]] = {"medclass": [], "folder": []}
+                for _ in range(args.epochs):
+                    rates["medclass"].append(timed(ours))
+                    rates["folder"].append(timed(theirs))
+                a, b = max(rates["medclass"]), max(rates["folder"])
+                where = f"{name}, {workers} workers, augmentation {augmentation}"
+                print(f"{where}: medclass {a:8.1f} images/s (dataset load/cache {load_s:.1f} s), ImageFolder + PIL "
+                      f"{b:7.1f} images/s ({n} training images)")  # fmt: skip
+                print(f"loader-only {a / b:.1f}x ({where})", flush=True)
 
 
 if __name__ == "__main__":

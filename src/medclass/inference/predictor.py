@@ -17,7 +17,7 @@ import torch
 
 from medclass.config.data import IMAGE_EXTENSIONS
 from medclass.data.files import is_image_file
-from medclass.data.images import DECODE_ERRORS, image_dimensions, load_image
+from medclass.data.images import DECODE_ERRORS, load_image_and_size
 from medclass.errors import ModelError, UserError
 from medclass.inference.gatekeeping import check_mode, judge
 from medclass.inference.onnx_export import OnnxPredictor
@@ -149,10 +149,18 @@ def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
 def decode(predictor: Predictor, source: Any, max_decode_bytes: int | None = None) -> np.ndarray:
     """One image (path or file object) as uint8 (C, H, W) at the predictor's decode size (refused from its header
     when decoding it would need more than ``max_decode_bytes``)."""
+    return decode_and_size(predictor, source, max_decode_bytes)[0]
+
+
+def decode_and_size(
+    predictor: Predictor, source: Any, max_decode_bytes: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode` and the source image's (width, height)."""
     pre = predictor.preprocessing
     frame = pre.get("dicom_frame", "middle")
-    array = load_image(source, pre["decode_size"], pre["resize"], pre["channels"], max_decode_bytes, frame)
-    return np.transpose(array, (2, 0, 1))
+    array, size = load_image_and_size(source, pre["decode_size"], pre["resize"], pre["channels"], max_decode_bytes,
+                                      frame)  # fmt: skip
+    return np.transpose(array, (2, 0, 1)), size
 
 
 def probabilities(predictor: Predictor, images: np.ndarray, tta: bool, calibrated: bool) -> np.ndarray:
@@ -243,8 +251,8 @@ def prediction_mode(predictor: Predictor, gate: str, calibrated: bool) -> str:
 def _decode_file(predictor: Predictor, path: Path, gated: bool) -> tuple[np.ndarray | None, int | None, str | None]:
     """(uint8 (C, H, W) image, shorter side of the source when the gate needs it, None) or (None, None, reason)."""
     try:
-        image = decode(predictor, path)
-        return image, (min(image_dimensions(path)) if gated else None), None
+        image, size = decode_and_size(predictor, path)
+        return image, (min(size) if gated else None), None
     except DECODE_ERRORS as exc:
         return None, None, f"{type(exc).__name__}: {exc}"[:300]
 
