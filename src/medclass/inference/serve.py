@@ -21,6 +21,7 @@ Heatmaps are drawn under the same lock as the batches (the model is shared; Grad
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -296,13 +297,19 @@ def warm_up(predictor: Predictor, gate_mode: str = "warn") -> None:
 SERVE_SETTINGS = "MEDCLASS_SERVE_SETTINGS"  # how `--workers N` hands each worker process what to serve
 
 
+@functools.cache
+def _worker_settings() -> dict[str, Any]:
+    """What ``serve(workers=N)`` handed this worker process, read once."""
+    return json.loads(os.environ[SERVE_SETTINGS])
+
+
 class WorkerH11Protocol(DeadlineH11Protocol):
     """The request-head deadline of a worker process of ``serve(workers=N)`` (uvicorn imports the protocol by
     name in each worker, so it cannot be a class made at run time)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.idle_timeout = float(json.loads(os.environ[SERVE_SETTINGS])["limits"]["idle_timeout"])
+        self.idle_timeout = float(_worker_settings()["limits"]["idle_timeout"])
 
 
 def app_from_environment():
@@ -310,7 +317,7 @@ def app_from_environment():
     CPU threads (N processes that each used every core would run several times slower each)."""
     import torch
 
-    settings = json.loads(os.environ[SERVE_SETTINGS])
+    settings = _worker_settings()
     torch.set_num_threads(settings["threads"])
     predictor = load_predictor(settings["model"], settings["tracking_uri"])
     warm_up(predictor, settings["gate"])
