@@ -11,7 +11,7 @@ export MEDCLASS_DATA ?= $(abspath ../shared/data)
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@# The web page's browser test drives Debian's chromium; install it when we can (root with apt).
 	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; } || \

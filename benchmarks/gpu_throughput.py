@@ -34,7 +34,8 @@ from medclass.data import ClassificationDataModule, load_dataset
 from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.run_dir import RunDir
 from medclass.training.fit import build_module
-from medclass.training.trainer import build_trainer, resolve_precision
+from medclass.training.hardware import resolve_precision
+from medclass.training.trainer import build_trainer
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.4,

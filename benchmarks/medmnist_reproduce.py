@@ -415,10 +415,13 @@ def markdown(rows: list[dict[str, Any]], command: str, data_dir: str, failures: 
         "which a row used) has the ImageNet stem (last feature map 1x1 at 28 px, about 16x fewer operations). "
         "A row whose model differs from its config's was trained before the config changed: add "
         "`model.name=<model>` to its command to train it as it was.",
-        "- Differences that remain: the paper's code keeps "
-        "`best_model = model`, a reference to the live model, so what it evaluates is in fact the last epoch; "
-        "medclass evaluates the best validation epoch, as the paper's text says. DermaMNIST here is the JPEG "
-        "re-encoding in the shared data (pixels differ slightly from the official npz the paper used).",
+        "- Differences that remain: the authors' script (github.com/MedMNIST/experiments, "
+        "`MedMNIST2D/train_and_eval_pytorch.py`) evaluates the best validation epoch too: since commit 8b0f553 "
+        "(2023-05-18) it keeps `deepcopy(model)` of that epoch (before it, `best_model = model` kept a reference to "
+        "the live model, so the last epoch was evaluated); checked against commit 70b6b3a (2024-07-11), the newest, "
+        "which `benchmarks/peers.py` runs beside medclass. It adds no augmentation and sets no seed. DermaMNIST "
+        "here is the JPEG re-encoding in the shared data (pixels differ slightly from the official npz the paper "
+        "used).",
         "- medclass recipe: the shipped `configs/<set>.yaml` (`configs/dermamnist_jpeg.yaml` for DermaMNIST) as "
         "they are, apart from an epoch cap; each config picks its best epoch on validation (`checkpoint.monitor`, "
         "the `monitor` column of the CSV).",

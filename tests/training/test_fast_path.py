@@ -113,3 +113,33 @@ def test_auto_batch_size_is_for_one_device(tmp_path: Path) -> None:
         resolve_batch_size(_quick(tmp_path, "data.batch_size=auto", "trainer.devices=2"), 546)
     fixed = _quick(tmp_path)
     assert resolve_batch_size(fixed, 546) == (fixed, None)
+
+
+def test_precision_and_layout_auto_follow_the_cpu_and_the_input_size() -> None:
+    from medclass.training.hardware import CPU_BF16_MIN_SIZE, cpu_has_bf16, resolve_channels_last, resolve_precision
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # torch's probe agrees with the kernel's flags
+        assert cpu_has_bf16() == bool({"avx512_bf16", "amx_bf16"} & set(cpuinfo.read_text().split()))
+    fast = cpu_has_bf16()
+    assert resolve_precision("auto", "cpu", CPU_BF16_MIN_SIZE) == ("bf16-mixed" if fast else "32-true")
+    assert resolve_precision("auto", "cpu", 28) == "32-true", "slower in bf16 at 28 px (cpu_defaults.md)"
+    assert resolve_precision("auto", "cpu") == "32-true", "evaluation and prediction stay 32-bit on a CPU"
+    assert (
+        resolve_precision("32-true", "cpu", 224) == "32-true" and resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    )
+    assert resolve_channels_last("auto", "cpu", 224) == fast and not resolve_channels_last("auto", "cpu", 28)
+    assert resolve_channels_last("auto", "cuda", 28) and not resolve_channels_last(False, "cuda", 224)
+
+
+def test_a_large_input_trains_on_the_cpu_fast_path_and_says_so(tmp_path: Path) -> None:
+    from medclass.training.hardware import cpu_has_bf16
+
+    result = run_experiment(_quick(tmp_path, "model.name=resnet10t", "data.input_size=128", "data.batch_size=16"))
+    status = json.loads((result.run_dir / "run.json").read_text())
+    fast = cpu_has_bf16()
+    assert (status["precision"], status["channels_last"]) == (("bf16-mixed", True) if fast else ("32-true", False))
+    state = read_checkpoint(result.run_dir / "checkpoints" / "best.ckpt")["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point()), "autocast keeps fp32 weights"
+    assert 0.0 < result.test.metrics["auc"] <= 1.0
+    assert all(np.isfinite(v) for v in result.test.metrics.values() if isinstance(v, float))

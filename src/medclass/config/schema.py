@@ -59,10 +59,14 @@ class TrainerConfig(StrictModel):
         "auto", description="Lightning strategy: auto, ddp, ddp_spawn, ... (multi-device and multi-node)."
     )
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "64-true"] = Field(
-        "auto", description="auto: bf16-mixed on GPUs that support it, else 16-mixed on GPUs, else 32-true."
+        "auto",
+        description="auto: bf16-mixed on GPUs that support it, else 16-mixed on GPUs; on CPUs 32-true, except "
+        "training at input_size >= 128 on a CPU with bf16 instructions (AVX512-BF16 or AMX): bf16-mixed.",
     )
     channels_last: Literal["auto"] | bool = Field(
-        "auto", description="Channels-last memory layout for the network and its inputs; auto: on GPUs."
+        "auto",
+        description="Channels-last memory layout for the network and its inputs; auto: on GPUs, and on CPUs where "
+        "precision auto chose bf16-mixed.",
     )
     compile: bool = Field(
         False, description="torch.compile the network (slow first steps, faster later ones; mostly GPUs)."

@@ -30,11 +30,12 @@ from medclass.models import check_model_name
 from medclass.run_dir import RunDir
 from medclass.tasks import is_single_label
 from medclass.training.callbacks import GracefulStop
+from medclass.training.hardware import resolve_precision
 from medclass.training.memory import auto_batch_size
 from medclass.training.module import ClassificationModule
 from medclass.training.network import read_checkpoint
 from medclass.training.tracking import GuardedLogger, build_loggers
-from medclass.training.trainer import build_trainer, resolve_precision
+from medclass.training.trainer import build_trainer
 
 log = logging.getLogger("medclass")
 RUN_DIR_ENV = "MEDCLASS_RUN_DIR"  # how processes launched for DDP find the run directory of rank 0
@@ -94,7 +95,7 @@ def resolve_batch_size(config: ExperimentConfig, n_train: int) -> tuple[Experime
             "data.batch_size auto is for single-device runs; give a number (`medclass memory` prints the largest "
             "that fits)"
         )
-    precision = resolve_precision(trainer.precision, accelerator)
+    precision = resolve_precision(trainer.precision, accelerator, config.data.input_size)
     size, estimate = auto_batch_size(
         config.model.name, config.data.input_size, precision, device, config.model.in_chans, n_train
     )

@@ -16,6 +16,7 @@ from medclass.errors import ConfigError
 from medclass.metrics import headline_metrics
 from medclass.models import Classifier
 from medclass.tasks import Task, is_single_label, scores_from_logits
+from medclass.training.hardware import resolve_channels_last
 from medclass.training.losses import ClassificationLoss
 from medclass.training.network import build_network
 from medclass.training.schedule import StagedLR, build_optimizer
@@ -80,12 +81,13 @@ class ClassificationModule(L.LightningModule):
         return cls(network.net, network.preprocess, task, classes, config, class_counts, network.metadata)
 
     def on_fit_start(self) -> None:
-        """The GPU fast path: channels-last layout (what cuDNN's fastest convolution kernels read) and, when asked
-        for, torch.compile. Both leave the weights' names and values as they are, so checkpoints do not change."""
+        """The fast path: channels-last layout (what cuDNN's and oneDNN's fastest convolution kernels read; see
+        training.hardware for when auto chooses it) and, when asked for, torch.compile. Both leave the weights'
+        names and values as they are, so checkpoints do not change."""
         trainer_config = self.config.trainer
-        channels_last = trainer_config.channels_last
-        if channels_last == "auto":
-            channels_last = self.device.type == "cuda"
+        channels_last = resolve_channels_last(
+            trainer_config.channels_last, self.device.type, self.config.data.input_size
+        )
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
             self._memory_format = torch.channels_last

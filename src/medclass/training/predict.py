@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 
 from medclass.config.schema import TrainerConfig
 from medclass.tasks import scores_from_logits
+from medclass.training.hardware import resolve_precision
 from medclass.training.module import ClassificationModule
-from medclass.training.trainer import resolve_precision
 
 
 def predict_scores(

@@ -4,7 +4,6 @@ experiment trackers and the distribution strategy (Lightning's DDP for several d
 from __future__ import annotations
 
 import lightning as L
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
@@ -24,15 +23,7 @@ from medclass.training.callbacks import (
     StageEarlyStopping,
 )
 from medclass.training.checkpoint_io import AtomicCheckpointIO
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """auto: bf16-mixed on GPUs that support it, 16-mixed on other GPUs, 32-true on CPUs."""
-    if precision != "auto":
-        return precision
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+from medclass.training.hardware import gpu_requested, resolve_channels_last, resolve_precision
 
 
 def _strategy(config: ExperimentConfig):
@@ -96,6 +87,10 @@ def build_trainer(
     bar = show_progress and Console().is_terminal
     callbacks.append(EpochBar(leave=True) if bar else EpochLines(monitor, mode))
     callbacks += extra_callbacks or []
+    precision = resolve_precision(trainer_config.precision, trainer_config.accelerator, config.data.input_size)
+    device_type = "cuda" if gpu_requested(trainer_config.accelerator) else "cpu"
+    channels_last = resolve_channels_last(trainer_config.channels_last, device_type, config.data.input_size)
+    run.update_status(precision=precision, channels_last=channels_last)  # what auto became on this machine
     try:
         return L.Trainer(
             default_root_dir=run.path,
@@ -104,7 +99,7 @@ def build_trainer(
             devices=trainer_config.devices,
             num_nodes=trainer_config.num_nodes,
             strategy=_strategy(config),
-            precision=resolve_precision(trainer_config.precision, trainer_config.accelerator),
+            precision=precision,
             gradient_clip_val=trainer_config.gradient_clip_val,
             deterministic=trainer_config.deterministic,
             limit_train_batches=trainer_config.limit_train_batches,
