@@ -354,7 +354,7 @@ def summarise(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
 
 def versions(checkout: Path | None) -> str:
     found = []
-    for package in ("medclass", "fastai", "torch", "timm", "lightning", "medmnist"):
+    for package in ("fastai", "medmnist"):  # medclass, torch, timm and lightning are in machine_line()
         try:
             found.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:

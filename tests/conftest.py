@@ -13,6 +13,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_data_path() -> Path:
     return Path(os.environ.get("MEDCLASS_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 

@@ -4,26 +4,15 @@ its rows and the count of paper figures it beats."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-
-
-def load_goal():
-    path = REPO_ROOT / "benchmarks" / "medmnist_goal.py"
-    spec = importlib.util.spec_from_file_location("medmnist_goal", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import REPO_ROOT, load_benchmark
 
 
 @pytest.mark.slow
 def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> None:
-    goal = load_goal()
+    goal = load_benchmark("medmnist_goal")
     quick = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "evaluation.bootstrap=0",
              "evaluation.report=false"]  # fmt: skip
     args = ["--set", "breastmnist", "--config", str(REPO_ROOT / "configs" / "breastmnist.yaml"), "--members", "2",
@@ -58,7 +47,7 @@ def test_an_ensemble_attempt_is_recorded_and_counted(tmp_path: Path, capsys) -> 
 def test_an_attempt_on_a_file_source(tmp_path: Path) -> None:
     """DermaMNIST's recipe reads the JPEG copy (a CSV source, which has no download switch): one seed of its tuned
     config, named after the config's path."""
-    goal = load_goal()
+    goal = load_benchmark("medmnist_goal")
     args = ["--set", "dermamnist", "--config", str(REPO_ROOT / "configs" / "tuned" / "dermamnist_jpeg.yaml"),
             "--seeds", "1", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "evaluation.bootstrap=0", "evaluation.report=false"]  # fmt: skip

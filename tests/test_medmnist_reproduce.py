@@ -4,27 +4,16 @@ the table it writes, and a set whose data is missing."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-
-
-def load_benchmark():
-    path = REPO_ROOT / "benchmarks" / "medmnist_reproduce.py"
-    spec = importlib.util.spec_from_file_location("medmnist_reproduce", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark()
+    return load_benchmark("medmnist_reproduce")
 
 
 def table_rows(markdown: str) -> list[list[str]]:

@@ -5,23 +5,16 @@ test image."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = REPO_ROOT / "benchmarks" / "peers.py"
-    spec = importlib.util.spec_from_file_location("peers", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("peers")
 
 
 @pytest.mark.unit
