@@ -30,7 +30,7 @@ from medclass.models import check_model_name
 from medclass.run_dir import RunDir
 from medclass.tasks import is_single_label
 from medclass.training.callbacks import GracefulStop
-from medclass.training.hardware import resolve_precision
+from medclass.training.hardware import gpu_requested, resolve_precision
 from medclass.training.memory import auto_batch_size
 from medclass.training.module import ClassificationModule
 from medclass.training.network import read_checkpoint
@@ -86,7 +86,7 @@ def resolve_batch_size(config: ExperimentConfig, n_train: int) -> tuple[Experime
         return config, None
     trainer = config.trainer
     accelerator = trainer.accelerator
-    device = "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    device = "cuda" if gpu_requested(accelerator) else "cpu"
     several = trainer.devices not in (1, "1") and not (
         trainer.devices == "auto" and (device == "cpu" or torch.cuda.device_count() == 1)
     )
