@@ -74,7 +74,8 @@ def medclass_loop(args: argparse.Namespace, dataset) -> float:
 def plain_loop(args: argparse.Namespace, dataset) -> float:
     torch.manual_seed(0)
     split = dataset.splits["train"]
-    images = torch.from_numpy(split.array()).permute(0, 3, 1, 2).contiguous()  # uint8 (N, C, H, W)
+    stored = split.array()  # uint8 (N, H, W, C), what the per-image augmentation takes
+    images = torch.from_numpy(stored).permute(0, 3, 1, 2).contiguous()  # uint8 (N, C, H, W)
     labels = torch.from_numpy(split.labels)
     # The strongest plain baseline: whole batches indexed out of the in-memory tensor (no per-sample collation).
     order = torch.randperm(len(labels))
@@ -83,7 +84,7 @@ def plain_loop(args: argparse.Namespace, dataset) -> float:
     if augment is None:
         loader = ((images[i], labels[i]) for i in batches)
     else:
-        loader = ((torch.stack([augment(images[j]) for j in i]), labels[i]) for i in batches)
+        loader = ((torch.stack([augment(stored[j]) for j in i]), labels[i]) for i in batches)
     model = timm.create_model(args.model, num_classes=len(dataset.classes), in_chans=images.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -133,9 +133,10 @@ class LabelledImages:
 
 class ArrayDataset(Dataset):
     """Serves (uint8 CHW tensor, label) pairs from an :class:`ImageSplit`; ``transform`` (training augmentation)
-    acts on each uint8 tensor. Conversion to float, resizing and normalisation happen later on whole batches."""
+    takes each stored uint8 (H, W, C) image (read-only; it must not write to it) and returns a fresh uint8 CHW
+    tensor. Conversion to float, resizing and normalisation happen later on whole batches."""
 
-    def __init__(self, split: ImageSplit, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(self, split: ImageSplit, transform: Callable[[np.ndarray], torch.Tensor] | None = None) -> None:
         self.images = split.images
         self.rows = split.rows
         self.labels = torch.from_numpy(np.asarray(split.labels))
@@ -149,12 +150,14 @@ class ArrayDataset(Dataset):
         alone, not on what else drew random numbers before."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = index if self.rows is None else int(self.rows[index])
-        image = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)  # a copy: stores may be read-only
-        if self.transform is not None:
-            if seed is None:
-                image = self.transform(image)
-            else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    image = self.transform(image)
+        if self.transform is None:
+            image = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)  # a copy: stores may be read-only
+        elif seed is None:
+            image = self.transform(np.asarray(self.images[row]))
+        else:
+            with torch.random.fork_rng(devices=[]):
+                # The CPU generator alone: torch.manual_seed also queues a CUDA seeding with a formatted stack trace
+                # (torch.cuda._lazy_call), which took 3x as long as the 224 px augmentation itself.
+                torch.default_generator.manual_seed(seed)
+                image = self.transform(np.asarray(self.images[row]))
         return image, self.labels[index]
