@@ -80,6 +80,36 @@ def test_quality_measures_follow_their_formulas() -> None:
     assert {"over-exposed", "too bright", "too small"} <= set(found[2])
 
 
+def test_quality_measures_equal_the_float64_convolutions(xray: Path) -> None:
+    """The integer implementation against the textbook definitions (scipy, float64) on real RGB chest X-rays of an
+    odd, non-square size, and on grey images; tiny images give zeros, never NaN."""
+    from PIL import Image
+    from scipy.ndimage import correlate
+
+    rgb = np.asarray(Image.open(xray).convert("RGB").resize((71, 53)))
+    batch = np.stack([rgb, rgb[::-1, ::-1], np.clip(rgb.astype(int) * 3, 0, 255).astype(np.uint8)]).transpose(
+        0, 3, 1, 2
+    )
+    for images in (batch, batch[:, :1]):
+        measured = measure(images)
+        for i, image in enumerate(images):
+            grey = image.astype(np.float64).mean(axis=0)
+            laplacian = correlate(grey, [[0, 1, 0], [1, -4, 1], [0, 1, 0]])[1:-1, 1:-1]
+            immerkaer = correlate(grey, [[1, -2, 1], [-2, 4, -2], [1, -2, 1]])[1:-1, 1:-1]
+            expected = {
+                "sharpness": laplacian.var(ddof=1),
+                "noise": np.abs(immerkaer).sum() * np.sqrt(np.pi / 2) / (6 * 69 * 51),
+                "brightness": grey.mean(),
+                "contrast": grey.std(ddof=1),
+                "saturated": (grey >= 250).mean(),
+            }
+            for name, value in expected.items():
+                assert measured[name][i] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, i)
+    assert measure(batch)["saturated"][2] > 0.01, "the brightened copy clips"
+    tiny = measure(np.full((2, 3, 1, 1), 7, np.uint8))
+    assert all(np.isfinite(v).all() for v in tiny.values()) and tiny["brightness"][0] == 7
+
+
 def test_a_chest_model_flags_brain_mri_dermamnist_and_degraded_images(chest_gate_run: Path, data_dir: Path) -> None:
     gate = json.loads((chest_gate_run / "gate" / "gate.json").read_text())
     assert gate["detector"] == "mahalanobis" and gate["accept"] == 0.95

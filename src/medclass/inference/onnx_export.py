@@ -85,8 +85,13 @@ class OnnxPredictor(ManifestView):
 
         if not Path(path).is_file():
             raise ModelError(f"{path} does not exist: export one with `medclass export RUN_DIR --onnx`")
+        options = ort.SessionOptions()
+        # onnxruntime's threads spin between runs by default, taking the cores from the threads that decode the
+        # next batch meanwhile (and from a service's other requests): predict with 2 decode threads went from 486 to
+        # 515 images/s (median of 4) on this project's 2-core CPU with spinning off.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
+            session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
         except Exception as exc:  # onnxruntime raises its own untyped errors for files that are not models
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise ModelError(f"{path} is not a valid ONNX model ({first})") from None
