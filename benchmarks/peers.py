@@ -9,7 +9,9 @@ this repository).
         [--out DIR] [--work DIR] [--fresh]
 
 Per set, every tool trains for the same number of epochs (the medclass recipe's, or ``--epochs``), once per seed,
-and its best-validation model is scored on the held-out test split:
+and its best-validation model is scored on the held-out test split. A peer far slower per epoch can instead be given
+a CPU-time budget: run it alone with fewer ``--epochs``; its ratio line then ends in ``epochs 15/1`` (medclass's /
+the peer's).
 
 - medclass: the recipe it ships for the set (``configs/tuned/<set>.yaml`` where tuning shipped one, else
   ``configs/<set>.yaml``), run as ``medclass train`` runs it (training, then the gate, the test evaluation with
@@ -327,7 +329,7 @@ def summarise(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
         for r in runs:
             if r.set == name:
                 by_tool.setdefault(r.tool, []).append(r)
-        means, notes = {}, {}
+        means, notes, epochs = {}, {}, {}
         for tool, tool_runs in by_tool.items():
             done = [r for r in tool_runs if r.status == "ok"]
             not_done = sorted({r.status for r in tool_runs if r.status != "ok"})
@@ -337,7 +339,7 @@ def summarise(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
                    "wall_s": f"{statistics.mean(r.wall_s for r in done):.0f}" if done else "-",
                    "note": "; ".join(not_done)}  # fmt: skip
             table.append(row)
-            notes[tool] = row["note"]
+            notes[tool], epochs[tool] = row["note"], row["epochs"]
             if done:
                 means[tool] = [statistics.mean(getattr(r, k) for r in done) for k in ("test_auc", "test_acc", "cpu_s")]
         for tool in by_tool:
@@ -347,8 +349,10 @@ def summarise(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
                 lines.append(f"peers {name}: medclass/{tool} not measured ({notes[tool] or 'no run'})")
                 continue
             ours, theirs = means["medclass"], means[tool]
+            # a peer given other epochs (a CPU-time budget instead of the same epochs) says so on its line
+            budget = f", epochs {epochs['medclass']}/{epochs[tool]}" if epochs["medclass"] != epochs[tool] else ""
             lines.append(f"peers {name}: medclass/{tool} AUC {ours[0] / theirs[0]:.2f}, ACC {ours[1] / theirs[1]:.2f}, "
-                         f"CPU {ours[2] / theirs[2]:.2f}")  # fmt: skip
+                         f"CPU {ours[2] / theirs[2]:.2f}{budget}")  # fmt: skip
     return table, lines
 
 

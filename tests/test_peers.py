@@ -25,13 +25,16 @@ def test_ratio_lines_are_ratios_of_the_means(bench) -> None:
         bench.Run("s", "fastai", 1, 2, test_auc=0.85, test_acc=0.50, cpu_s=400.0, wall_s=1.0),
         bench.Run("s", "fastai", 2, 2, status="failed: out of memory"),
         bench.Run("s", "medmnist-authors", 1, 2, status="skipped: no --medmnist-experiments checkout given"),
+        bench.Run("t", "medclass", 1, 15, test_auc=0.99, test_acc=0.90, cpu_s=700.0, wall_s=1.0),
+        bench.Run("t", "medmnist-authors", 1, 1, test_auc=0.90, test_acc=0.75, cpu_s=500.0, wall_s=1.0),
     ]
     table, lines = bench.summarise(runs)
     assert lines == [
         "peers s: medclass/fastai AUC 1.00, ACC 1.60, CPU 0.50",
         "peers s: medclass/medmnist-authors not measured (skipped: no --medmnist-experiments checkout given)",
+        "peers t: medclass/medmnist-authors AUC 1.10, ACC 1.20, CPU 1.40, epochs 15/1",  # a CPU-time budget
     ]
-    rows = {row["tool"]: row for row in table}
+    rows = {row["tool"]: row for row in table if row["set"] == "s"}
     assert rows["medclass"]["auc"] == "0.850 +- 0.071" and rows["medclass"]["runs"] == "2/2"
     assert rows["fastai"]["runs"] == "1/2" and rows["fastai"]["note"] == "failed: out of memory"
     with pytest.raises(Exception, match="unknown set"):
