@@ -150,14 +150,13 @@ class ArrayDataset(Dataset):
         alone, not on what else drew random numbers before."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = index if self.rows is None else int(self.rows[index])
+        stored = np.asarray(self.images[row])
         if self.transform is None:
-            image = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)  # a copy: stores may be read-only
-        elif seed is None:
-            image = self.transform(np.asarray(self.images[row]))
-        else:
-            with torch.random.fork_rng(devices=[]):
-                # The CPU generator alone: torch.manual_seed also queues a CUDA seeding with a formatted stack trace
-                # (torch.cuda._lazy_call), which took 3x as long as the 224 px augmentation itself.
-                torch.default_generator.manual_seed(seed)
-                image = self.transform(np.asarray(self.images[row]))
-        return image, self.labels[index]
+            return torch.from_numpy(stored.copy()).permute(2, 0, 1), self.labels[index]  # stores may be read-only
+        if seed is None:
+            return self.transform(stored), self.labels[index]
+        with torch.random.fork_rng(devices=[]):
+            # The CPU generator alone: torch.manual_seed also queues a CUDA seeding with a formatted stack trace
+            # (torch.cuda._lazy_call), which took 3x as long as the 224 px augmentation itself.
+            torch.default_generator.manual_seed(seed)
+            return self.transform(stored), self.labels[index]
