@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/medclass train -c configs/breastmnist.yaml
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -36,6 +36,15 @@ def shared_data_dir() -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (make test runs one worker per core), each worker and every process it starts gets its
+    share of the cores: torch processes that each use every core run several times slower each, not 2x."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+
+
 # What a test does, read from its own code and fixtures, marks its tier (see pyproject.toml's markers).
 SUBPROCESS = re.compile(r"\bmedclass\(|\b_cli\(|\bsubprocess\.|start_server\(")
 BROWSER = re.compile(r"sync_playwright|chromium")

@@ -10,6 +10,7 @@ input tried and the message it got are written to test-artifacts/fault_suite.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import resource
@@ -236,6 +237,22 @@ def _error_line(result) -> str:
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, output
     return errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was(monkeypatch: pytest.MonkeyPatch):
+    """An in-process command configures logging for the whole process, as a real command does for its own: put it
+    back, so later tests in this process (W&B's and transformers' quiet mode read the root level) are unaffected."""
+    current = os.environ.get("MLFLOW_LOGGING_LEVEL")  # a command sets it when unset: registered to be undone
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", current or "")
+    if current is None:
+        monkeypatch.delenv("MLFLOW_LOGGING_LEVEL")
+    loggers = [logging.getLogger(), logging.getLogger("medclass")]
+    saved = [(logger, logger.level, logger.handlers[:]) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 @pytest.mark.parametrize(("case", "command", "fragment"), CASES, ids=[c[0] for c in CASES])
