@@ -1,8 +1,11 @@
 """The data path alone: training images/s delivered to the loop (no model) by medclass (its decoded-image cache,
 the DataModule's training loader, the same augmentation, then the batch preprocessing to normalised floats) against
-torchvision ImageFolder + PIL + the same torchvision transforms, at 224 px, for each number of loader workers.
+torchvision ImageFolder + PIL + the same torchvision transforms, at 224 px, for each number of loader workers. Both
+deliver what a model with --in-chans input channels takes (3, the default of medclass and of pretrained models:
+ImageFolder's own loader, RGB; 1: both read grey).
 
     python benchmarks/data_path.py [--data brain_mri_4class chest_xray] [--workers 0 2] [--size 224] [--epochs 2]
+                                   [--in-chans 3]
 
 Both sides run alternately in one process; each figure is the best of --epochs passes over the training split.
 The cache is built once before the timing (its cost is printed: a first run pays it, later runs and every later
@@ -25,7 +28,7 @@ from torchvision.transforms import v2
 REPO = Path(__file__).resolve().parents[1]
 
 
-def medclass_loader(root: Path, size: int, workers: int, batch: int, augmentation: str):
+def medclass_loader(root: Path, size: int, workers: int, batch: int, augmentation: str, in_chans: int):
     from medclass.config import load_config
     from medclass.data import ClassificationDataModule, load_dataset
     from medclass.data.transforms import BatchPreprocess
@@ -40,7 +43,7 @@ def medclass_loader(root: Path, size: int, workers: int, batch: int, augmentatio
     dataset = load_dataset(config.data)  # builds (or reads) the cache
     load_s = time.perf_counter() - started
     module = ClassificationDataModule(dataset, config.data, seed=0)
-    preprocess = BatchPreprocess(dataset.channels, size, (0.5,) * dataset.channels, (0.5,) * dataset.channels)
+    preprocess = BatchPreprocess(in_chans, size, (0.5,) * in_chans, (0.5,) * in_chans)
 
     loader = module.train_dataloader()  # once, as Lightning does: its workers persist between epochs
 
@@ -56,10 +59,9 @@ def medclass_loader(root: Path, size: int, workers: int, batch: int, augmentatio
 
 
 def folder_loader(root: Path, size: int, workers: int, batch: int, channels: int, files: int, augmentation: str):
-    mode = "L" if channels == 1 else "RGB"
     folder = datasets.ImageFolder(
         str(root / "train") if (root / "train").is_dir() else str(root),
-        loader=lambda path: datasets.folder.pil_loader(path).convert(mode),
+        **({"loader": lambda path: datasets.folder.pil_loader(path).convert("L")} if channels == 1 else {}),
         transform=v2.Compose([
             v2.PILToTensor(),
             v2.Resize((size, size), antialias=True),
@@ -93,24 +95,26 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--augmentation", nargs="+", choices=["light", "none"], default=["light", "none"])
+    parser.add_argument("--in-chans", type=int, choices=[1, 3], default=3, help="channels the model takes")
     args = parser.parse_args()
     data = Path(os.environ.get("MEDCLASS_DATA", REPO.parent / "shared" / "data"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {args.size} px, batch {args.batch_size}, "
-          f"best of {args.epochs} epochs")  # fmt: skip
+          f"best of {args.epochs} epochs, {args.in_chans}-channel model input")  # fmt: skip
     for augmentation in args.augmentation:
         for name in args.data:
             for workers in args.workers:
-                ours, load_s, n, channels = medclass_loader(data / name, args.size, workers, args.batch_size,
-                                                            augmentation)  # fmt: skip
-                theirs = folder_loader(data / name, args.size, workers, args.batch_size, channels, n, augmentation)
+                ours, load_s, n, stored = medclass_loader(data / name, args.size, workers, args.batch_size,
+                                                          augmentation, args.in_chans)  # fmt: skip
+                theirs = folder_loader(data / name, args.size, workers, args.batch_size, args.in_chans, n, augmentation)
                 rates: dict[str, list[float]] = {"medclass": [], "folder": []}
                 for _ in range(args.epochs):
                     rates["medclass"].append(timed(ours))
                     rates["folder"].append(timed(theirs))
                 a, b = max(rates["medclass"]), max(rates["folder"])
                 where = f"{name}, {workers} workers, augmentation {augmentation}"
-                print(f"{where}: medclass {a:8.1f} images/s (dataset load/cache {load_s:.1f} s), ImageFolder + PIL "
+                print(f"{where}: medclass {a:8.1f} images/s ({stored}-channel cache, load {load_s:.1f} s), "
+                      f"ImageFolder + PIL "
                       f"{b:7.1f} images/s ({n} training images)")  # fmt: skip
                 print(f"loader-only {a / b:.1f}x ({where})", flush=True)
 

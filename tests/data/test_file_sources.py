@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import folder_config
 from PIL import Image
 
@@ -55,7 +56,7 @@ def test_pre_split_folder_keeps_test_and_carves_val(data_dir: Path) -> None:
     assert np.bincount(test.labels).tolist() == [234, 390]
     assert len(dataset.splits["train"]) + len(dataset.splits["val"]) == 1341 + 3875
     assert all(f.startswith("train/") for f in dataset.splits["val"].files)
-    assert dataset.channels == 3
+    assert dataset.channels == 1, "RGB JPEGs, but R = G = B in every one: stored as grey"
 
 
 def test_csv_with_split_in_the_file_name(data_dir: Path) -> None:
@@ -93,6 +94,34 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, mri_copy: Path) -> None
     Image.new("L", (40, 40), 200).save(paths[0])  # a changed file means a new cache entry
     third = decode_images(paths, 32, "squash", "auto", tmp_path / "cache")
     assert not third.from_cache and third.images[0].mean() == pytest.approx(200, abs=1)
+
+
+def test_colour_files_with_grey_content_are_stored_grey(tmp_path: Path, data_dir: Path) -> None:
+    """The chest X-rays are RGB JPEGs with R = G = B: auto stores them as one channel, the pixels channels=1 gives,
+    and the model gets exactly the batch the three channels gave. One colour image among them (last, so the grey
+    rows are already stored) makes all 3 channels again, the grey rows repeated exactly."""
+    from medclass.data.cache import choose_channels
+    from medclass.data.transforms import BatchPreprocess
+
+    xrays = sorted((data_dir / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[:6]
+    colour = data_dir / "dermamnist_jpeg28" / "images" / "DermaMNIST_train_00000.jpg"
+    assert choose_channels(xrays) == 3, "their headers say RGB"
+    preprocess = BatchPreprocess(3, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+    def model_input(images: np.ndarray) -> torch.Tensor:
+        return preprocess(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2))
+
+    for cache in (tmp_path / "cache", None):
+        grey = decode_images(xrays, 32, "squash", "auto", cache)
+        assert grey.images.shape == (6, 32, 32, 1)
+        assert np.array_equal(grey.images, decode_images(xrays, 32, "squash", 1, cache).images)
+        as_rgb = decode_images(xrays, 32, "squash", 3, cache).images
+        assert torch.equal(model_input(grey.images), model_input(as_rgb))
+        mixed = decode_images([*xrays, colour], 32, "squash", "auto", cache)
+        assert mixed.images.shape == (7, 32, 32, 3)
+        assert np.array_equal(mixed.images[:6], as_rgb)
+        assert np.array_equal(mixed.images[6], decode_images([colour], 32, "squash", 3, None).images[0])
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["images"] * 8, "no temporary left"
 
 
 def _damage(folder: Path) -> dict[str, str]:

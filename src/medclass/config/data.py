@@ -214,7 +214,8 @@ class FileSourceFields(LoaderFields):
         description="How images become input_size x input_size: squash (ignore aspect), crop (centre), pad (black).",
     )
     channels: Literal["auto", 1, 3] = Field(
-        "auto", description="Stored channels; auto: 1 when every image is grey, else 3."
+        "auto",
+        description="Stored channels; auto: 1 when every image is grey (by its mode, or RGB with R = G = B), else 3.",
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     strict: bool = Field(False, description="Stop at the first unreadable or missing image instead of skipping it.")

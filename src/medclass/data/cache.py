@@ -74,6 +74,47 @@ def _workers(n_images: int) -> int:
     return 0 if n_images < 256 else min(8, os.cpu_count() or 1)
 
 
+def _is_grey(array: np.ndarray) -> bool:
+    """R = G = B in every pixel of a (H, W, 3) image."""
+    return np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2])
+
+
+class _Store:
+    """The decoded images, (N, size, size, C) uint8: a temporary memory-mapped .npy beside the cache (renamed into
+    place by :meth:`save`) or, without a cache, an array in memory. :meth:`widen` turns 1 stored channel into 3."""
+
+    def __init__(self, n: int, size: int, channels: int, cache_dir: Path | None, key: str) -> None:
+        self.cache_dir, self.key, self.tmp_path = cache_dir, key, None
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        self.images = self._allocate((n, size, size, channels))
+
+    def _allocate(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.cache_dir is None:
+            return np.zeros(shape, dtype=np.uint8)
+        self.tmp_path = self.cache_dir / f".images-{self.key}.{os.getpid()}.{shape[-1]}.tmp.npy"
+        return np.lib.format.open_memmap(self.tmp_path, mode="w+", dtype=np.uint8, shape=shape)
+
+    def widen(self) -> None:
+        """Grey rows so far are repeated to 3 channels (exact: they were R = G = B)."""
+        old, old_path = self.images, self.tmp_path
+        self.images = self._allocate((*old.shape[:-1], 3))
+        self.images[...] = old
+        del old
+        if old_path is not None:
+            old_path.unlink()
+
+    def save(self, path: Path) -> None:
+        self.images.flush()
+        self.channels = self.images.shape[-1]
+        del self.images  # the map closes before the file is renamed
+        os.replace(self.tmp_path, path)
+
+    def discard(self) -> None:
+        if self.tmp_path is not None and self.tmp_path.exists():
+            self.tmp_path.unlink()
+
+
 def choose_channels(paths: list[Path]) -> int:
     """1 when every readable file is grey (by its header), else 3."""
     for path in paths:
@@ -95,6 +136,8 @@ def decode_images(
 ) -> DecodedImages:
     """Decode ``paths`` to (N, size, size, C); read from / write to ``cache_dir`` unless it is None."""
     settings = {"size": size, "resize": resize, "channels": channels}
+    if channels == "auto":  # auto now also finds grey content in colour files: older auto caches are not reused
+        settings["auto"] = "content"
     if dicom_frame != "middle":  # the default leaves the keys of caches made before DICOM was read unchanged
         settings["dicom_frame"] = dicom_frame
     key = files_fingerprint(paths, settings)
@@ -108,14 +151,10 @@ def decode_images(
                 return DecodedImages(images, failures, from_cache=True, path=array_path)
 
     n_channels = choose_channels(paths) if channels == "auto" else int(channels)
-    shape = (len(paths), size, size, n_channels)
-    tmp_path = None
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp_path = cache_dir / f".images-{key}.{os.getpid()}.tmp.npy"
-        images = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=shape)
-    else:
-        images = np.zeros(shape, dtype=np.uint8)
+    # auto with colour headers: decode in colour but store one channel while every image so far is grey in content
+    # (X-rays are often saved as RGB with R = G = B): the model gets the same input from a third of the bytes.
+    grey_content = channels == "auto" and n_channels == 3
+    store = _Store(len(paths), size, 1 if grey_content else n_channels, cache_dir, key)
     failures: dict[int, str] = {}
     # A DataLoader draws its workers' base seed from the global generator unless it has its own: decoding must
     # not shift what the model's initialisation draws next (a cold cache would otherwise give another model).
@@ -127,18 +166,18 @@ def decode_images(
         for index, array, error in loader:
             if error is not None:
                 failures[index] = error
-            else:
-                images[index] = array
-        if tmp_path is None:
-            return DecodedImages(images, failures, from_cache=False, path=None)
-        images.flush()
-        del images
-        os.replace(tmp_path, array_path)
+                continue
+            if grey_content and not _is_grey(array):
+                grey_content = False
+                store.widen()
+            store.images[index] = array[..., :1] if grey_content else array
+        if cache_dir is None:
+            return DecodedImages(store.images, failures, from_cache=False, path=None)
+        store.save(array_path)
     finally:
-        if tmp_path is not None and tmp_path.exists():
-            tmp_path.unlink()
+        store.discard()
     atomic_write_json(meta_path, {"version": CACHE_FORMAT_VERSION, "settings": settings, "n": len(paths),
-                                  "channels": n_channels, "failures": failures})  # fmt: skip
+                                  "channels": store.channels, "failures": failures})  # fmt: skip
     return DecodedImages(np.load(array_path, mmap_mode="r"), failures, from_cache=False, path=array_path)
 
 
