@@ -74,6 +74,13 @@ def _suffix(split: str, checkpoint: str) -> str:
     return "" if (split, checkpoint) == CANONICAL else f"_{split}_{checkpoint}"
 
 
+def check_checkpoint(which: str) -> str:
+    """``which`` when it names a checkpoint a run keeps (best or last)."""
+    if which not in CHECKPOINTS:
+        raise RunDirError(f"checkpoint {which!r} is not one of {', '.join(CHECKPOINTS)}")
+    return which
+
+
 class RunDir:
     """Paths, readers and writers for one run directory."""
 
@@ -268,9 +275,7 @@ class RunDir:
 
     def existing_checkpoint(self, which: str = "best") -> Path:
         """The checkpoint file, or a :class:`RunDirError` saying which are there."""
-        if which not in CHECKPOINTS:
-            raise RunDirError(f"checkpoint {which!r} is not one of {', '.join(CHECKPOINTS)}")
-        path = self.checkpoint_path(which)
+        path = self.checkpoint_path(check_checkpoint(which))
         if not path.is_file():
             present = sorted(p.stem for p in self.checkpoint_dir.glob("*.ckpt")) if self.checkpoint_dir.is_dir() else []
             found = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,39 @@ def test_evaluate_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_bad_evaluate_options(tmp_path: Path, flag: str, message: str) -> None:
     assert_one_line_error(medclass("evaluate", str(unfinished_run(tmp_path)), flag), message)
+
+
+QUICK_MISTAKES = [
+    ("evaluate {run} --checkpoint middle", "checkpoint 'middle' is not one of best, last"),
+    ("evaluate {run} --split tset", "split 'tset' does not exist"),
+    ("evaluate {run} --metric acuracy", "did you mean auc, acc?"),
+    ("evaluate {tmp}/nope", "nope does not exist"),
+    ("export {tmp}/nope", "nope is not a folder"),
+    ("export {run} --checkpoint middle", "checkpoint 'middle' is not one of"),
+    ("gate fit {tmp}/nope", "nope is not a folder"),
+    ("register {tmp}/nope --name x", "nope is not a folder"),
+    ("predict {tmp}/nope.onnx a.png", "nope.onnx does not exist: give a model package"),
+    ("predict {run} a.png --out scores.txt", "give a .csv or .json file name"),
+    ("predict {run} a.png --shard 3/2", "--shard '3/2'"),
+    ("serve {tmp}/nope", "nope does not exist: give a model package"),
+    ("merge-predictions {tmp}/a.csv", "a.csv: no such file"),
+    ("train -c {tmp}/nope.yaml", "nope.yaml not found"),
+    ("train -c " + BREAST + " trainer.max_epoch=3", "did you mean max_epochs?"),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), QUICK_MISTAKES)
+def test_mistakes_are_answered_before_torch_is_imported(tmp_path: Path, command: str, message: str) -> None:
+    """A typo or a wrong path is refused from the options alone: importing torch, timm and Lightning would make the
+    user wait seconds (~7 s on a 2-core CPU) for a one-line error."""
+    args = command.format(run=unfinished_run(tmp_path), tmp=tmp_path).split()
+    script = (
+        "import sys\nfrom medclass.cli.app import main\n"
+        f"sys.argv = ['medclass', *{args!r}]\n"
+        "try:\n    main()\nfinally:\n    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    error, imported = [line for line in result.stderr.splitlines() if line.strip()]
+    assert error.startswith("error: ") and message in error, error
+    assert imported == "torch imported: False"

@@ -207,14 +207,19 @@ def evaluate(
 ) -> None:
     """Evaluate a run on its held-out split: metrics with 95% intervals, per-class table, calibration, plots and an
     HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
-    from medclass.cli.render import comparison_table, metrics_table, result_notes
-    from medclass.evaluation import compare_runs, evaluate_run
-    from medclass.evaluation.compare import check_metric
-    from medclass.run_dir import RunDir
+    from medclass.config.data import check_split
+    from medclass.metrics import check_metric
+    from medclass.run_dir import RunDir, check_checkpoint
 
+    # The options first: reading a run imports torch and Lightning (seconds), a typo needs none of that.
     check_metric(metric)
+    check_checkpoint(checkpoint)
+    check_split(split)
     if not path.exists():
         raise UserError(f"{path} does not exist: give a run directory or a folder of runs")
+    from medclass.cli.render import comparison_table, metrics_table, result_notes
+    from medclass.evaluation import compare_runs, evaluate_run
+
     if corruptions is not None:
         quiet_lightning(ctx)
         return _evaluate_robustness(path, corruptions, severities, checkpoint, split)
@@ -332,9 +337,12 @@ def gate_fit(
     """Fit the gate of a run (training does it; this is for older runs, or again): an out-of-distribution score on
     the train split's features with its threshold on validation, and image-quality limits from the train images.
     The run's model package is exported again with it."""
+    from medclass.run_dir import RunDir, check_checkpoint
+
+    check_checkpoint(checkpoint)
+    RunDir.open(run_dir)  # a path that is no run is refused before the seconds of importing torch and Lightning
     from medclass.evaluation.gate import fit_gate
     from medclass.inference.package import is_package, package_from_run
-    from medclass.run_dir import RunDir
 
     quiet_lightning(ctx)
     gate = fit_gate(run_dir, checkpoint)

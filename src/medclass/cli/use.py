@@ -51,7 +51,13 @@ def export(
     ] = False,
 ) -> None:
     """Export a run's checkpoint as a model package (JSON + safetensors), optionally with an ONNX file."""
-    from medclass.inference.package import ONNX_FILE, is_package, load_package, package_from_run
+    from medclass.inference.locate import is_package
+    from medclass.run_dir import RunDir, check_checkpoint
+
+    check_checkpoint(checkpoint)
+    if not is_package(run_dir):
+        RunDir.open(run_dir)  # a path that is no run is refused before the seconds of importing torch and timm
+    from medclass.inference.package import ONNX_FILE, load_package, package_from_run
 
     if is_package(run_dir):  # a package already (an ensemble of a cv or seeds series, say): its ONNX file
         if not onnx or out is not None:
@@ -110,6 +116,17 @@ def predict(
     """Predict classes for new images; unreadable files are listed and the rest are still predicted. A CSV grows
     batch by batch: a stopped job goes on with --resume; --shard I/N splits an archive between N jobs."""
     from medclass.inference.archive import PredictionTable, parse_shard, shard_files
+    from medclass.inference.locate import check_model_spec
+
+    check_model_spec(model)  # the options are checked before the seconds of importing torch
+    index, count = parse_shard(shard) if shard is not None else (1, 1)
+    default_out = out is None
+    if out is None:
+        out = Path("predictions.csv" if shard is None else f"predictions-{index}-of-{count}.csv")
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out {out}: give a .csv or .json file name")
+    if (shard is not None or resume) and out.suffix.lower() != ".csv":
+        raise UserError(f"--out {out}: --shard and --resume write a CSV that grows batch by batch; give a .csv name")
     from medclass.inference.predictor import (
         PredictionResult,
         collect_images,
@@ -121,14 +138,6 @@ def predict(
     )
     from medclass.tasks import is_single_label
 
-    index, count = parse_shard(shard) if shard is not None else (1, 1)
-    default_out = out is None
-    if out is None:
-        out = Path("predictions.csv" if shard is None else f"predictions-{index}-of-{count}.csv")
-    if out.suffix.lower() not in (".csv", ".json"):
-        raise UserError(f"--out {out}: give a .csv or .json file name")
-    if (shard is not None or resume) and out.suffix.lower() != ".csv":
-        raise UserError(f"--out {out}: --shard and --resume write a CSV that grows batch by batch; give a .csv name")
     predictor = load_predictor(model, tracking_uri)
     if heatmaps is not None:
         from medclass.inference.explain import why_no_heatmaps
@@ -311,6 +320,9 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a web page at /."""
+    from medclass.inference.locate import check_model_spec
+
+    check_model_spec(model)  # before the seconds of importing torch
     from medclass.inference.predictor import load_predictor
     from medclass.inference.serve import Batching
     from medclass.inference.serve import serve as run_server
@@ -368,13 +380,14 @@ def features(
 @user_errors
 def register(
     ctx: typer.Context,
-    run_dir: Annotated[
-        Path, typer.Argument(help="A run directory written by `medclass train` (or a package, for --onnx).")
-    ],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `medclass train`.")],
     name: Annotated[str, typer.Option(help="Registered model name in MLflow.")],
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Register a run's model package in the MLflow model registry as a new version of NAME."""
+    from medclass.run_dir import RunDir
+
+    RunDir.open(run_dir)  # a path that is no run is refused before the seconds of importing torch and MLflow
     from medclass.inference.registry import register_run
 
     name, version, uri = register_run(run_dir, name, tracking_uri)

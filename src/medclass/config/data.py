@@ -24,12 +24,21 @@ from pydantic import (
 )
 
 from medclass.config.base import StrictModel
+from medclass.errors import UserError
 from medclass.registry import AUGMENTATIONS, SOURCE_CONFIGS, registered
 
 AugmentationName = Annotated[str, registered(AUGMENTATIONS)]
 NormalizationName = Literal["auto", "dataset", "imagenet", "half"]
+SPLITS = ("train", "val", "test")
 MAX_IMAGE_SIZE = 4096  # a side beyond this is a typo, not a model input (one 4096 px RGB image is 48 MiB)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".dcm", ".dicom")
+
+
+def check_split(split: str, available: tuple[str, ...] | list[str] = SPLITS) -> str:
+    """``split`` when it is one of ``available`` (a dataset's own splits, or the three any dataset can have)."""
+    if split not in available:
+        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(available)}")
+    return split
 
 
 class FoldConfig(StrictModel):

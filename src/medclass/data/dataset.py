@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medclass.config.data import SPLITS as SPLITS  # where sources have always imported it from
 from medclass.data.checks import IdenticalImages
 from medclass.tasks import Task, is_single_label
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

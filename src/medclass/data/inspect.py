@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.config.data import DataConfig, FileSourceFields, LoaderFields
+from medclass.config.data import SPLITS, DataConfig, FileSourceFields, LoaderFields
 from medclass.data.cache import cache_root, decode_images
-from medclass.data.dataset import SPLITS
 from medclass.data.dicom import decode_bytes as dicom_decode_bytes
 from medclass.data.dicom import looks_like_dicom
 from medclass.data.images import DECODE_ERRORS

@@ -14,21 +14,13 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from medclass.errors import UserError, suggest
+from medclass.errors import UserError
 from medclass.evaluation.evaluate import evaluate_run
 from medclass.io import atomic_write_text, save_figure
-from medclass.metrics import METRICS, metric_label
+from medclass.metrics import METRICS, check_metric, metric_label
 from medclass.run_dir import RunDir
 
 log = logging.getLogger("medclass")
-
-
-def check_metric(name: str) -> str:
-    """A metric the runs' metrics.json can hold (any summary metric of the registry)."""
-    known = METRICS.names("summary")
-    if name not in known:
-        raise UserError(f"unknown metric {name!r}{suggest(name, known)}; choose one of {', '.join(known)}")
-    return name
 
 
 @dataclass

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from medclass.config import EvaluationConfig, validate_config
+from medclass.config.data import check_split
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
-from medclass.data.dataset import SPLITS
-from medclass.errors import UserError
 from medclass.evaluation.bootstrap import bootstrap_intervals
 from medclass.evaluation.calibration import apply_temperature, choose_temperature
 from medclass.evaluation.clinical import (
@@ -51,8 +50,7 @@ def evaluate_run(
     """Load the run's checkpoint, score every image of ``split`` and write metrics, predictions and the report.
 
     ``settings`` replace the run's own evaluation settings; ``overrides`` change single fields of them."""
-    if split not in SPLITS:
-        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(SPLITS)}")
+    check_split(split)
     run = RunDir.open(run_dir)
     run.check_format()
     checkpoint_path = run.existing_checkpoint(checkpoint)
@@ -62,8 +60,7 @@ def evaluate_run(
         settings = validate_config({**settings.model_dump(), **overrides}, "evaluation", EvaluationConfig)
     if dataset is None:
         dataset = load_dataset(config.data)
-    if split not in dataset.splits:
-        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(dataset.splits)}")
+    check_split(split, dataset.splits)
     module, info = load_module(config, dataset.task, dataset.classes, checkpoint_path)
     datamodule = ClassificationDataModule(dataset, config.data)
     started = time.perf_counter()

@@ -25,7 +25,7 @@ from PIL import Image
 
 from medclass.config import load_config
 from medclass.config.build import DegradationRanges
-from medclass.config.data import IMAGE_EXTENSIONS
+from medclass.config.data import IMAGE_EXTENSIONS, check_split
 from medclass.data import LabelledImages, load_dataset
 from medclass.data.dataset import ImageSplit
 from medclass.data.degrade import degrade
@@ -66,8 +66,7 @@ def evaluate_ood(
     score, gate = stored
     config = run.load_config()
     dataset = dataset or load_dataset(config.data)
-    if split not in dataset.splits:
-        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(dataset.splits)}")
+    check_split(split, dataset.splits)
     module, _ = load_module(config, dataset.task, dataset.classes, run.existing_checkpoint(checkpoint))
     device = torch.device("cpu")
     limits = gate["quality"]

@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 
+from medclass.config.data import check_split
 from medclass.data import LabelledImages, load_dataset
 from medclass.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from medclass.data.dataset import ArrayDataset, ImageSplit
@@ -79,8 +80,7 @@ def evaluate_corruptions(
     run.check_format()
     config = run.load_config()
     dataset = dataset or load_dataset(config.data)
-    if split not in dataset.splits:
-        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(dataset.splits)}")
+    check_split(split, dataset.splits)
     module, _ = load_module(config, dataset.task, dataset.classes, run.existing_checkpoint(checkpoint))
     data = dataset.splits[split]
     images, labels = data.array(), np.asarray(data.labels)

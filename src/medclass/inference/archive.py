@@ -16,17 +16,38 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medclass.errors import UserError
-from medclass.inference.predictor import Prediction, Predictor, csv_header, csv_row
 from medclass.io import atomic_write_text, atomic_writer
+
+if TYPE_CHECKING:  # the predictor imports torch; merging tables needs none of it
+    from medclass.inference.predictor import Prediction, Predictor
 
 STATE_SUFFIX = ".medclass.json"
 STATE_FORMAT = 1
 # What must match for rows to belong to one table: the model, how its scores were turned into answers, the
 # columns, and the file list the shards were cut from.
 SAME = ("model_fingerprint", "classes", "calibrated", "tta", "gate", "top_k", "files_total", "listing")
+
+
+def csv_header(classes: list[str], single_label: bool, k: int, gated: bool) -> list[str]:
+    """The prediction CSV's columns: file, the class (or labels), the gate's verdict, top-k, every probability."""
+    top_columns = [c for i in range(1, k + 1) for c in (f"top{i}", f"p_top{i}")]
+    gate_columns = ["accepted", "reason", "ood_score", "quality"] if gated else []
+    return ["file", "predicted" if single_label else "labels", *gate_columns, *top_columns,
+            *(f"p:{c}" for c in classes)]  # fmt: skip
+
+
+def csv_row(p: Prediction, classes: list[str], k: int, gated: bool) -> list[str]:
+    top = [v for name, prob in p.top for v in (name, f"{prob:.6f}")]
+    top += [""] * (2 * k - len(top))  # a refused image has no classes
+    gate = []
+    if gated and p.gate is not None:
+        gate = [str(p.gate["accepted"]).lower(), p.gate["reason"] or "", f"{p.gate['ood_score']:.6f}",
+                p.gate["quality"]["verdict"]]  # fmt: skip
+    probs = [f"{p.probabilities[c]:.6f}" if c in p.probabilities else "" for c in classes]
+    return [p.file, "|".join(p.predicted), *gate, *top, *probs]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medclass.config import EvaluationConfig
-from medclass.config.data import LoaderFields
+from medclass.config.data import LoaderFields, check_split
 from medclass.data import ImageSplit, LabelledImages, load_dataset
 from medclass.errors import UserError
 from medclass.evaluation.bootstrap import bootstrap_intervals
@@ -45,8 +45,7 @@ def assess_package(
 ) -> EvaluationResult:  # fmt: skip
     """The package's metrics on one split of ``dataset`` (the files are not written: see :func:`evaluate_package`)."""
     settings = settings or EvaluationConfig()
-    if split not in dataset.splits:
-        raise UserError(f"split {split!r} does not exist; choose one of {', '.join(dataset.splits)}")
+    check_split(split, dataset.splits)
     if package.classes != dataset.classes or package.task != dataset.task:
         raise UserError(
             f"{package.path} was trained on the {package.task} classes {package.classes}, but {dataset.name} has the "

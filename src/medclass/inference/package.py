@@ -33,6 +33,7 @@ from medclass.data.quality import limits_problem
 from medclass.data.transforms import BatchPreprocess
 from medclass.errors import ModelError, UserError
 from medclass.inference.ensemble import EnsembleNet
+from medclass.inference.locate import MANIFEST, is_package
 from medclass.io import atomic_write_json, give_usual_permissions
 from medclass.models import Classifier, create_model
 from medclass.models.gate import GATE_TENSORS, GatedNet, MahalanobisScore, load_score, read_gate
@@ -44,7 +45,6 @@ from medclass.training.network import load_network
 
 PACKAGE_FORMAT = "medclass-model"
 PACKAGE_FORMAT_VERSION = 1
-MANIFEST = "medclass-model.json"
 WEIGHTS = "weights.safetensors"
 ONNX_FILE = "model.onnx"  # `medclass export --onnx` writes it beside the weights
 
@@ -238,10 +238,6 @@ def add_to_source(folder: Path, **fields: Any) -> None:
     manifest = read_manifest(folder)
     manifest["source"] = {**manifest.get("source", {}), **fields}
     atomic_write_json(Path(folder) / MANIFEST, manifest)
-
-
-def is_package(path: Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -19,9 +19,11 @@ from medclass.config.data import IMAGE_EXTENSIONS
 from medclass.data.files import is_image_file
 from medclass.data.images import DECODE_ERRORS, load_image_and_size
 from medclass.errors import ModelError, UserError
+from medclass.inference.archive import csv_header, csv_row
 from medclass.inference.gatekeeping import check_mode, judge
+from medclass.inference.locate import REGISTERED, check_model_spec, is_package
 from medclass.inference.onnx_export import OnnxPredictor
-from medclass.inference.package import ManifestView, is_package, load_package, run_package
+from medclass.inference.package import ManifestView, load_package, run_package
 from medclass.inference.registry import fetch_registered
 from medclass.io import atomic_write_text
 from medclass.metrics import decide_positive
@@ -72,7 +74,8 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
 def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predictor:
     """A package directory, a run directory (its packaged best checkpoint, made on first use), an .onnx file, or a
     registered MLflow model (``models:/<name>/<version>``)."""
-    if str(spec).startswith("models:/"):
+    check_model_spec(spec)
+    if str(spec).startswith(REGISTERED):
         # The package is read into memory whole, so its download goes once loaded (or refused).
         with tempfile.TemporaryDirectory(prefix="medclass-model-") as folder:
             package = load_package(fetch_registered(str(spec), Path(folder), tracking_uri))
@@ -84,8 +87,6 @@ def load_predictor(spec: str | Path, tracking_uri: str | None = None) -> Predict
         return TorchPredictor(load_package(path), f"package {path}")
     if path.is_dir() and RunDir.is_run_dir(path):
         return TorchPredictor(load_package(run_package(path)), f"run {path} (best checkpoint)")
-    if not path.exists():
-        raise ModelError(f"{path} does not exist: give a model package, a run directory or an .onnx file")
     raise ModelError(
         f"{path} is not a medclass model: give a model package (medclass export), a run directory or an .onnx file"
     )
@@ -361,25 +362,6 @@ def progress_tracker(total: int):
             bar.stop()
 
     return advance
-
-
-def csv_header(classes: list[str], single_label: bool, k: int, gated: bool) -> list[str]:
-    """The prediction CSV's columns: file, the class (or labels), the gate's verdict, top-k, every probability."""
-    top_columns = [c for i in range(1, k + 1) for c in (f"top{i}", f"p_top{i}")]
-    gate_columns = ["accepted", "reason", "ood_score", "quality"] if gated else []
-    return ["file", "predicted" if single_label else "labels", *gate_columns, *top_columns,
-            *(f"p:{c}" for c in classes)]  # fmt: skip
-
-
-def csv_row(p: Prediction, classes: list[str], k: int, gated: bool) -> list[str]:
-    top = [v for name, prob in p.top for v in (name, f"{prob:.6f}")]
-    top += [""] * (2 * k - len(top))  # a refused image has no classes
-    gate = []
-    if gated and p.gate is not None:
-        gate = [str(p.gate["accepted"]).lower(), p.gate["reason"] or "", f"{p.gate['ood_score']:.6f}",
-                p.gate["quality"]["verdict"]]  # fmt: skip
-    probs = [f"{p.probabilities[c]:.6f}" if c in p.probabilities else "" for c in classes]
-    return [p.file, "|".join(p.predicted), *gate, *top, *probs]
 
 
 def write_predictions(result: PredictionResult, path: Path, classes: list[str], single_label: bool) -> Path:

@@ -21,6 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
+from medclass.errors import UserError, suggest
 from medclass.registry import Registry
 from medclass.tasks import Task
 
@@ -160,6 +161,14 @@ def summary_metrics(
 ) -> dict[str, float]:
     """Every summary metric that applies to the task (written to metrics.json)."""
     return compute_metrics(Scores(y_true, y_score, task, thresholds, calibration_bins), "summary")
+
+
+def check_metric(name: str) -> str:
+    """A metric the runs' metrics.json can hold (any summary metric of the registry)."""
+    known = METRICS.names("summary")
+    if name not in known:
+        raise UserError(f"unknown metric {name!r}{suggest(name, known)}; choose one of {', '.join(known)}")
+    return name
 
 
 def metric_label(name: str) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.config.data import CsvData, FileSourceFields, FolderData, is_dicom_keyword
+from medclass.config.data import SPLITS, CsvData, FileSourceFields, FolderData, is_dicom_keyword
 from medclass.data.cache import cache_root, decode_images, file_hashes
 from medclass.data.checks import IdenticalImages, find_identical, label_names
-from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
+from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.data.dicom import header_values
 from medclass.data.files import FileIndex, index_csv, index_folder
 from medclass.data.kaggle import download_kaggle

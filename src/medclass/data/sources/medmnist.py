@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.config.data import MedMNISTData
+from medclass.config.data import SPLITS, MedMNISTData
 from medclass.data.cache import cache_root, files_fingerprint
 from medclass.data.checks import find_identical, label_names, pixel_hashes
-from medclass.data.dataset import SPLITS, ImageSplit, LabelledImages
+from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.data.sources import register_source
 from medclass.data.splits import merge_groups
 from medclass.errors import ConfigError, DataError, suggest
