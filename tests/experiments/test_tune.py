@@ -19,6 +19,7 @@ from cli_runner import assert_one_line_error, medclass
 
 from medclass.config import load_config
 from medclass.errors import ConfigError, UserError
+from medclass.evaluation.compare import paired_difference
 from medclass.experiments.tune import open_study, parse_budget, plan_tune, search
 from medclass.run_dir import RunDir
 
@@ -99,6 +100,19 @@ def test_a_killed_search_resumes_without_repeating_trials_and_the_best_recipe_re
     assert RunDir(retrained[0]).read_status()["best_score"] == pytest.approx(best.value, abs=1e-6)  # as written
     summary = (tmp_path / "runs" / "tiny-tune" / "summary.md").read_text()
     assert "test split was not evaluated during the search" in summary and "Retrained once" in summary
+    # How far the best recipe is ahead of the runner-up, on the same 78 validation images, paired: said in the
+    # summary and on the console, with the difference the trial table shows.
+    runner_up = max((t for t in complete(study) if t.number != best.number), key=lambda t: t.value)
+    said = f"vs runner-up (trial {runner_up.number}) on the same 78 validation images: AUC (MedMNIST) "
+    assert said in summary and said in resumed.stdout, resumed.stdout
+    lead = paired_difference(best.user_attrs["run_dir"], runner_up.user_attrs["run_dir"], "auc", seed=recipe.seed)
+    assert lead is not None and lead.low <= lead.difference <= lead.high
+    assert lead.difference == pytest.approx(best.value - runner_up.value, abs=2e-3)
+    assert f"{lead.difference:+.4f} (95% paired bootstrap interval {lead.low:+.4f} to {lead.high:+.4f})" in summary
+    assert ("cannot tell these recipes apart" in summary) == (lead.low <= 0 <= lead.high)
+    same = paired_difference(best.user_attrs["run_dir"], best.user_attrs["run_dir"], "auc")
+    assert same is not None and (same.difference, same.low, same.high) == (0, 0, 0) and not same.separated
+    assert paired_difference(best.user_attrs["run_dir"], runner_up.user_attrs["run_dir"], "loss") is None
     assert (tmp_path / "runs" / "tiny-tune" / "history.png").stat().st_size > 10_000
 
 

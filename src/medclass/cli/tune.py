@@ -95,6 +95,8 @@ def _print(result) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        if result.lead_sentence() is not None:
+            console.print(result.lead_sentence(), highlight=False, soft_wrap=True)
         console.print(f"best recipe: {result.best_config}", highlight=False, soft_wrap=True)
     if result.final is not None:
         console.print(metrics_table(result.final.test))

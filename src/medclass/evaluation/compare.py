@@ -15,12 +15,55 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medclass.errors import UserError
-from medclass.evaluation.evaluate import evaluate_run
+from medclass.evaluation.bootstrap import bootstrap_intervals
+from medclass.evaluation.evaluate import evaluate_run, split_scores
 from medclass.io import atomic_write_text, save_figure
-from medclass.metrics import METRICS, check_metric, metric_label
+from medclass.metrics import METRICS, Scores, check_metric, metric_label
 from medclass.run_dir import RunDir
 
 log = logging.getLogger("medclass")
+
+
+@dataclass
+class PairedDifference:
+    """Run A minus run B in one metric on the same images, with a paired bootstrap interval (both runs' scores of a
+    resample come from the same images, so what the images share cancels out)."""
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+    n_images: int
+
+    @property
+    def separated(self) -> bool:
+        """The interval excludes 0: A and B differ beyond what resampling the images gives."""
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(
+    run_a: str | Path, run_b: str | Path, metric: str, split: str = "val", resamples: int = 1000, seed: int = 0
+) -> PairedDifference | None:
+    """None when the metric is not computed from scores (the loss) or the runs did not score the same images."""
+    compute = METRICS[metric].compute
+    if compute is None:
+        return None
+    targets, scores_a, task = split_scores(run_a, split)
+    targets_b, scores_b, _ = split_scores(run_b, split)
+    if not np.array_equal(targets, targets_b) or scores_a.shape != scores_b.shape:
+        return None
+    width = scores_a.shape[1]
+
+    def difference(y_true: np.ndarray, both: np.ndarray) -> dict[str, float]:
+        a, b = compute(Scores(y_true, both[:, :width], task)), compute(Scores(y_true, both[:, width:], task))
+        return {"difference": np.nan if a is None or b is None else a - b}
+
+    both = np.concatenate([scores_a, scores_b], axis=1)
+    point = difference(targets, both)["difference"]
+    low, high = bootstrap_intervals(targets, both, difference, ["difference"], resamples, seed=seed)["difference"]
+    if not np.isfinite([point, low, high]).all():
+        return None
+    return PairedDifference(metric, float(point), float(low), float(high), len(targets))
 
 
 @dataclass

@@ -154,6 +154,20 @@ def evaluate_run(
     return result
 
 
+def split_scores(
+    run_dir: str | Path, split: str = "val", checkpoint: str = "best"
+) -> tuple[np.ndarray, np.ndarray, Task]:
+    """(targets, class scores, task) of a run's checkpoint on one split, nothing written."""
+    run = RunDir.open(run_dir)
+    config = run.load_config()
+    dataset = load_dataset(config.data)
+    check_split(split, dataset.splits)
+    module, _ = load_module(config, dataset.task, dataset.classes, run.existing_checkpoint(checkpoint))
+    loader = ClassificationDataModule(dataset, config.data).split_dataloader(split)
+    logits, targets = predict_logits(module, loader, config.trainer)
+    return targets, _scores(logits, dataset.task), dataset.task
+
+
 def _scores(logits: np.ndarray, task: Task) -> np.ndarray:
     return scores_from_logits(torch.from_numpy(logits), task).numpy()
 

@@ -31,6 +31,7 @@ from medclass.config import ExperimentConfig, TuneConfig, dump_config, load_conf
 from medclass.config.loading import config_to_dict
 from medclass.config.tune import NamedChoices, NumberRange
 from medclass.errors import ConfigError, DataError, ModelError, UserError
+from medclass.evaluation.compare import PairedDifference, paired_difference
 from medclass.experiments.pipeline import ExperimentResult, run_experiment
 from medclass.io import atomic_write_text, save_figure
 from medclass.metrics import METRICS, metric_label
@@ -326,6 +327,22 @@ class TuneResult:
     trials: list[dict[str, Any]]
     files: dict[str, Path] = field(default_factory=dict)
     final: ExperimentResult | None = None
+    runner_up: int | None = None  # the second-best complete trial
+    lead: PairedDifference | None = None  # best minus runner-up on the validation images, paired bootstrap
+
+    def lead_sentence(self) -> str | None:
+        """Whether the validation split tells the best recipe from the runner-up: a small or easy split ranks noise."""
+        if self.lead is None:
+            return None
+        lead, label = self.lead, metric_label(self.metric)
+        said = (
+            f"best vs runner-up (trial {self.runner_up}) on the same {lead.n_images} validation images: "
+            f"{label} {lead.difference:+.4f} (95% paired bootstrap interval {lead.low:+.4f} to {lead.high:+.4f})"
+        )
+        if lead.separated:
+            return said + "; the lead is beyond resampling noise."
+        return (said + "; the interval includes 0, so the validation split cannot tell these recipes apart: weigh "
+                "cost and simplicity, or a larger validation split, over the ranking.")  # fmt: skip
 
 
 def summarise(plan: TunePlan, study: optuna.Study) -> TuneResult:
@@ -350,9 +367,27 @@ def summarise(plan: TunePlan, study: optuna.Study) -> TuneResult:
                 + dump_config(config))  # fmt: skip
         result.best_config = atomic_write_text(plan.folder.best_config_path, text)
         result.best_value, result.best_values = float(best.value), values
+        result.runner_up, result.lead = _lead(plan, study, best)
     result.files["markdown"] = atomic_write_text(plan.folder.summary_markdown, _markdown(plan, result))
     result.files.update(_plots(plan, study))
     return result
+
+
+def _lead(plan: TunePlan, study: optuna.Study, best: optuna.trial.FrozenTrial) -> tuple[int | None, Any]:
+    """The runner-up trial and the best one's paired lead over it on validation (None when there is no second
+    complete trial, the metric is not computed from scores, or a trial's run cannot be read back)."""
+    others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number != best.number]
+    if not others:
+        return None, None
+    sign = 1 if plan.direction == "maximize" else -1
+    runner_up = max(others, key=lambda t: sign * t.value)
+    try:
+        lead = paired_difference(best.user_attrs["run_dir"], runner_up.user_attrs["run_dir"], plan.metric,
+                                 seed=plan.config.seed)  # fmt: skip
+    except (KeyError, UserError) as exc:  # a trial folder moved or deleted since: the table still stands
+        log.warning("tune: best vs runner-up not compared: %s", exc)
+        return runner_up.number, None
+    return runner_up.number, lead
 
 
 def _values_of(space: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -384,6 +419,9 @@ def _markdown(plan: TunePlan, result: TuneResult) -> str:
     if result.best_config is not None:
         lines += [f"Best: validation {label} {result.best_value:.4f} with {_describe(result.best_values)}; "
                   f"the recipe: `{result.best_config}`.", ""]  # fmt: skip
+        lead = result.lead_sentence()
+        if lead is not None:
+            lines += [lead[0].upper() + lead[1:], ""]
     ranked = sorted(result.trials, key=lambda r: (r["value"] is None, -(r["value"] or 0) if plan.direction ==
                                                   "maximize" else (r["value"] or 0)))  # fmt: skip
     keys = sorted({k for row in result.trials for k in row["params"]})
