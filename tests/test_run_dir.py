@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from medclass.environment import git_commit
 from medclass.errors import RunDirError, UserError
 from medclass.run_dir import LAYOUT, RUN_FORMAT_VERSION, SERIES_LAYOUT, RunDir, layout_markdown
 
@@ -102,3 +106,27 @@ def test_newer_checkpoint_and_package_formats_are_refused(breast_run, tmp_path: 
     with pytest.raises(UserError, match=rf"package format version {PACKAGE_FORMAT_VERSION + 1}"):
         load_package(package)
     shutil.rmtree(package)
+
+
+def test_recording_the_git_commit_takes_no_lock_in_the_checkout(tmp_path: Path) -> None:
+    """environment.json's git commit comes from `git status`, which refreshes a stale index under .git/index.lock;
+    a run killed at that moment left the lock, and the user's next git command refused to run. Now git is asked
+    not to write: a checkout whose file times changed keeps its index untouched, and the answer is still right."""
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", *args], check=True,
+                       capture_output=True)  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "tracked.txt").write_text("same\n")
+    git("add", "tracked.txt")
+    git("commit", "-qm", "one")
+    index = tmp_path / ".git" / "index"
+    later = time.time() + 5
+    os.utime(tmp_path / "tracked.txt", (later, later))  # same content, new time: plain `git status` rewrites the index
+    before = index.stat().st_mtime_ns
+    found = git_commit(tmp_path)
+    assert found is not None and len(found["commit"]) == 40 and found["dirty"] is False
+    assert index.stat().st_mtime_ns == before
+    (tmp_path / "tracked.txt").write_text("changed\n")
+    assert git_commit(tmp_path)["dirty"] is True

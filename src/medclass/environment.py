@@ -31,9 +31,14 @@ def package_versions() -> dict[str, str | None]:
 def git_commit(path: Path) -> dict[str, Any] | None:
     """Commit and dirty flag of the git checkout holding ``path`` (medclass's own source), or None."""
 
+    # GIT_OPTIONAL_LOCKS=0: `git status` would otherwise refresh the index under .git/index.lock, and a run killed
+    # at that moment (kill -9 of a job, a test's SIGKILL) left the lock behind, and every later git command in the
+    # user's checkout refused to run.
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=True, env=env
         ).stdout.strip()
 
     try:
