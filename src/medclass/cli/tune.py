@@ -95,8 +95,9 @@ def _print(result) -> None:
             highlight=False,
             soft_wrap=True,
         )
-        if result.lead_sentence() is not None:
-            console.print(result.lead_sentence(), highlight=False, soft_wrap=True)
+        lead = result.lead_sentence()
+        if lead is not None:
+            console.print(lead, highlight=False, soft_wrap=True)
         console.print(f"best recipe: {result.best_config}", highlight=False, soft_wrap=True)
     if result.final is not None:
         console.print(metrics_table(result.final.test))

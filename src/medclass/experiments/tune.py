@@ -373,7 +373,9 @@ def summarise(plan: TunePlan, study: optuna.Study) -> TuneResult:
     return result
 
 
-def _lead(plan: TunePlan, study: optuna.Study, best: optuna.trial.FrozenTrial) -> tuple[int | None, Any]:
+def _lead(
+    plan: TunePlan, study: optuna.Study, best: optuna.trial.FrozenTrial
+) -> tuple[int | None, PairedDifference | None]:
     """The runner-up trial and the best one's paired lead over it on validation (None when there is no second
     complete trial, the metric is not computed from scores, or a trial's run cannot be read back)."""
     others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number != best.number]
