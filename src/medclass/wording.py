@@ -102,3 +102,11 @@ def file_slug(text: str, fallback: str) -> str:
     """A name safe as a file or folder name (letters, digits, ``._-``; anything else becomes ``_``), or
     ``fallback`` when nothing is left: class names in plot files, experiment names from folders, model labels."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.-") or fallback
+
+
+def interval_text(bounds: Any, digits: int = 3, scale: float = 1.0, dash: str = " – ", computed: bool = False) -> str:
+    """``low – high``; "undefined" where an interval was computed for a value but none exists (the reason is
+    given beside it), never a zero-width range; "" where no interval was computed."""
+    if bounds:
+        return f"{bounds[0] * scale:.{digits}f}{dash}{bounds[1] * scale:.{digits}f}"
+    return "undefined" if computed else ""

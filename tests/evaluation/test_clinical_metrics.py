@@ -16,7 +16,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from medclass.evaluation.bootstrap import bootstrap_intervals
+from medclass.evaluation.bootstrap import bootstrap_intervals, headline_intervals, wilson
 from medclass.evaluation.calibration import (
     apply_temperature,
     choose_temperature,
@@ -158,12 +158,55 @@ def test_bootstrap_contains_the_estimate_narrows_with_more_data_and_is_seeded() 
         y, scores = multiclass_case(n=n, seed=4)
         point = classification_metrics(y, scores, "multiclass")
         intervals = bootstrap_intervals(y, scores, headline("multiclass"), ["acc", "auc"], resamples=300, seed=7)
-        for name, (low, high) in intervals.items():
+        assert set(intervals.bounds) == {"acc", "auc"} and not intervals.undefined
+        for name, (low, high) in intervals.bounds.items():
             assert low <= point[name] <= high, (name, low, point[name], high)
-        widths.append(intervals["auc"][1] - intervals["auc"][0])
+        widths.append(intervals.bounds["auc"][1] - intervals.bounds["auc"][0])
         again = bootstrap_intervals(y, scores, headline("multiclass"), ["acc", "auc"], resamples=300, seed=7)
         assert again == intervals
     assert widths[1] < widths[0] * 0.6  # ~ 1/sqrt(10) in theory
+
+
+def test_wilson_intervals_are_honest_at_the_edges() -> None:
+    # 0 of 56: the interval the issue names (0 - 6.4%), never 0 - 0%; the same by the textbook formula
+    low, high = wilson(0, 56)
+    assert low == 0 and high == pytest.approx(0.064, abs=5e-4)
+    z = 1.959964
+    assert high == pytest.approx(z**2 / (56 + z**2), rel=1e-6)
+    assert wilson(56, 56) == pytest.approx((1 - high, 1.0))
+    low, high = wilson(30, 60)  # symmetric about one half, inside 0..1
+    assert low == pytest.approx(1 - high) and 0.37 < low < 0.38
+    assert wilson(0, 0) is None
+
+
+def test_a_one_class_model_gets_no_zero_width_interval() -> None:
+    # A model that answers "1" for every image: sensitivity 1 and specificity 0 exactly, balanced accuracy 0.5 in
+    # every resample; the percentile bootstrap gives 1-1, 0-0 and 0.5-0.5 for these. Wilson and "undefined" instead.
+    rng = np.random.default_rng(0)
+    y = (rng.random(156) < 0.27).astype(int)
+    scores = np.column_stack([1 - (p := rng.uniform(0.55, 0.9, 156)), p])
+    predicted = predicted_labels(scores, "binary")
+    assert predicted.min() == 1
+    intervals = headline_intervals(y, scores, "binary", None, 500, 0.95, 0)
+    assert intervals.methods["acc"] == "wilson" and intervals.methods["auc"] == "percentile bootstrap"
+    correct = int(y.sum())
+    assert intervals.bounds["acc"] == pytest.approx(wilson(correct, len(y)))
+    assert "balanced_acc" not in intervals.bounds
+    assert "every one of the 500 resamples gave 0.5000" in intervals.undefined["balanced_acc"]
+    assert intervals.as_json()["balanced_acc"] is None and intervals.as_json()["auc"] is not None
+    for low, high in intervals.bounds.values():
+        assert high - low > 0.01
+    rows = per_class_intervals(y, scores, predicted, "binary", 2, resamples=500)
+    negatives, positives = len(y) - y.sum(), y.sum()
+    assert rows[1]["sensitivity"] == pytest.approx(wilson(positives, positives))  # 100%: 0.9x - 1
+    assert rows[1]["specificity"] == pytest.approx(wilson(0, negatives)) and rows[1]["specificity"][1] > 0.02
+    assert rows[0]["sensitivity"][0] == 0 and rows[0]["sensitivity"][1] > 0.02  # class 0 never answered
+    assert rows[0]["f1"] is None and "every one of the 500 resamples gave 0.0000" in rows[0]["undefined"]["f1"]
+    assert rows[0]["ppv"] is None and "ppv" not in rows[0].get("undefined", {})  # no value, nothing to explain
+    for row in rows:
+        for bounds in row.values():
+            if isinstance(bounds, list):
+                assert bounds[1] > bounds[0]
 
 
 def test_calibration_of_known_models() -> None:
@@ -231,6 +274,8 @@ def test_per_class_intervals_cover_the_values_and_auc_matches_scikit_learn() -> 
         for column in ("sensitivity", "specificity", "ppv", "npv", "f1", "auc"):
             low, high = bounds[column]
             assert low <= row[column] <= high and high - low < 0.3, (row["class"], column)
+        found = round(row["sensitivity"] * row["support"])
+        assert bounds["sensitivity"] == pytest.approx(wilson(found, row["support"]))
     weights = resample_weights(400, 4, seed=2)
     truth = (y == 1).astype(int)
     expected = [roc_auc_score(truth, scores[:, 1], sample_weight=w) for w in weights]

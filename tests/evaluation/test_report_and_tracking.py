@@ -51,13 +51,24 @@ def test_metrics_json_has_every_metric_interval_and_class(blood) -> None:
     for name, (low, high) in saved["intervals"].items():
         assert low <= metrics[name] <= high, name
     assert set(saved["intervals"]) == {"acc", "auc", "f1_macro", "balanced_acc"}
-    assert saved["bootstrap"] == {"resamples": 200, "confidence": 0.95, "seed": 42, "method": "percentile"}
+    assert {k: saved["bootstrap"][k] for k in ("resamples", "confidence", "seed")} == {
+        "resamples": 200, "confidence": 0.95, "seed": 42,
+    }  # fmt: skip
+    assert saved["interval_methods"] == {
+        "acc": "wilson",
+        "auc": "percentile bootstrap",
+        "f1_macro": "percentile bootstrap",
+        "balanced_acc": "percentile bootstrap",
+    }
+    assert "intervals_undefined" not in saved  # a real model on 3421 images: every interval exists
     rows = saved["per_class"]
     assert len(rows) == 8 and sum(row["support"] for row in rows) == 3421 == saved["n_samples"]
     assert rows[0]["class"] == "basophil"
     for row in rows:
         for column in ("sensitivity", "specificity", "npv", "auc"):
             assert 0.0 <= row[column] <= 1.0
+            low, high = row["ci"][column]
+            assert low <= row[column] <= high and high > low
     calibration = json.loads((result.run_dir / "calibration.json").read_text())
     assert calibration["fitted_on"] == "val" and calibration["temperature"] == saved["calibration"]["temperature"] > 0
     assert saved["operating_point"] is None  # multi-class: no binary operating point

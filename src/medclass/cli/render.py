@@ -9,6 +9,7 @@ from medclass.evaluation.compare import gap_cells
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import gap_sentence
 from medclass.metrics import metric_label
+from medclass.wording import interval_text
 
 
 def metrics_table(result: EvaluationResult) -> Table:
@@ -19,13 +20,14 @@ def metrics_table(result: EvaluationResult) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     confidence = result.extra.get("bootstrap", {}).get("confidence", 0.95)
-    if result.intervals:
+    with_intervals = bool(result.intervals or result.undefined_intervals)
+    if with_intervals:
         table.add_column(f"{confidence:.0%} CI", justify="right")
     for name, value in result.metrics.items():
-        interval = result.intervals.get(name)
         cells = [metric_label(name), f"{value:.4f}"]
-        if result.intervals:
-            cells.append(f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else "")
+        if with_intervals:
+            cells.append(interval_text(result.intervals.get(name), 4, dash=" - ",
+                                       computed=name in result.undefined_intervals))  # fmt: skip
         table.add_row(*cells)
     table.caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
     return table
@@ -42,8 +44,8 @@ def result_notes(result: EvaluationResult) -> list[str]:
             v = positive.get(name)
             if v is None:
                 return "n/a"
-            bounds = ci.get(name)
-            return f"{v:.3f} ({bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else f"{v:.3f}"
+            bounds = interval_text(ci.get(name), 3, dash="-", computed=bool(ci))
+            return f"{v:.3f} ({bounds})" if bounds else f"{v:.3f}"
 
         notes.append(
             f"positive class {positive['class']!r} (n={positive['support']}), at P > 0.5: sensitivity "
@@ -64,6 +66,7 @@ def result_notes(result: EvaluationResult) -> list[str]:
     for entry in result.extra.get("subgroups") or []:
         sizes = ", ".join(f"{g['value']} {g['n']}" for g in entry["subgroups"])
         notes.append(f"subgroups by {gap_sentence(entry)} Images: {sizes}.")
+    notes += [f"interval undefined: {note}" for note in result.undefined_notes()]
     notes += [f"warning: {w}" for w in result.extra.get("warnings", [])]
     if "html" in result.files:
         notes.append(f"report: {result.files['html']}")
@@ -142,7 +145,7 @@ def comparison_table(comparison) -> Table:
         cells += [
             row.model,
             f"{row.metrics[metric]:.4f}" if metric in row.metrics else "",
-            f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "",
+            interval_text(interval, 4, dash="-", computed=metric in row.metrics and metric in row.undefined),
             f"{row.metrics['acc']:.4f}" if "acc" in row.metrics else "",
         ]
         if with_subgroups:
@@ -198,5 +201,6 @@ def series_table(result) -> Table:
         if pooled["intervals"]:
             bounds = [pooled["intervals"].get(name) for name in names]
             table.add_row(f"  {pooled['confidence']:.0%} CI", "",
-                          *("" if b is None else f"{b[0]:.3f}-{b[1]:.3f}" for b in bounds))  # fmt: skip
+                          *(interval_text(b, 3, dash="-", computed=name in pooled["intervals"])
+                            for name, b in zip(names, bounds, strict=True)))  # fmt: skip
     return table

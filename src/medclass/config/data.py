@@ -91,6 +91,22 @@ class LoaderFields(StrictModel):
         "so the worker count never changes the model).",
     )
     augmentation: AugmentationName = "light"
+    laterality: bool | None = Field(
+        None,
+        description="true: the images have a left and a right that matter (chest radiographs: the heart is on the "
+        "left, a mirrored film shows situs inversus), so training images are never flipped left-right. Default: "
+        "decided from the class names (a class naming a side: left/right, l/r, sinister/dexter turns flips off).",
+    )
+    hflip: bool | None = Field(
+        None,
+        description="Flip training images left-right at random. Default: as the augmentation preset does, except "
+        "where sides matter (data.laterality or class names); true there is refused.",
+    )
+    vflip: bool | None = Field(
+        None,
+        description="Flip training images upside down at random. Default: as the preset does (medical), except "
+        "where class names name up and down (upper/lower, superior/inferior, top/bottom); true there is refused.",
+    )
     sampler: Literal["random", "balanced"] = Field(
         "random", description="balanced: draw training images so every class is seen equally often."
     )
@@ -133,6 +149,15 @@ class LoaderFields(StrictModel):
     def with_found_data(self, source: Mapping[str, Any]) -> Self:
         """This config with what loading found filled in (the dataset's ``source`` facts), so a run's saved config
         finds the same data later whatever the environment then says. Default: unchanged."""
+        return self
+
+    @model_validator(mode="after")
+    def _flips_keep_sides(self) -> LoaderFields:
+        if self.laterality and self.hflip:
+            raise ValueError(
+                "data.hflip: true mirrors left and right, but data.laterality: true says the images have sides that "
+                "matter; remove one of them"
+            )
         return self
 
     @model_validator(mode="after")

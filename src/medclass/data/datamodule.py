@@ -15,7 +15,12 @@ from medclass.config.data import DataConfig
 from medclass.data.dataset import ArrayDataset, LabelledImages
 from medclass.data.resident import ResidentBatches, augment_batch, use_resident
 from medclass.data.sampling import EpochSampler, balanced_weights
-from medclass.data.transforms import build_augmentation, build_batch_augmentation
+from medclass.data.transforms import (
+    AugmentationSpec,
+    augmentation_spec,
+    build_augmentation,
+    build_batch_augmentation,
+)
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -26,6 +31,10 @@ class ClassificationDataModule(L.LightningDataModule):
         self.seed = seed
         self.resident = False  # set by train_dataloader: were training batches formed on the device?
         self._batch_augmentation: torch.nn.Module | None = None
+
+    def _spec(self) -> AugmentationSpec | None:
+        """The preset with the flips that keep sides sides (see medclass.data.transforms.flip_policy)."""
+        return augmentation_spec(self.config, self.dataset.classes)
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -51,13 +60,13 @@ class ClassificationDataModule(L.LightningDataModule):
         device, world_size = self._device()
         self.resident = use_resident(self.config.on_device, split, device, world_size)
         if self.resident:
-            self._batch_augmentation = build_batch_augmentation(self.config.augmentation, self.dataset.channels)
+            self._batch_augmentation = build_batch_augmentation(self._spec(), self.dataset.channels)
             if self._batch_augmentation is not None:
                 self._batch_augmentation.to(device)
             return ResidentBatches(split, batch_size, self.seed, self._current_epoch, device, weights, drop_last)
         sampler = EpochSampler(len(split), self.seed, self._current_epoch, weights)
         return self._loader(
-            ArrayDataset(split, build_augmentation(self.config.augmentation)),
+            ArrayDataset(split, build_augmentation(self._spec())),
             batch_size,
             shuffle=False,
             drop_last=drop_last,

@@ -8,6 +8,8 @@ the model's weights.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from medclass.config.data import LoaderFields
+from medclass.errors import ConfigError
 from medclass.registry import AUGMENTATIONS
 
 
@@ -37,9 +41,11 @@ class AugmentationSpec:
 
 
 AUGMENTATIONS.register("none")(None)
-# Horizontal flips and small shifts/rotations/scaling: safe for almost every modality.
+# Horizontal flips and small shifts/rotations/scaling. The flips are turned off where left and right matter (see
+# flip_policy): chest radiographs, and classes that name a side.
 AUGMENTATIONS.register("light")(AugmentationSpec())
-# Flips both ways, rotations, crop-and-scale and mild intensity jitter (microscopy, dermatoscopy, fundus).
+# Flips both ways, rotations, crop-and-scale and mild intensity jitter (microscopy, dermatoscopy, fundus), with the
+# same rule for both flips.
 AUGMENTATIONS.register("medical")(
     AugmentationSpec(vflip=True, degrees=15.0, scale=(0.9, 1.1), brightness=0.1, contrast=0.1, saturation=0.05)
 )
@@ -93,18 +99,107 @@ class ImageAugmentation:
         return tensor if self.jitter is None else self.jitter(tensor)
 
 
-def build_augmentation(name: str) -> ImageAugmentation | None:
-    """Per-image transform: uint8 (H, W, C) array in, uint8 (C, H, W) tensor out (see :class:`ImageAugmentation`)."""
-    spec = AUGMENTATIONS.lookup(name, "data.augmentation")
+# Words of a class name that name a side or a direction (any case, any separator, camelCase split): a flip turns
+# an image of one into the other while the label stays.
+SIDE_WORDS = {"left", "right", "l", "r", "lt", "rt", "sinister", "sinistra", "sinistrum", "dexter", "dextra", "dextrum"}
+UP_DOWN_WORDS = {"upper", "lower", "superior", "inferior", "top", "bottom", "cranial", "caudal", "up", "down"}
+
+
+def _words(name: str) -> set[str]:
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)
+    return {w.lower() for w in re.split(r"[^A-Za-z]+", spaced) if w}
+
+
+def classes_naming(words: set[str], classes: Sequence[str]) -> list[str]:
+    """The classes whose name holds one of ``words`` (kidney-left, Lung_R, femurRight)."""
+    return [c for c in classes if _words(str(c)) & words]
+
+
+@dataclass(frozen=True)
+class FlipPolicy:
+    """Which flips training uses and why (run.json's ``augmentation``, said on the console)."""
+
+    preset: str
+    hflip: bool
+    vflip: bool
+    reasons: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {"preset": self.preset, "hflip": self.hflip, "vflip": self.vflip, "why": list(self.reasons)}
+
+    def sentence(self) -> str:
+        flips = " and ".join(n for n, on in (("left-right", self.hflip), ("upside-down", self.vflip)) if on)
+        said = f"augmentation {self.preset}: " + (f"flips {flips}" if flips else "no flips")
+        return said + ("; " + "; ".join(self.reasons) if self.reasons else "")
+
+
+def flip_policy(config: LoaderFields, classes: Sequence[str]) -> FlipPolicy:
+    """The flips of ``config``'s preset, minus those that would change what an image shows: left-right where the
+    images have sides (data.laterality, or classes naming a side: a flipped "kidney-left" is a right kidney still
+    labelled left), upside-down where classes name up and down. Asking for a flip there is a ConfigError that names
+    the classes."""
+    spec = AUGMENTATIONS.lookup(config.augmentation, "data.augmentation")
+    hflip = spec.hflip if config.hflip is None and spec is not None else bool(config.hflip)
+    vflip = spec.vflip if config.vflip is None and spec is not None else bool(config.vflip)
+    reasons = []
+    sided = classes_naming(SIDE_WORDS, classes)
+    if sided and config.laterality is not False:
+        if config.hflip:
+            raise ConfigError(
+                f"data.hflip: true would mirror left and right, and the classes {', '.join(sided)} name a side: a "
+                "flipped image of one side would keep the other side's label; remove data.hflip (or set "
+                "data.laterality: false if these names are not sides)"
+            )
+        if hflip:
+            reasons.append(f"left-right flips off: the classes {', '.join(sided)} name a side")
+        hflip = False
+    elif sided and hflip:
+        reasons.append(f"left-right flips kept: data.laterality: false says {', '.join(sided)} do not name sides")
+    elif config.laterality:
+        if hflip:
+            reasons.append("left-right flips off: data.laterality says the images have sides that matter")
+        hflip = False
+    up_down = classes_naming(UP_DOWN_WORDS, classes)
+    if up_down:
+        if config.vflip:
+            raise ConfigError(
+                f"data.vflip: true would swap up and down, and the classes {', '.join(up_down)} name a direction: a "
+                "flipped image would keep the other one's label; remove data.vflip"
+            )
+        if vflip:
+            reasons.append(f"upside-down flips off: the classes {', '.join(up_down)} name up and down")
+        vflip = False
+    return FlipPolicy(config.augmentation, hflip, vflip, tuple(reasons))
+
+
+def augmentation_spec(config: LoaderFields, classes: Sequence[str]) -> AugmentationSpec | None:
+    """The preset of ``config`` with the flips :func:`flip_policy` allows (None: no augmentation at all)."""
+    policy = flip_policy(config, classes)
+    spec = AUGMENTATIONS.lookup(config.augmentation, "data.augmentation")
+    if spec is None:  # preset none: flips only if asked for
+        if not (policy.hflip or policy.vflip):
+            return None
+        spec = AugmentationSpec(degrees=0.0, translate=0.0, scale=(1.0, 1.0))
+    return dataclasses.replace(spec, hflip=policy.hflip, vflip=policy.vflip)
+
+
+def _spec_of(preset: str | AugmentationSpec | None) -> AugmentationSpec | None:
+    return AUGMENTATIONS.lookup(preset, "data.augmentation") if isinstance(preset, str) else preset
+
+
+def build_augmentation(preset: str | AugmentationSpec | None) -> ImageAugmentation | None:
+    """Per-image transform: uint8 (H, W, C) array in, uint8 (C, H, W) tensor out (see :class:`ImageAugmentation`).
+    ``preset``: a registered name as it is, or a spec (training passes :func:`augmentation_spec`'s)."""
+    spec = _spec_of(preset)
     return None if spec is None else ImageAugmentation(spec)
 
 
-def build_batch_augmentation(name: str, channels: int) -> nn.Module | None:
+def build_batch_augmentation(preset: str | AugmentationSpec | None, channels: int) -> nn.Module | None:
     """The same preset on whole float batches in [0, 1] (B, C, H, W), each image with its own random draw: kornia
     does on the GPU (or CPU) in one call what torchvision does image by image."""
     import kornia.augmentation as K
 
-    spec = AUGMENTATIONS.lookup(name, "data.augmentation")
+    spec = _spec_of(preset)
     if spec is None:
         return None
     steps: list[nn.Module] = [K.RandomHorizontalFlip()] if spec.hflip else []

@@ -1,6 +1,7 @@
 """The per-class (per-label) table of a classifier on one split, with the numbers clinicians read (sensitivity,
-specificity, PPV, NPV), and its bootstrap intervals; the summary metrics are in :mod:`medclass.metrics`. Every
-value comes from scikit-learn; this module only decides which predictions each number sees."""
+specificity, PPV, NPV), and its intervals (Wilson for the proportions, bootstrap for F1 and AUC); the summary
+metrics are in :mod:`medclass.metrics`. Every value comes from scikit-learn; this module only decides which
+predictions each number sees."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from medclass.evaluation.bootstrap import percentile_interval, wilson
 from medclass.tasks import Task
 
 PER_CLASS_COLUMNS = ("class", "support", "sensitivity", "specificity", "ppv", "npv", "f1", "auc")
@@ -81,35 +83,42 @@ def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
 def per_class_intervals(
     y_true: np.ndarray, y_score: np.ndarray, y_pred: np.ndarray, task: Task, n_classes: int,
     resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-) -> list[dict[str, list[float] | None]]:  # fmt: skip
-    """Percentile bootstrap intervals (images resampled with replacement, the same resamples for every class) of
-    each per-class value in INTERVAL_COLUMNS: one ``{column: [low, high] or None}`` per class."""
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Per class, ``{column: [low, high] or None}`` for each value in INTERVAL_COLUMNS, plus ``undefined``
+    (column -> why there is no interval) where one is missing for a value that exists. Sensitivity, specificity,
+    PPV and NPV are proportions of counts: Wilson intervals (see medclass.evaluation.bootstrap). F1 and AUC: the
+    percentile bootstrap (images resampled with replacement, the same resamples for every class)."""
     truth, decided = one_vs_rest(y_true, y_pred, task, n_classes)
+    counts = {
+        "tp": (truth * decided).sum(axis=0), "fn": (truth * (1 - decided)).sum(axis=0),
+        "fp": ((1 - truth) * decided).sum(axis=0), "tn": ((1 - truth) * (1 - decided)).sum(axis=0),
+    }  # fmt: skip
+    proportions = {"sensitivity": ("tp", "fn"), "specificity": ("tn", "fp"), "ppv": ("tp", "fp"), "npv": ("tn", "fn")}
     weights = resample_weights(len(truth), resamples, seed)
     tp, fn = weights @ (truth * decided), weights @ (truth * (1 - decided))
-    fp, tn = weights @ ((1 - truth) * decided), weights @ ((1 - truth) * (1 - decided))
-
-    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.divide(a, a + b, out=np.full(a.shape, np.nan), where=(a + b) > 0)
-
-    values = {
-        "sensitivity": ratio(tp, fn), "specificity": ratio(tn, fp), "ppv": ratio(tp, fp), "npv": ratio(tn, fn),
+    fp = weights @ ((1 - truth) * decided)
+    resampled = {
         "f1": np.divide(2 * tp, 2 * tp + fp + fn, out=np.full(tp.shape, np.nan), where=(tp + fn) > 0),
         "auc": np.stack([_weighted_auc(truth[:, k], y_score[:, k], weights) for k in range(n_classes)], axis=1),
     }  # fmt: skip
-    tail = 100 * (1 - confidence) / 2
-    rows: list[dict[str, list[float] | None]] = []
+    rows: list[dict[str, Any]] = []
     for k in range(n_classes):
-        row: dict[str, list[float] | None] = {}
-        for column in INTERVAL_COLUMNS:
-            column_values = values[column][:, k]
-            finite = column_values[np.isfinite(column_values)]
-            # An interval needs the value to exist in nearly every resample; else it would describe other data.
-            row[column] = (
-                [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
-                if len(finite) >= 0.9 * resamples
-                else None
-            )
+        row: dict[str, Any] = {}
+        undefined: dict[str, str] = {}
+        for column, (hit, miss) in proportions.items():
+            bounds = wilson(int(counts[hit][k]), int(counts[hit][k] + counts[miss][k]), confidence)
+            row[column] = list(bounds) if bounds is not None else None
+        for column, values in resampled.items():
+            bounds, reason = percentile_interval(values[:, k], resamples, confidence)
+            row[column] = list(bounds) if bounds is not None else None
+            # F1 without positives and AUC without both classes have no value at all, so nothing to explain
+            exists = counts["tp"][k] + counts["fn"][k] > 0
+            if column == "auc":
+                exists = exists and counts["tn"][k] + counts["fp"][k] > 0
+            if bounds is None and exists:
+                undefined[column] = reason
+        if undefined:
+            row["undefined"] = undefined
         rows.append(row)
     return rows
 
@@ -141,13 +150,11 @@ def _weighted_average_precision(truth: np.ndarray, score: np.ndarray, weights: n
 
 def average_precision_interval(
     y_true: np.ndarray, positive_scores: np.ndarray, positive: int, resamples: int, confidence: float, seed: int
-) -> list[float] | None:
+) -> tuple[list[float] | None, str]:
+    """(bounds, "") or (None, why there is none) for the AP of detecting class ``positive``."""
     truth = (np.asarray(y_true).reshape(-1) == positive).astype(np.int64)
     values = _weighted_average_precision(
         truth, np.asarray(positive_scores), resample_weights(len(truth), resamples, seed)
     )
-    finite = values[np.isfinite(values)]
-    if len(finite) < 0.9 * resamples:
-        return None
-    tail = 100 * (1 - confidence) / 2
-    return [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
+    bounds, reason = percentile_interval(values, resamples, confidence)
+    return (list(bounds) if bounds is not None else None), reason

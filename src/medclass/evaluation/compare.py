@@ -20,6 +20,7 @@ from medclass.evaluation.evaluate import evaluate_run, split_scores
 from medclass.io import atomic_write_text, save_figure
 from medclass.metrics import METRICS, Scores, check_metric, metric_label
 from medclass.run_dir import RunDir
+from medclass.wording import interval_text
 
 log = logging.getLogger("medclass")
 
@@ -58,11 +59,14 @@ def paired_difference(
         a, b = compute(Scores(y_true, both[:, :width], task)), compute(Scores(y_true, both[:, width:], task))
         return {"difference": np.nan if a is None or b is None else a - b}
 
+    if np.array_equal(scores_a, scores_b):  # the same scores: no difference on any resample, exactly
+        return PairedDifference(metric, 0.0, 0.0, 0.0, len(targets))
     both = np.concatenate([scores_a, scores_b], axis=1)
     point = difference(targets, both)["difference"]
-    low, high = bootstrap_intervals(targets, both, difference, ["difference"], resamples, seed=seed)["difference"]
-    if not np.isfinite([point, low, high]).all():
+    bounds = bootstrap_intervals(targets, both, difference, ["difference"], resamples, seed=seed).bounds
+    if "difference" not in bounds or not np.isfinite(point):
         return None
+    low, high = bounds["difference"]
     return PairedDifference(metric, float(point), float(low), float(high), len(targets))
 
 
@@ -76,6 +80,7 @@ class ComparedRun:
     epoch: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why its interval is undefined
     error: str = ""
     subgroups: list[dict[str, Any]] = field(default_factory=list)  # metrics.json's subgroup results, when asked
 
@@ -141,6 +146,7 @@ def compare_runs(
                 epoch=result.epoch,
                 metrics=result.metrics,
                 intervals=result.intervals,
+                undefined=result.undefined_intervals,
                 subgroups=result.extra.get("subgroups") or [],
             )  # fmt: skip
         )
@@ -195,8 +201,7 @@ def write_comparison(
     for row in rows:
         if row.status != "ok":
             continue
-        interval = row.intervals.get(metric)
-        ci = f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else ""
+        ci = interval_text(row.intervals.get(metric), 4, dash=" - ", computed=metric in row.undefined)
         mark = " (best)" if best.get(row.dataset) is row else ""
         gaps = "".join(f" | {cell}" for cell in gap_cells(row, metric)) if with_subgroups else ""
         lines.append(f"| {row.run_dir}{mark} | {row.dataset} | {row.model} | "
@@ -224,16 +229,21 @@ def plot_comparison(path: Path, rows: list[ComparedRun], metric: str, best: dict
         # range, and a bar axis starting at 0 would hide them.
         for y, row in enumerate(shown):
             value = row.metrics[metric]
-            low, high = row.intervals.get(metric, (value, value))
             color = "tab:green" if best.get(row.dataset) is row else "tab:blue"
-            ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
-            ax.annotate(f"{value:.4f}", (value, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+            if metric in row.intervals:
+                low, high = row.intervals[metric]
+                ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
+            else:  # hollow, no bar: a point without an interval is not a precise value
+                ax.plot(value, y, "o", mfc="none", color=color)
+            undefined = " (interval undefined)" if metric in row.undefined else ""
+            ax.annotate(f"{value:.4f}{undefined}", (value, y), textcoords="offset points", xytext=(0, 7),
+                        ha="center", fontsize=8)  # fmt: skip
         ax.set_yticks(range(len(shown)), [f"{row.run_dir} ({row.model})" for row in shown], fontsize=8)
         ax.set_ylim(len(shown) - 0.5, -0.7)
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(dataset, fontsize=10, loc="left")
-        ax.set_xlabel(f"{metric_label(metric)} with its 95% bootstrap interval (green: the best run on {dataset})",
+        ax.set_xlabel(f"{metric_label(metric)} with its 95% interval (green: the best run on {dataset})",
                       fontsize=8)  # fmt: skip
     fig.suptitle(f"Runs compared by {metric_label(metric)} on their held-out split, one panel per dataset")
     return save_figure(fig, path)

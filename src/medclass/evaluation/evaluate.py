@@ -19,7 +19,7 @@ import torch
 from medclass.config import EvaluationConfig, validate_config
 from medclass.config.data import check_split
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
-from medclass.evaluation.bootstrap import bootstrap_intervals
+from medclass.evaluation.bootstrap import BOOTSTRAP, WILSON, Intervals, headline_intervals
 from medclass.evaluation.calibration import apply_temperature, choose_temperature
 from medclass.evaluation.clinical import (
     average_precision,
@@ -31,7 +31,7 @@ from medclass.evaluation.report import write_report
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import split_subgroups
 from medclass.evaluation.thresholds import best_f1_thresholds, operating_threshold, sensitivity_specificity
-from medclass.metrics import METRICS, headline_metrics, predicted_labels, summary_metrics
+from medclass.metrics import predicted_labels, summary_metrics
 from medclass.run_dir import RunDir
 from medclass.tasks import Task, positive_class_index, scores_from_logits
 from medclass.training.predict import predict_logits
@@ -80,12 +80,11 @@ def evaluate_run(
     calibration = choose_temperature(val_logits, val_targets, logits, targets, task, settings.calibration_bins)
     y_pred = predicted_labels(scores, task, 0.5 if thresholds is None else thresholds)
     per_class = per_class_table(targets, scores, y_pred, task, dataset.classes)
-    intervals = {}
+    intervals = Intervals()
     if settings.bootstrap:
-        intervals = bootstrap_intervals(
-            targets, scores, lambda t, s: headline_metrics(t, s, task, thresholds), list(METRICS.names("headline")),
-            resamples=settings.bootstrap, confidence=settings.confidence, seed=config.seed,
-        )  # fmt: skip
+        intervals = headline_intervals(
+            targets, scores, task, thresholds, settings.bootstrap, settings.confidence, config.seed
+        )
         class_intervals = per_class_intervals(
             targets, scores, y_pred, task, len(dataset.classes), settings.bootstrap, settings.confidence, config.seed
         )
@@ -111,7 +110,9 @@ def evaluate_run(
         n_samples=len(targets),
         epoch=(info["epoch"] + 1) if info.get("epoch") is not None else None,
         task=task,
-        intervals=intervals,
+        intervals=intervals.bounds,
+        undefined_intervals=intervals.undefined,
+        interval_methods=intervals.methods,
         per_class=per_class,
         calibration=calibration,
         operating_point=operating_point,
@@ -123,14 +124,9 @@ def evaluate_run(
             "seed": config.seed,
             **({"positive_class": positive_summary} if positive_summary is not None else {}),
             "warnings": [*dataset.warnings, *_warnings(calibration, positive_summary)],
-            "weak": weakness(targets, metrics, intervals, task, dataset.classes),
+            "weak": weakness(targets, metrics, intervals.bounds, task, dataset.classes),
             "images_per_second": round(len(targets) / seconds, 1) if seconds > 0 else None,
-            "bootstrap": {
-                "resamples": settings.bootstrap,
-                "confidence": settings.confidence,
-                "seed": config.seed,
-                "method": "percentile",
-            },  # fmt: skip
+            "bootstrap": bootstrap_settings(settings, config.seed),
             **({"thresholds": [round(float(t), 6) for t in thresholds]} if thresholds is not None else {}),
             **({"subgroups": subgroups} if subgroups is not None else {}),
         },
@@ -215,13 +211,26 @@ def _positive_summary(
     summary.update({k: row[k] for k in ("support", "sensitivity", "specificity", "ppv", "npv", "f1", "auc")})
     summary["ap"] = average_precision(targets, scores[:, positive], positive)
     if "ci" in row:
-        summary["ci"] = {
-            **row["ci"],
-            "ap": average_precision_interval(
-                targets, scores[:, positive], positive, settings.bootstrap, settings.confidence, seed
-            ),
-        }
+        ci = dict(row["ci"])
+        undefined = dict(ci.pop("undefined", {}))
+        ci["ap"], reason = average_precision_interval(
+            targets, scores[:, positive], positive, settings.bootstrap, settings.confidence, seed
+        )
+        if ci["ap"] is None and summary["ap"] is not None:
+            undefined["ap"] = reason
+        summary["ci"] = {**ci, **({"undefined": undefined} if undefined else {})}
     return summary
+
+
+def bootstrap_settings(settings: EvaluationConfig, seed: int) -> dict[str, Any]:
+    """How the intervals were made, as metrics.json records it."""
+    return {
+        "resamples": settings.bootstrap,
+        "confidence": settings.confidence,
+        "seed": seed,
+        "method": f"{WILSON} score intervals for proportions (accuracy, sensitivity, specificity, PPV, NPV), "
+        f"{BOOTSTRAP} for the rest; undefined (with the reason) where the resamples cannot describe the uncertainty",
+    }
 
 
 def _operating_point(

@@ -13,7 +13,7 @@ import numpy as np
 from medclass.config import EvaluationConfig, ExperimentConfig
 from medclass.data.dataset import LabelledImages
 from medclass.evaluation.calibration import reliability_curve
-from medclass.evaluation.clinical import PER_CLASS_COLUMNS
+from medclass.evaluation.clinical import INTERVAL_COLUMNS, PER_CLASS_COLUMNS
 from medclass.evaluation.plots import (
     plot_confusion,
     plot_reliability,
@@ -33,6 +33,7 @@ from medclass.wording import (
     class_name,
     count,
     duration,
+    interval_text,
     listing,
     number,
     percent,
@@ -136,10 +137,10 @@ def write_plots(
     return plots
 
 
-def _interval(bounds: Any, digits: int = 3, scale: float = 1.0) -> str:
-    if not bounds:
-        return ""
-    return f"{bounds[0] * scale:.{digits}f} – {bounds[1] * scale:.{digits}f}"
+def _interval(ci: dict[str, Any], key: str, value: Any, digits: int = 3, scale: float = 1.0) -> str:
+    """The interval of ``key`` from a ``ci`` mapping (per-class or positive-class), "undefined" where it has none
+    although the value exists."""
+    return interval_text(ci.get(key), digits, scale, computed=bool(ci) and value is not None)
 
 
 def question(task: str, classes: list[str], positive: str | None) -> str:
@@ -208,9 +209,9 @@ def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, 
         cleared = round(positive["specificity"] * others)
         sentences.append(
             f"At P({name}) > 0.5 the model finds {found} of the {support} images of {name} (sensitivity "
-            f"{percent(positive['sensitivity'])}, {pct}% CI {_interval(ci.get('sensitivity'), 0, 100)}%) and "
+            f"{percent(positive['sensitivity'])}, {pct}% CI {_percent_interval(ci, 'sensitivity', positive)}) and "
             f"correctly clears {cleared} of the {others} others (specificity {percent(positive['specificity'])}, "
-            f"{_interval(ci.get('specificity'), 0, 100)}%)."
+            f"{_percent_interval(ci, 'specificity', positive)})."
         )
     if operating_point:
         sentences.append(
@@ -219,6 +220,15 @@ def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, 
             f"{percent(operating_point['specificity'])} on this split."
         )
     return sentences
+
+
+def _percent_interval(ci: dict[str, Any], key: str, positive: dict[str, Any]) -> str:
+    """``0 – 6.4%`` (one decimal below 10%, where whole percents would round an edge to 0), or undefined."""
+    bounds = ci.get(key)
+    if not bounds:
+        return _interval(ci, key, positive.get(key))
+    digits = 1 if min(bounds[0], 1 - bounds[1]) < 0.1 else 0
+    return interval_text(bounds, digits, 100) + "%"
 
 
 def _training_rows(status: dict[str, Any], config: ExperimentConfig) -> list[tuple[str, str]]:
@@ -282,11 +292,16 @@ def report_context(
     definitions = metric_definitions()
     metric_rows = [
         {"name": metric_label(name), "key": name, "value": number(value, 4),
-         "interval": _interval(result.intervals.get(name), 4), "definition": definitions.get(name, "")}
+         "interval": interval_text(result.intervals.get(name), 4, computed=name in result.undefined_intervals),
+         "definition": definitions.get(name, "")}
         for name, value in result.metrics.items()
     ]  # fmt: skip
     per_class = [
-        {c: _with_interval(row[c], (row.get("ci") or {}).get(c)) for c in PER_CLASS_COLUMNS} for row in result.per_class
+        {
+            c: _with_interval(row[c], (row.get("ci") or {}).get(c), "ci" in row and c in INTERVAL_COLUMNS)
+            for c in PER_CLASS_COLUMNS
+        }
+        for row in result.per_class
     ]
     for row in per_class:
         row["class"]["value"] = class_name(row["class"]["value"])
@@ -297,7 +312,7 @@ def report_context(
         labels = {"sensitivity": "sensitivity (recall)", "specificity": "specificity", "ppv": "PPV (precision)",
                   "npv": "NPV", "f1": "F1", "auc": "ROC AUC", "ap": "average precision (PR AUC)"}  # fmt: skip
         positive_rows = [
-            {"name": label, "value": number(positive.get(key), 4), "interval": _interval(ci.get(key), 4)}
+            {"name": label, "value": number(positive.get(key), 4), "interval": _interval(ci, key, positive.get(key), 4)}
             for key, label in labels.items()
         ]
     fitted = ["the temperature"]
@@ -334,6 +349,7 @@ def report_context(
         else [],
         "weakness": result.extra.get("weak", []),
         "metric_rows": metric_rows,
+        "undefined_notes": result.undefined_notes(),
         "fitted_on_val": fitted_on_val + " fitted",
         "confidence_pct": pct,
         "resamples": result.extra.get("bootstrap", {}).get("resamples", 0),
@@ -386,19 +402,17 @@ def _subgroup_tables(result: EvaluationResult) -> list[dict[str, Any]]:
 
 
 def _subgroup_cell(value: Any, interval: list[float] | None, resamples: int) -> dict[str, str]:
-    """A subgroup's value with its interval, or "no interval" where the bootstrap had one and this value has
-    none (a class too rare in the subgroup): a bare number would look precise."""
-    cell = _with_interval(value, interval)
-    if resamples and isinstance(value, float) and not interval:
-        cell["interval"] = "no interval"
-    return cell
+    """A subgroup's value with its interval, or "undefined" where the bootstrap had one and this value has
+    none (a class too rare in the subgroup, or every resample alike): a bare number would look precise."""
+    return _with_interval(value, interval, bool(resamples))
 
 
-def _with_interval(value: Any, interval: list[float] | None) -> dict[str, str]:
-    """A per-class cell: the value and, when there is one, its interval (shown under it in the HTML)."""
+def _with_interval(value: Any, interval: list[float] | None, computed: bool = False) -> dict[str, str]:
+    """A per-class cell: the value and its interval (shown under it in the HTML), "undefined" where intervals were
+    computed and this value has none."""
     return {
         "value": number(value, 3),
-        "interval": f"{interval[0]:.3f}–{interval[1]:.3f}" if isinstance(value, float) and interval else "",
+        "interval": interval_text(interval, 3, dash="–", computed=computed) if isinstance(value, float) else "",
     }
 
 

@@ -21,9 +21,9 @@ from medclass.data.dataset import LabelledImages
 from medclass.data.dicom import age_in_years
 from medclass.data.sources.files import file_attributes
 from medclass.errors import UserError
-from medclass.evaluation.bootstrap import bootstrap_intervals
+from medclass.evaluation.bootstrap import headline_intervals
 from medclass.evaluation.clinical import per_class_intervals, per_class_table
-from medclass.metrics import METRICS, headline_metrics, metric_label
+from medclass.metrics import headline_metrics, metric_label
 from medclass.tasks import Task, positive_class_index
 
 MISSING = "(missing)"
@@ -57,27 +57,15 @@ def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def _interval(bounds: Any) -> list[float] | None:
-    if bounds is None:
-        return None
-    low, high = (_finite(b) for b in bounds)
-    return None if low is None or high is None else [low, high]
-
-
 def _one_subgroup(
     targets: np.ndarray, scores: np.ndarray, y_pred: np.ndarray, task: Task, classes: list[str],
     thresholds: np.ndarray | None, resamples: int, confidence: float, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
-    names = list(METRICS.names("headline"))
     metrics = {k: _finite(v) for k, v in headline_metrics(targets, scores, task, thresholds).items()}
     intervals: dict[str, list[float] | None] = {}
     class_intervals: list[dict[str, Any]] = [{} for _ in classes]
     if resamples and len(targets) > 1:
-        raw = bootstrap_intervals(
-            targets, scores, lambda t, s: headline_metrics(t, s, task, thresholds), names, resamples=resamples,
-            confidence=confidence, seed=seed,
-        )  # fmt: skip
-        intervals = {k: _interval(v) for k, v in raw.items()}
+        intervals = headline_intervals(targets, scores, task, thresholds, resamples, confidence, seed).as_json()
         class_intervals = per_class_intervals(targets, scores, y_pred, task, len(classes), resamples, confidence, seed)
     table = per_class_table(targets, scores, y_pred, task, classes)
     per_class = []

@@ -28,14 +28,15 @@ from medclass.config import ExperimentConfig, FoldConfig, validate_config
 from medclass.config.loading import config_to_dict
 from medclass.data import load_dataset
 from medclass.errors import ConfigError, RunDirError
-from medclass.evaluation.bootstrap import bootstrap_intervals
+from medclass.evaluation.bootstrap import Intervals, headline_intervals
 from medclass.evaluation.evaluate import read_predictions
 from medclass.experiments.pipeline import run_experiment
 from medclass.inference.assess import assess_package
 from medclass.inference.package import add_to_source, load_package, run_package, save_ensemble
 from medclass.io import atomic_write_json, atomic_write_text, save_figure
-from medclass.metrics import METRICS, headline_metrics, metric_label, summary_metrics
+from medclass.metrics import METRICS, metric_label, summary_metrics
 from medclass.run_dir import RunDir, SeriesDir
+from medclass.wording import interval_text
 
 log = logging.getLogger("medclass")
 
@@ -249,14 +250,13 @@ def _pooled_out_of_fold(
             raise RunDirError(f"{manifest['experiment']}: the folds of seed {seed} share images; the series is broken")
         y_true, y_score = np.concatenate(targets), np.concatenate(scores)
         metrics = summary_metrics(y_true, y_score, task, None, settings.calibration_bins)
-        intervals = {}
+        intervals = Intervals()
         if settings.bootstrap:
-            intervals = bootstrap_intervals(
-                y_true, y_score, lambda t, s: headline_metrics(t, s, task), list(METRICS.names("headline")),
-                resamples=settings.bootstrap, confidence=settings.confidence, seed=manifest.get("fold_seed", 0),
-            )  # fmt: skip
-        pooled.append({"seed": seed, "n": len(y_true), "metrics": metrics, "intervals": intervals,
-                       "confidence": settings.confidence})  # fmt: skip
+            intervals = headline_intervals(
+                y_true, y_score, task, None, settings.bootstrap, settings.confidence, manifest.get("fold_seed", 0)
+            )
+        pooled.append({"seed": seed, "n": len(y_true), "metrics": metrics, "intervals": intervals.as_json(),
+                       "intervals_undefined": intervals.undefined, "confidence": settings.confidence})  # fmt: skip
     return pooled
 
 
@@ -278,7 +278,11 @@ def _ensemble(folder: SeriesDir, members: list[Member], runs: dict[str, RunDir],
         assessed = assess_package(package, dataset, "test", settings, seed=config.seed)
         results[name] = {"metrics": assessed.metrics}
         if name == "ensemble":
-            results[name].update(intervals=assessed.intervals, weak=assessed.extra["weak"])
+            results[name].update(
+                intervals={n: (list(assessed.intervals[n]) if n in assessed.intervals else None)
+                           for n in assessed.interval_methods},
+                intervals_undefined=assessed.undefined_intervals, weak=assessed.extra["weak"],
+            )  # fmt: skip
     add_to_source(path, test_metrics=results["ensemble"]["metrics"])
     names = list(METRICS.names("headline"))
     member_spread = {n: _spread([results[m.name]["metrics"].get(n) for m in members]) for n in names}
@@ -375,12 +379,14 @@ def _markdown(manifest: dict[str, Any], result: SeriesResult, names: list[str]) 
         lines.append(f"| {metric_label(name)} | {_mean_sd(stats)} | {_fmt(stats['min'])} | {_fmt(stats['max'])} |")
     for pooled in result.pooled:
         percent = f"{pooled['confidence']:.0%}"
-        lines += ["", f"## Pooled out-of-fold, seed {pooled['seed']} ({pooled['n']} images, {percent} bootstrap "
-                  "intervals)", "", f"| metric | value | {percent} interval |", "|---|---|---|"]  # fmt: skip
+        lines += ["", f"## Pooled out-of-fold, seed {pooled['seed']} ({pooled['n']} images, {percent} "
+                  "intervals: Wilson for accuracy, percentile bootstrap for the others)", "",
+                  f"| metric | value | {percent} interval |", "|---|---|---|"]  # fmt: skip
         for name in names:
             value, interval = pooled["metrics"].get(name), pooled["intervals"].get(name)
-            shown = f"{interval[0]:.4f} - {interval[1]:.4f}" if interval else ""
+            shown = interval_text(interval, 4, dash=" - ", computed=name in pooled["intervals"])
             lines.append(f"| {metric_label(name)} | {_fmt(value)} | {shown} |")
+        lines += _undefined_lines(pooled.get("intervals_undefined") or {})
     lines += _ensemble_markdown(result, names)
     lines += ["", "## Members", "", "| member | n | " + " | ".join(metric_label(m) for m in names) +
               " | best epoch | minutes |", "|---|---|" + "---|" * len(names) + "---|---|"]  # fmt: skip
@@ -410,11 +416,19 @@ def _ensemble_markdown(result: SeriesResult, names: list[str]) -> list[str]:
     own = ensemble["ensemble"]
     cells = []
     for name in names:
-        interval = own.get("intervals", {}).get(name)
-        cells.append(_fmt(own["metrics"].get(name)) + (f" ({interval[0]:.4f} - {interval[1]:.4f})" if interval else ""))
+        bounds = own.get("intervals", {})
+        shown = interval_text(bounds.get(name), 4, dash=" - ", computed=name in bounds)
+        cells.append(_fmt(own["metrics"].get(name)) + (f" ({shown})" if shown else ""))
     lines.append(f"| **ensemble** ({percent} CI) | " + " | ".join(cells) + " |")
+    lines += _undefined_lines(own.get("intervals_undefined") or {})
     lines += ["", *(f"- {note}" for note in own.get("weak", []))] if own.get("weak") else []
     return lines
+
+
+def _undefined_lines(undefined: dict[str, str]) -> list[str]:
+    """Why an interval of the table above is undefined (never a zero-width range)."""
+    return ["", *(f"- {metric_label(name)}: interval undefined: {reason}" for name, reason in undefined.items())] \
+        if undefined else []  # fmt: skip
 
 
 def _yerr(value: float, interval: list[float] | None) -> list[list[float]] | None:

@@ -1,9 +1,9 @@
 """Evaluate a model package (a single model or an ensemble) on any dataset a config describes: the way to test a
 packaged model on an external set, and how a series scores its ensemble on the test split.
 
-The numbers are those of a run's evaluation (every summary metric, bootstrap intervals of the headline ones, the
-per-class table, the weak-model notes) from the package's probabilities at P > 0.5 / argmax. Nothing is fitted
-here: a package has no validation split of this dataset to fit a temperature or threshold on."""
+The numbers are those of a run's evaluation (every summary metric, intervals of the headline ones, the per-class
+table with its intervals, the weak-model notes) from the package's probabilities at P > 0.5 / argmax. Nothing is
+fitted here: a package has no validation split of this dataset to fit a temperature or threshold on."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from medclass.config import EvaluationConfig
 from medclass.config.data import LoaderFields, check_split
 from medclass.data import ImageSplit, LabelledImages, load_dataset
 from medclass.errors import UserError
-from medclass.evaluation.bootstrap import bootstrap_intervals
-from medclass.evaluation.clinical import per_class_table
-from medclass.evaluation.evaluate import predictions_csv, weakness
+from medclass.evaluation.bootstrap import Intervals, headline_intervals
+from medclass.evaluation.clinical import per_class_intervals, per_class_table
+from medclass.evaluation.evaluate import bootstrap_settings, predictions_csv, weakness
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import split_subgroups
 from medclass.inference.package import ModelPackage, load_package
 from medclass.io import atomic_write_json, atomic_write_text
-from medclass.metrics import METRICS, headline_metrics, predicted_labels, summary_metrics
+from medclass.metrics import predicted_labels, summary_metrics
 from medclass.run_dir import EvaluationDir
 from medclass.tasks import Task, scores_from_logits
 from medclass.wording import file_slug
@@ -56,23 +56,27 @@ def assess_package(
     scores = package_scores(package, part, task)
     targets = np.asarray(part.labels)
     metrics = summary_metrics(targets, scores, task, None, settings.calibration_bins)
-    intervals = {}
+    intervals = Intervals()
+    y_pred = predicted_labels(scores, task)
+    per_class = per_class_table(targets, scores, y_pred, task, dataset.classes)
     if settings.bootstrap:
-        intervals = bootstrap_intervals(
-            targets, scores, lambda t, s: headline_metrics(t, s, task), list(METRICS.names("headline")),
-            resamples=settings.bootstrap, confidence=settings.confidence, seed=seed,
-        )  # fmt: skip
-    per_class = per_class_table(targets, scores, predicted_labels(scores, task), task, dataset.classes)
+        intervals = headline_intervals(targets, scores, task, None, settings.bootstrap, settings.confidence, seed)
+        class_intervals = per_class_intervals(
+            targets, scores, y_pred, task, len(dataset.classes), settings.bootstrap, settings.confidence, seed
+        )
+        for row, row_intervals in zip(per_class, class_intervals, strict=True):
+            row["ci"] = row_intervals
     result = EvaluationResult(
         run_dir=package.path, split=split, checkpoint="package", metrics=metrics, n_samples=len(targets), epoch=None,
-        task=task, intervals=intervals, per_class=per_class,
+        task=task, intervals=intervals.bounds, undefined_intervals=intervals.undefined,
+        interval_methods=intervals.methods, per_class=per_class,
         extra={
             "dataset": dataset.name, "model": str(package.path), "classes": dataset.classes,
             "split_source": dataset.source.get("split"), "ensemble": "ensemble" in package.manifest,
             "decision": "argmax (binary: P > 0.5); no temperature or threshold is fitted for a package",
-            "warnings": list(dataset.warnings), "weak": weakness(targets, metrics, intervals, task, dataset.classes),
-            "bootstrap": {"resamples": settings.bootstrap, "confidence": settings.confidence, "seed": seed,
-                          "method": "percentile"},
+            "warnings": list(dataset.warnings),
+            "weak": weakness(targets, metrics, intervals.bounds, task, dataset.classes),
+            "bootstrap": bootstrap_settings(settings, seed),
         },
     )  # fmt: skip
     result.extra["scores"] = scores  # for callers in this process (not written)

@@ -23,6 +23,7 @@ from medclass.config import ExperimentConfig
 from medclass.data import ClassificationDataModule, LabelledImages, load_dataset
 from medclass.data.cache import cache_root
 from medclass.data.stats import dataset_stats
+from medclass.data.transforms import flip_policy
 from medclass.environment import collect_environment
 from medclass.errors import ConfigError, RunInterrupted, UserError, storage_error
 from medclass.io import atomic_write_text
@@ -123,6 +124,7 @@ def train(
     check_model_name(config.model.name)  # fail before loading data when the model name is wrong
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data)
+    flips = flip_policy(config.data, dataset.classes)  # a flip that would swap sides is refused before anything
     config, auto_batch = resolve_batch_size(config, len(dataset.splits["train"]))
     module = build_module(config, dataset)
 
@@ -137,6 +139,8 @@ def train(
         # Record where the data was found, so evaluating the run later does not depend on MEDCLASS_DATA.
         config = config.model_copy(update={"data": config.data.with_found_data(dataset.source)})
         _write_run_files(run, config, dataset, module)
+        run.update_status(augmentation=flips.as_dict())
+        log.info("%s", flips.sentence())
         if auto_batch:
             run.update_status(batch_size_auto=auto_batch)
     try:
