@@ -57,6 +57,10 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("`ood/`", "`medclass evaluate RUN --ood FOLDER`: how well the gate tells foreign and degraded images from the "
      "test split (`ood.md`, `ood.json`, `ood.png`)"),
     ("`tensorboard/`, `wandb/`", "tracker files, when switched on"),
+    ("`external/NAME/`", "`medclass evaluate RUN --external NAME=PATH`: the best checkpoint on an external set: "
+     "`metrics.json` (its metrics with intervals, the internal test split side by side with the differences, "
+     "calibration, the validation threshold applied, the gate's pass rate, the copies of training images left out), "
+     "`predictions.csv` (every image, its source, whether it was left out), `report.html`; also in the report"),
     ("`model/`", "the model package (`medclass export`, or made on first `predict`/`serve` of the run; "
      "`model_last/` for the last checkpoint)"),
 )  # fmt: skip
@@ -157,6 +161,15 @@ class RunDir:
 
     def ood_dir(self, split: str = "test", checkpoint: str = "best") -> Path:
         return self.path / f"ood{_suffix(split, checkpoint)}"
+
+    def external_dir(self, name: str) -> ExternalDir:
+        """``evaluate RUN --external NAME=PATH``: the best checkpoint's results on that external set."""
+        return ExternalDir(self.path / "external" / name)
+
+    def external_results(self) -> list[Path]:
+        """metrics.json of every external set evaluated so far, by name."""
+        return sorted(ExternalDir(p).metrics_path for p in (self.path / "external").glob("*") if p.is_dir()
+                      and ExternalDir(p).metrics_path.is_file())  # fmt: skip
 
     def package_dir(self, checkpoint: str = "best") -> Path:
         return self.path / ("model" if checkpoint == "best" else f"model_{checkpoint}")
@@ -453,3 +466,27 @@ class EvaluationDir:
     @property
     def predictions_path(self) -> Path:
         return self.path / "predictions.csv"
+
+
+class ExternalDir:
+    """Where ``medclass evaluate MODEL --external NAME=PATH`` writes a model's results on one external set:
+    ``RUN/external/NAME/`` for a run, ``external/NAME/`` beside a package or .onnx file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.csv"
+
+    @property
+    def skipped_path(self) -> Path:
+        return self.path / "skipped.csv"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"

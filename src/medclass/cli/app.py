@@ -204,9 +204,22 @@ def evaluate(
             show_default=False,
         ),
     ] = None,  # fmt: skip
+    external: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="External validation instead (repeat for several): NAME=PATH, PATH a folder of class folders, a "
+            "pre-split folder, a label CSV or an experiment YAML; every labelled image is scored, copies of training "
+            "images left out, results in external/NAME/ and the run's report.",
+            show_default=False,
+        ),
+    ] = None,
+    keep_duplicates: Annotated[
+        bool, typer.Option(help="With --external: keep copies of training or validation images in the metrics.")
+    ] = False,
 ) -> None:
     """Evaluate a run on its held-out split: metrics with 95% intervals, per-class table, calibration, plots and an
-    HTML report. Given a folder of runs, evaluate each and write a comparison naming the best."""
+    HTML report. Given a folder of runs, evaluate each and write a comparison naming the best. With --external,
+    score a run, package, ensemble or .onnx model on data from elsewhere."""
     from medclass.config.data import check_split
     from medclass.metrics import check_metric
     from medclass.run_dir import RunDir, check_checkpoint
@@ -217,6 +230,16 @@ def evaluate(
     check_split(split)
     if not path.exists():
         raise UserError(f"{path} does not exist: give a run directory or a folder of runs")
+    if external:
+        from medclass.config.data import external_spec
+
+        for spec in external:
+            name, where = external_spec(spec)
+            if not where.exists():
+                raise UserError(f"--external {spec}: {where} does not exist; give NAME=PATH with a folder of class "
+                                "folders, a label CSV or an experiment YAML")  # fmt: skip
+        quiet_lightning(ctx)
+        return _evaluate_external(path, external, keep_duplicates, bootstrap)
     from medclass.cli.render import comparison_table, metrics_table, result_notes
     from medclass.evaluation import compare_runs, evaluate_run
 
@@ -259,6 +282,47 @@ def evaluate(
     console.print(f"comparison: {comparison.files['markdown']} (and .csv, .png)", highlight=False, soft_wrap=True)
     if not comparison.best:
         raise UserError(f"none of the {len(comparison.rows)} runs under {path} could be evaluated (see above)")
+
+
+def _evaluate_external(path: Path, specs: list[str], keep_duplicates: bool, bootstrap: int | None) -> None:
+    from medclass.cli.render import external_table, metrics_table, result_notes
+    from medclass.config import EvaluationConfig, validate_config
+    from medclass.inference.external import evaluate_external
+    from medclass.run_dir import RunDir
+
+    settings = None
+    if RunDir.is_run_dir(path):
+        settings = RunDir(path).load_config().evaluation
+    if bootstrap is not None:
+        base = settings.model_dump() if settings is not None else {}
+        settings = validate_config({**base, "bootstrap": bootstrap}, "--bootstrap", EvaluationConfig)
+    for spec in specs:
+        result = evaluate_external(path, spec, keep_duplicates, settings)
+        summary = result.summary
+        console.print(metrics_table(result.evaluation))
+        console.print(external_table(summary))
+        console.print(f"{summary['name']}: {summary['class_note']} {summary['duplicates']['summary']}",
+                      highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+        for item in summary["duplicates"]["of_training"][:10]:
+            console.print(f"  left out: {item['image']} = {', '.join(item['matches'])}" if not keep_duplicates
+                          else f"  copy: {item['image']} = {', '.join(item['matches'])}",
+                          highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+        for note in result_notes(result.evaluation):
+            console.print(note, highlight=False, soft_wrap=True, markup=False)
+        for warning in summary["warnings"]:
+            console.print(f"warning: {warning}", highlight=False, soft_wrap=True, markup=False)
+        gate = summary.get("gate")
+        if gate:
+            console.print(f"gate: {gate['accepted']:.1%} of the external images accepted", highlight=False)
+        cal = summary["calibration"]
+        slope = "undefined" if cal.get("slope") is None else f"{cal['slope']:.3f}"
+        intercept = "undefined" if cal.get("intercept") is None else f"{cal['intercept']:.3f}"
+        ece = "n/a" if cal.get("ece") is None else f"{cal['ece']:.4f}"
+        console.print(f"calibration on the external set: ECE {ece}, intercept {intercept} (0 is perfect), slope "
+                      f"{slope} (1 is perfect)", highlight=False, soft_wrap=True)  # fmt: skip
+        shown = result.files.get("run_report", result.files["html"])
+        console.print(f"external: {result.folder} (metrics.json, predictions.csv, report.html); report: {shown}",
+                      highlight=False, soft_wrap=True, markup=False)  # fmt: skip
 
 
 def _subgroup_option(text: str) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from medclass.wording import interval_text
 
 def metrics_table(result: EvaluationResult) -> Table:
     title = f"{result.split} split, {result.checkpoint} checkpoint (epoch {result.epoch})"
+    if result.checkpoint == "external":
+        title = f"{result.split} set (every image but copies of training images)"
     if result.checkpoint == "package":
         title = f"{result.split} split, {'ensemble' if result.extra.get('ensemble') else 'model'} package"
     table = Table(title=title, title_justify="left", min_width=len(title))
@@ -30,6 +32,26 @@ def metrics_table(result: EvaluationResult) -> Table:
                                        computed=name in result.undefined_intervals))  # fmt: skip
         table.add_row(*cells)
     table.caption = f"{result.n_samples} images of {result.extra.get('dataset', 'the dataset')}"
+    return table
+
+
+def external_table(summary: dict) -> Table:
+    """Internal test and external side by side, with the differences (external/NAME/metrics.json)."""
+    title = f"internal test vs external {summary['name']}"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    for column in ("measure", "internal", "external", "external - internal"):
+        table.add_column(column, justify="left" if column == "measure" else "right", overflow="fold")
+
+    def cell(row: dict, side: str, signed: bool = False) -> str:
+        value = row[side]
+        if value is None:
+            return "n/a"
+        shown = interval_text(row[f"{side}_ci"], 3, dash="-", computed=side in row.get("undefined", {}))
+        return (f"{value:+.3f}" if signed else f"{value:.3f}") + (f" ({shown})" if shown else "")
+
+    for row in summary["side_by_side"]:
+        table.add_row(row["label"], cell(row, "internal"), cell(row, "external"), cell(row, "difference", True))
+    table.caption = summary["internal"]["note"]
     return table
 
 

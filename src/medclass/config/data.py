@@ -372,3 +372,13 @@ def _as_source_config(value: Any) -> Any:
 
 # The data section: any registered source's config (serialised with all of its own fields).
 DataConfig = Annotated[SerializeAsAny[LoaderFields], BeforeValidator(_as_source_config)]
+
+
+def external_spec(spec: str) -> tuple[str, Path]:
+    """An ``--external`` value: ``NAME=PATH`` -> (NAME, PATH); a plain path is named after its last part."""
+    given, _, rest = spec.partition("=")
+    if rest and re.fullmatch(r"[A-Za-z0-9._-]+", given):
+        return given, Path(rest).expanduser()
+    path = Path(spec).expanduser()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem if path.suffix else path.name).strip("._") or "external"
+    return name, path

@@ -101,7 +101,9 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
 
 
-def index_folder(config: FolderData, root: Path) -> FileIndex:
+def index_folder(config: FolderData, root: Path, whole: bool = False) -> FileIndex:
+    """``whole``: every image is wanted, whatever split folder holds it (an external set): split folders need no
+    train/ and their classes are pooled."""
     if not root.is_dir():
         raise DataError(f"data.root: folder {root} does not exist; give the folder that holds one folder per class")
     extensions = set(config.extensions)
@@ -130,7 +132,15 @@ def index_folder(config: FolderData, root: Path) -> FileIndex:
             classes.append(class_dir.name)
         return classes
 
-    if split_folders:
+    if split_folders and whole:
+        others = sorted(set(subfolders) - set(SPLIT_NAMES))
+        if others:
+            raise DataError(f"{root} mixes split folders with other folders ({', '.join(others)}); use one layout")
+        classes = sorted({c for split, folder in split_folders.items() for c in read_class_folders(folder, split)})
+        if not classes:
+            raise DataError(f"{root} has no class folders: put the images in {root}/<split>/<class>/")
+        layout = f"pre-split folders ({', '.join(s for s in ('train', 'val', 'test') if s in split_folders)}), all used"
+    elif split_folders:
         if "train" not in split_folders:
             raise DataError(f"{root} has {', '.join(sorted(split_folders))} folders but no train folder")
         others = sorted(set(subfolders) - set(SPLIT_NAMES))

@@ -90,13 +90,11 @@ def evaluate_run(
         )
         for row, row_intervals in zip(per_class, class_intervals, strict=True):
             row["ci"] = row_intervals
-    operating_point = positive_summary = None
+    operating_point = found = None
     if positive is not None:
         operating_point = _operating_point(targets, scores, val_targets, val_scores, settings, positive)
         operating_point["positive_class"] = dataset.classes[positive]
-        positive_summary = _positive_summary(
-            targets, scores, per_class, positive, dataset.classes, settings, config.seed
-        )
+        found = positive_summary(targets, scores, per_class, positive, dataset.classes, settings, config.seed)
     subgroups = None
     if settings.subgroups:
         subgroups = split_subgroups(
@@ -122,8 +120,8 @@ def evaluate_run(
             "classes": dataset.classes,
             "split_source": dataset.source.get("split"),
             "seed": config.seed,
-            **({"positive_class": positive_summary} if positive_summary is not None else {}),
-            "warnings": [*dataset.warnings, *_warnings(calibration, positive_summary)],
+            **({"positive_class": found} if found is not None else {}),
+            "warnings": [*dataset.warnings, *_warnings(calibration, found)],
             "weak": weakness(targets, metrics, intervals.bounds, task, dataset.classes),
             "images_per_second": round(len(targets) / seconds, 1) if seconds > 0 else None,
             "bootstrap": bootstrap_settings(settings, config.seed),
@@ -201,7 +199,7 @@ def weakness(
     return notes
 
 
-def _positive_summary(
+def positive_summary(
     targets: np.ndarray, scores: np.ndarray, per_class: list[dict[str, Any]], positive: int, classes: list[str],
     settings: EvaluationConfig, seed: int,
 ) -> dict[str, Any]:  # fmt: skip

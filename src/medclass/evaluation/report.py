@@ -14,6 +14,7 @@ from medclass.config import EvaluationConfig, ExperimentConfig
 from medclass.data.dataset import LabelledImages
 from medclass.evaluation.calibration import reliability_curve
 from medclass.evaluation.clinical import INTERVAL_COLUMNS, PER_CLASS_COLUMNS
+from medclass.evaluation.external import render_section
 from medclass.evaluation.plots import (
     plot_confusion,
     plot_reliability,
@@ -337,6 +338,7 @@ def report_context(
                                            f"finding it"))  # fmt: skip
     return {
         "gate_section": gate_section(run, result.split, result.checkpoint),
+        "external_section": external_sections(run) if (result.split, result.checkpoint) == ("test", "best") else "",
         "title": f"{config.model.name} on {dataset_name}",
         "experiment": config.experiment if config.experiment != dataset_name else "",
         "run_name": run.path.name,
@@ -499,6 +501,11 @@ def gate_section(run: RunDir, split: str, checkpoint: str) -> str:
         parts.append(f'<img src="{_embed(plot)}" alt="out-of-distribution scores and degraded images rejected" '
                      'style="max-width:100%">')  # fmt: skip
     return "\n".join(parts)
+
+
+def external_sections(run: RunDir) -> str:
+    """The sections of every external set the run was evaluated on (``evaluate RUN --external``)."""
+    return "\n".join(render_section(read_json(path)) for path in run.external_results())
 
 
 def refresh_gate_section(run: RunDir, split: str, checkpoint: str) -> None:
