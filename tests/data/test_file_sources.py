@@ -45,7 +45,8 @@ def test_unsplit_folder_is_split_80_10_10(data_dir: Path) -> None:
     assert dataset.skipped == [{"file": "MD5SUMS.txt", "reason": "not inside a class folder"}]
     files = {f for split in dataset.splits.values() for f in split.files}
     assert len(files) == 400, "every image is in exactly one split"
-    assert "identical files" in dataset.source["split"], "this set has exact duplicates: they must stay together"
+    # this set has exact duplicates (and near-duplicates): they must stay together
+    assert "grouped by identical and near-duplicate files" in dataset.source["split"]
 
 
 def test_pre_split_folder_keeps_test_and_carves_val(data_dir: Path) -> None:
@@ -239,11 +240,12 @@ def test_kaggle_offline_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_png_from_bytes_in_a_csv_dataset_of_other_modes(tmp_path: Path, data_dir: Path) -> None:
     """A CSV dataset whose files come in mixed modes (RGBA, P, grey) decodes to one channel count."""
-    source = Image.open(data_dir / "dermamnist_jpeg28" / "images" / "DermaMNIST_train_00000.jpg").convert("RGB")
     rows = []
     for i, mode in enumerate(["RGBA", "P", "L", "RGB"] * 6):
+        # different images: one image in 24 files would be one group of near-duplicates, which cannot be split
+        source = Image.open(data_dir / "dermamnist_jpeg28" / "images" / f"DermaMNIST_train_{40 * i:05d}.jpg")
         buffer = io.BytesIO()
-        source.convert(mode).save(buffer, format="PNG")
+        source.convert("RGB").convert(mode).save(buffer, format="PNG")
         (tmp_path / f"img{i}.png").write_bytes(buffer.getvalue())
         rows.append(f"img{i}.png,{'a' if i % 2 else 'b'}")
     (tmp_path / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")

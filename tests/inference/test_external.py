@@ -63,20 +63,28 @@ def test_every_image_is_scored_and_the_copies_of_training_images_are_named_and_l
 ) -> None:
     metrics = scored["metrics"]
     _, copied = kermany
-    assert metrics["images"] == {"found": 627, "readable": 627, "scored": 624, "left_out": 3, "skipped": 0}
-    assert sorted(d["image"] for d in metrics["duplicates"]["of_training"]) == sorted(copied)
-    for item in metrics["duplicates"]["of_training"]:
+    images = metrics["images"]
+    assert images["found"] == images["readable"] == 627 and images["skipped"] == 0
+    identical = [d for d in metrics["duplicates"]["of_training"] if d["kind"] == "identical"]
+    near = [d for d in metrics["duplicates"]["of_training"] if d["kind"] == "near-duplicate"]
+    assert sorted(d["image"] for d in identical) == sorted(copied)
+    # At this tiny model's 32 px a 64-bit hash can join two different children's radiographs (measured: 64 bits
+    # need 64 px and more for them): such a candidate is named, never silent, and a test image, not a copy.
+    assert len(near) <= 2 and all("copy_" not in d["image"] for d in near)
+    assert images["left_out"] == len(identical) + len(near) and images["scored"] == 627 - images["left_out"]
+    for item in identical:
         (match,) = item["matches"]
         assert match.startswith("train:train/") and match.endswith(item["image"].split("copy_")[1])
         assert f"left out: {item['image']} = {match}" in scored["stdout"]
-    assert metrics["duplicates"]["also_in_internal_test"] == 624  # the internal test images: kept
+    assert metrics["duplicates"]["also_in_internal_test"] == 624 - len(near)  # the internal test images: kept
     # the published test split holds identical pairs of its own; said, not hidden
     assert len(metrics["duplicates"]["within_set"]) == 6
     with (run / "external" / "kermany" / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 627 and {r["source"] for r in rows if r["in_metrics"] == "no"} == set(copied)
-    assert all(r["copy_of"].startswith("train:") for r in rows if r["in_metrics"] == "no")
-    assert metrics["n_samples"] == 624
+    left_out = {r["source"] for r in rows if r["in_metrics"] == "no"}
+    assert len(rows) == 627 and left_out == set(copied) | {d["image"] for d in near}
+    assert all(r["copy_of"].split(":")[0] in ("train", "val") for r in rows if r["in_metrics"] == "no")
+    assert metrics["n_samples"] == images["scored"]
     # the shipped chest X-ray config declares sides: the run trained without left-right flips, and says so
     augmentation = json.loads((run / "run.json").read_text())["augmentation"]
     assert augmentation["hflip"] is False and "data.laterality" in augmentation["why"][0]
@@ -86,12 +94,13 @@ def test_internal_and_external_side_by_side_with_differences(scored: dict, run: 
     metrics = scored["metrics"]
     rows = {row["key"]: row for row in metrics["side_by_side"]}
     internal = _no_nan((run / "metrics.json").read_text())
-    # The external set is the internal test split here (plus copies left out): the package scores it as the run's
-    # evaluation did, so every pair is equal and every difference is 0 with an interval around it.
+    # The external set is the internal test split here (but the copies and at most a near-duplicate candidate left
+    # out): the package scores it as the run's evaluation did, so every pair is (nearly) equal and every difference
+    # is about 0 with an interval around it.
     assert rows["acc"]["internal"] == pytest.approx(internal["metrics"]["acc"], abs=1e-6)
-    assert rows["auc"]["external"] == pytest.approx(internal["metrics"]["auc"], abs=1e-4)
+    assert rows["auc"]["external"] == pytest.approx(internal["metrics"]["auc"], abs=0.01)
     for row in rows.values():
-        assert row["difference"] == pytest.approx(0, abs=1e-4), row["key"]
+        assert row["difference"] == pytest.approx(0, abs=0.01), row["key"]
         if row["difference_ci"] is None:  # this tiny model answers NORMAL for nearly every image
             assert "resamples gave" in row["undefined"]["difference"], row
             continue
@@ -104,7 +113,8 @@ def test_internal_and_external_side_by_side_with_differences(scored: dict, run: 
     calibration = metrics["calibration"]
     assert calibration["on"] == "P(positive class)" and 0 < calibration["ece"] < 0.5
     assert math.isfinite(calibration["intercept"]) and math.isfinite(calibration["slope"])
-    assert metrics["calibration_internal"]["slope"] == pytest.approx(calibration["slope"], abs=1e-3)
+    # the same images but at most one: the same calibration line, nearly
+    assert metrics["calibration_internal"]["slope"] == pytest.approx(calibration["slope"], rel=0.1)
     assert 0.5 < metrics["gate"]["accepted"] <= 1 and metrics["gate"]["validation_accepted"] > 0.8
     assert "internal test vs external kermany" in scored["stdout"]
 
@@ -114,7 +124,7 @@ def test_the_run_report_and_the_page_show_the_external_set(scored: dict, run: Pa
     report = (run / "report" / "report.html").read_text()
     for html in (page, report):
         assert "External validation: kermany" in html and "external &minus; internal" in html
-        assert "3 of the 627 images are copies of the model" in html
+        assert "of the 627 images are copies of the model" in html
     assert report.count("<!-- external:start -->") == 1
     again = medclass("evaluate", str(run), "--bootstrap", "0")  # a new report keeps the section
     assert again.returncode == 0, again.stderr
@@ -136,9 +146,37 @@ def test_keep_duplicates_a_package_and_onnx_give_the_same_numbers(
         results[name] = _no_nan((folder / "metrics.json").read_text())
     for name, metrics in results.items():
         assert metrics["images"]["scored"] == 627 and metrics["images"]["left_out"] == 0, name
-        assert len(metrics["duplicates"]["of_training"]) == 3  # found through the package's source run
+        found = [d for d in metrics["duplicates"]["of_training"] if d["kind"] == "identical"]
+        assert len(found) == 3  # found through the package's source run
         assert "give the run directory" in metrics["internal"]["note"]
     assert results["onnx"]["metrics"]["auc"] == pytest.approx(results["package"]["metrics"]["auc"], abs=1e-4)
+
+
+def test_resized_and_re_encoded_copies_of_training_images_are_left_out(
+    run: Path, module_tmp: Path, data_dir: Path
+) -> None:
+    from PIL import Image
+
+    root = module_tmp / "near"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / label).mkdir(parents=True)
+        for path in sorted((data_dir / "chest_xray" / "test" / label).glob("*.jpeg"))[:30]:
+            (root / label / path.name).symlink_to(path)
+    normal = sorted((data_dir / "chest_xray" / "train" / "NORMAL").glob("*.jpeg"))[2]
+    with Image.open(normal) as image:
+        image.resize((112, 112)).save(root / "NORMAL" / f"small_{normal.name}", quality=70)
+    pneumonia = sorted((data_dir / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[3]
+    with Image.open(pneumonia) as image:
+        image.save(root / "PNEUMONIA" / f"requal_{pneumonia.name}", quality=60)
+    out = medclass("evaluate", str(run), "--external", f"near={root}", "--bootstrap", "0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = _no_nan((run / "external" / "near" / "metrics.json").read_text())
+    assert metrics["images"]["scored"] == 60 and metrics["images"]["left_out"] == 2
+    found = {d["image"]: d for d in metrics["duplicates"]["of_training"]}
+    assert set(found) == {f"NORMAL/small_{normal.name}", f"PNEUMONIA/requal_{pneumonia.name}"}
+    assert {d["kind"] for d in found.values()} == {"near-duplicate"}
+    assert found[f"NORMAL/small_{normal.name}"]["matches"][0].endswith(f"train/NORMAL/{normal.name}")
+    assert "≈ " in out.stdout and "(near-duplicate)" in out.stdout
 
 
 def test_classes_are_matched_by_name(run: Path, module_tmp: Path, data_dir: Path) -> None:
@@ -168,15 +206,18 @@ def test_classes_are_matched_by_name(run: Path, module_tmp: Path, data_dir: Path
 
 
 def test_a_config_yaml_scores_its_whole_dataset(breast_run, module_tmp: Path) -> None:
-    """BreastMNIST's own npz as an 'external' set: train and val images are copies (left out), the 156 test images
-    stay; one of them is the published split's known copy of a training image (left out too)."""
+    """BreastMNIST's own npz as an 'external' set: train and val images are copies (left out); of the 156 test
+    images the published split's known identical copy of a training image is left out, and so are the test images
+    with a near-duplicate in train or val (BreastMNIST holds many: the same ultrasound images)."""
     config = module_tmp / "breast.yaml"
     config.write_text("experiment: b\ndata:\n  source: medmnist\n  flag: breastmnist\n")
     out = medclass("evaluate", str(breast_run.run_dir), "--external", f"breast={config}", "--bootstrap", "0")
     assert out.returncode == 0, out.stdout + out.stderr
     metrics = _no_nan((breast_run.run_dir / "external" / "breast" / "metrics.json").read_text())
     assert metrics["images"]["readable"] == 780
-    assert metrics["images"]["left_out"] == 546 + 78 + 1 and metrics["images"]["scored"] == 155
+    kinds = [d["kind"] for d in metrics["duplicates"]["of_training"]]
+    assert kinds.count("identical") == 546 + 78 + 1 and 10 <= kinds.count("near-duplicate") <= 60
+    assert metrics["images"]["scored"] == 780 - len(kinds) and metrics["images"]["left_out"] == len(kinds)
 
 
 def test_newcombe_and_the_calibration_line() -> None:

@@ -304,9 +304,10 @@ def _evaluate_external(path: Path, specs: list[str], keep_duplicates: bool, boot
         console.print(f"{summary['name']}: {summary['class_note']} {summary['duplicates']['summary']}",
                       highlight=False, soft_wrap=True, markup=False)  # fmt: skip
         for item in summary["duplicates"]["of_training"][:10]:
-            console.print(f"  left out: {item['image']} = {', '.join(item['matches'])}" if not keep_duplicates
-                          else f"  copy: {item['image']} = {', '.join(item['matches'])}",
-                          highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+            sign = "=" if item["kind"] == "identical" else "≈"
+            said = f"{item['image']} {sign} {', '.join(item['matches'])}" + ("" if sign == "=" else " (near-duplicate)")
+            console.print(f"  {'copy' if keep_duplicates else 'left out'}: {said}", highlight=False, soft_wrap=True,
+                          markup=False)  # fmt: skip
         for note in result_notes(result.evaluation):
             console.print(note, highlight=False, soft_wrap=True, markup=False)
         for warning in summary["warnings"]:

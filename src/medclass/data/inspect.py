@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from medclass.config.data import SPLITS, DataConfig, FileSourceFields, LoaderFields
-from medclass.data.cache import cache_root, decode_images
+from medclass.data.checks import NEAR_METHOD
 from medclass.data.dicom import decode_bytes as dicom_decode_bytes
 from medclass.data.dicom import looks_like_dicom
 from medclass.data.images import DECODE_ERRORS
 from medclass.data.sources import load_dataset
-from medclass.data.sources.files import build_index, label_arrays, split_index
+from medclass.data.sources.files import near_cross_split, prepare_files, split_index
 from medclass.io import atomic_write_json, atomic_write_text, save_figure
 from medclass.tasks import is_single_label
 from medclass.wording import file_slug, wrap_class
@@ -41,6 +41,8 @@ class Inspection:
     cross_split_duplicates: list[list[str]]
     unreadable: list[dict[str, str]]
     skipped: list[dict[str, str]]
+    near_duplicates: list[list[str]] = field(default_factory=list)  # near-duplicate groups (not identical files)
+    cross_split_near_duplicates: list[list[str]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # what was written
 
     @property
@@ -50,6 +52,12 @@ class Inspection:
             notes.append(
                 f"LEAKAGE: {len(self.cross_split_duplicates)} image(s) occur in more than one split "
                 "(identical files); held-out numbers will be too good. Remove the copies."
+            )
+        if self.cross_split_near_duplicates:
+            notes.append(
+                f"NEAR-DUPLICATES: {len(self.cross_split_near_duplicates)} group(s) of near-identical images (resized "
+                "or re-encoded copies) sit in more than one split; held-out numbers can be too good. Check and remove "
+                "the copies (the split made here keeps such groups together; a given split is kept as it is)."
             )
         if self.unreadable:
             notes.append(f"{len(self.unreadable)} file(s) cannot be read and will be left out of training")
@@ -146,20 +154,19 @@ def _inspect_arrays(config: LoaderFields) -> tuple[Inspection, dict[str, list[np
         classes=dataset.classes, counts={s: v["per_class"] for s, v in summary["splits"].items()},
         sizes={f"{width}x{height}": len(keys)}, modes={"L" if channels == 1 else "RGB": len(keys)},
         duplicates=duplicates, cross_split_duplicates=crossing, unreadable=[], skipped=[],
+        cross_split_near_duplicates=dataset.identical.near_cross_split if dataset.identical is not None else [],
     )  # fmt: skip
     return inspection, samples
 
 
 def _inspect_files(config: FileSourceFields) -> tuple[Inspection, dict[str, list[np.ndarray]]]:
-    index = build_index(config)  # type: ignore[arg-type]
-    labels, _ = label_arrays(index)
-    split, how = split_index(index, config)  # type: ignore[arg-type]
+    # Indexed, decoded and split exactly as for training (same cache entry, same groups), so the counts are the
+    # training split's and the sample grids show what the model will see.
+    prepared = prepare_files(config)  # type: ignore[arg-type]
+    index, labels, decoded = prepared.index, prepared.labels, prepared.decoded
+    split, how = split_index(index, config, prepared.keys, bool(prepared.near))  # type: ignore[arg-type]
     paths = [r.path for r in index.records]
     names = [index.name_of(p) for p in paths]
-    # Decoded exactly as for training (same cache entry), so the sample grids show what the model will see.
-    decoded = decode_images(
-        paths, config.input_size, config.resize, config.channels, cache_root(config.cache_dir) if config.cache else None
-    )
     facts = [_file_facts(p) for p in paths]
     duplicates, crossing = _duplicates([f[0] for f in facts], names, list(split))
     unreadable = [{"file": names[i], "reason": reason} for i, reason in sorted(decoded.failures.items())]
@@ -183,6 +190,8 @@ def _inspect_files(config: FileSourceFields) -> tuple[Inspection, dict[str, list
         sizes=dict(Counter(f[1] for f in facts).most_common()), modes=dict(Counter(f[2] for f in facts).most_common()),
         duplicates=duplicates, cross_split_duplicates=crossing, unreadable=unreadable,
         skipped=[{"file": index.name_of(Path(s["file"])), "reason": s["reason"]} for s in index.skipped] + unreadable,
+        near_duplicates=[[f"{split[i]}:{names[i]}" for i in g] for g in prepared.near],
+        cross_split_near_duplicates=near_cross_split(prepared, split),
     )  # fmt: skip
     return inspection, samples
 
@@ -241,6 +250,12 @@ def report_markdown(inspection: Inspection) -> str:
     )
     for group in inspection.cross_split_duplicates[:20]:
         lines.append(f"- leakage: {', '.join(group)}")
+    lines.append(
+        f"Near-duplicate groups (resized or re-encoded copies; {NEAR_METHOD}): {len(inspection.near_duplicates)}; "
+        f"across splits: {len(inspection.cross_split_near_duplicates)}"
+    )
+    for group in inspection.cross_split_near_duplicates[:20]:
+        lines.append(f"- near-duplicate leakage: {', '.join(group)}")
     lines.append(f"Skipped or unreadable files: {len(inspection.skipped)}")
     for entry in inspection.skipped[:50]:
         lines.append(f"- {entry['file']}: {entry['reason']}")

@@ -23,7 +23,7 @@ import torch
 
 from medclass.config import EvaluationConfig
 from medclass.data import load_dataset
-from medclass.data.checks import label_names, pixel_hashes
+from medclass.data.checks import NEAR_LIMIT, NEAR_METHOD, label_names, near_pairs, perceptual_hashes, pixel_hashes
 from medclass.data.external import Decoding, ExternalSet, load_external
 from medclass.errors import DataError
 from medclass.evaluation.bootstrap import Intervals, headline_intervals
@@ -130,9 +130,19 @@ def reference_runs(predictor: Predictor, model: Path) -> tuple[list[RunDir], str
     return found, ""
 
 
-def _reference_hashes(runs: list[RunDir]) -> dict[str, list[tuple[str, str]]]:
-    """Pixel hash -> [(split:name, label)] of every image of the runs' datasets (decoded as they trained)."""
-    found: dict[str, list[tuple[str, str]]] = defaultdict(list)
+@dataclass
+class Reference:
+    """What the model has seen, decoded as it trained: pixel hash -> [(split:name, label)], and every image's
+    perceptual hash with its (split:name, label)."""
+
+    exact: dict[str, list[tuple[str, str]]]
+    near_bits: np.ndarray
+    near_entries: list[tuple[str, str]]
+
+
+def _reference(runs: list[RunDir]) -> Reference:
+    exact: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    bits, entries = [], []
     for run in runs:
         dataset = load_dataset(run.load_config().data)
         for split_name, split in dataset.splits.items():
@@ -142,9 +152,13 @@ def _reference_hashes(runs: list[RunDir]) -> dict[str, list[tuple[str, str]]]:
                 chunk = np.stack([split.image(i) for i in range(start, min(start + 1024, len(split)))])
                 for offset, key in enumerate(pixel_hashes(chunk)):
                     entry = (f"{split_name}:{names[start + offset]}", labels[start + offset])
-                    if entry not in found[key]:
-                        found[key].append(entry)
-    return found
+                    if entry not in exact[key]:
+                        exact[key].append(entry)
+                    if split_name in REFERENCE_SPLITS:
+                        entries.append(entry)
+                if split_name in REFERENCE_SPLITS:
+                    bits.append(perceptual_hashes(chunk, chunk.shape[1]))
+    return Reference(exact, np.concatenate(bits) if bits else np.zeros((0, 64), bool), entries)
 
 
 def _score(
@@ -203,19 +217,27 @@ def evaluate_external(
 
     # Copies of what the model has seen, and copies inside the set.
     runs, not_checked = reference_runs(predictor, model)
-    reference = _reference_hashes(runs) if runs else {}
-    hashes = pixel_hashes(np.stack([external.images.image(i) for i in range(len(external))]))
+    reference = _reference(runs) if runs else Reference({}, np.zeros((0, 64), bool), [])
+    decoded = np.stack([external.images.image(i) for i in range(len(external))])
+    hashes = pixel_hashes(decoded)
+    near_to: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    if len(reference.near_entries) and len(external) <= NEAR_LIMIT:
+        for i, j in near_pairs(perceptual_hashes(decoded, decoded.shape[1]), reference.near_bits):
+            near_to[i].append(reference.near_entries[j])
     ext_labels = label_names(np.asarray(external.images.labels), external.classes)
     of_training, in_test, conflicts = [], 0, []
     duplicate = np.zeros(len(external), dtype=bool)
     for i, key in enumerate(hashes):
-        seen = [(where, label) for where, label in reference.get(key, []) if where.split(":", 1)[0] in REFERENCE_SPLITS]
+        seen = [(w, label) for w, label in reference.exact.get(key, []) if w.split(":", 1)[0] in REFERENCE_SPLITS]
+        kind = "identical"
+        if not seen and near_to.get(i):
+            seen, kind = near_to[i], "near-duplicate"
         if seen:
             duplicate[i] = True
-            of_training.append({"image": sources[i], "matches": [where for where, _ in seen]})
+            of_training.append({"image": sources[i], "matches": [where for where, _ in seen], "kind": kind})
             conflicts += [f"{sources[i]}={ext_labels[i]} = {where}={label}" for where, label in seen
                           if label.lower() != ext_labels[i].lower()]  # fmt: skip
-        elif any(where.startswith("test:") for where, _ in reference.get(key, [])):
+        elif any(where.startswith("test:") for where, _ in reference.exact.get(key, [])):
             in_test += 1
     groups: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(hashes):
@@ -243,7 +265,8 @@ def evaluate_external(
     side = compare_sets(internal, scored, classes, positive, threshold, settings.bootstrap or 1000,
                         settings.confidence, seed)  # fmt: skip
     n_dup = int(duplicate.sum())
-    summary_text = _duplicate_sentence(len(external), n_dup, keep_duplicates, in_test, within, not_checked, runs)
+    summary_text = _duplicate_sentence(len(external), n_dup, keep_duplicates, in_test, within, not_checked, runs,
+                                       sum(1 for d in of_training if d["kind"] == "near-duplicate"))  # fmt: skip
     warnings = list(evaluation.extra.get("warnings", []))
     if conflicts:
         warnings.append(f"LABEL CONFLICT: {len(conflicts)} copies of training images carry another label in the "
@@ -264,7 +287,8 @@ def evaluate_external(
             "skipped": len(external.skipped),
         },  # fmt: skip
         "duplicates": {
-            "method": "identical decoded pixels at the model's input (the same file, or the same pixels saved again)",
+            "method": "identical decoded pixels at the model's input (the same file, or the same pixels saved again); "
+            f"near-duplicates: {NEAR_METHOD}",
             "summary": summary_text,
             "of_training": of_training,
             "kept": keep_duplicates,
@@ -373,7 +397,8 @@ def _internal(run: RunDir | None, classes: list[str], task: str) -> tuple[Scored
 
 
 def _duplicate_sentence(
-    n: int, n_dup: int, kept: bool, in_test: int, within: list[list[str]], not_checked: str, runs: list[RunDir]
+    n: int, n_dup: int, kept: bool, in_test: int, within: list[list[str]], not_checked: str, runs: list[RunDir],
+    near: int,
 ) -> str:  # fmt: skip
     if not runs:
         said = f"Not checked against the training data: {not_checked}."
@@ -383,6 +408,9 @@ def _duplicate_sentence(
         )
     else:
         said = f"None of the {n:,} images is a copy of the model's training or validation images."
+    if near:
+        said += (f" Of them {near} are near-duplicates (resized or re-encoded copies)"
+                 + (", the others identical." if near < n_dup else "."))  # fmt: skip
     if runs and not_checked:
         said += f" {not_checked[0].upper()}{not_checked[1:]}."
     if in_test:

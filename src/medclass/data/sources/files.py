@@ -6,13 +6,14 @@ image to a different split), decode once into the cache, and leave out what coul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medclass.config.data import SPLITS, CsvData, FileSourceFields, FolderData, is_dicom_keyword
-from medclass.data.cache import cache_root, decode_images, file_hashes
-from medclass.data.checks import IdenticalImages, find_identical, label_names
+from medclass.data.cache import DecodedImages, cache_root, decode_images, file_hashes, stored_perceptual_hashes
+from medclass.data.checks import NEAR_LIMIT, IdenticalImages, find_identical, find_near, label_names, with_near_keys
 from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.data.dicom import header_values
 from medclass.data.files import FileIndex, index_csv, index_folder
@@ -59,10 +60,11 @@ def record_hashes(index: FileIndex, config: FolderData | CsvData) -> list[str]:
 
 
 def split_index(
-    index: FileIndex, config: FolderData | CsvData, hashes: list[str] | None = None
+    index: FileIndex, config: FolderData | CsvData, hashes: list[str] | None = None, near: bool = False
 ) -> tuple[np.ndarray, str]:
     """The split of every record: as the data gives it, else seeded and stratified; images of one group (patient,
-    lesion) and identical files (``hashes``, computed when not given) are kept in one split."""
+    lesion) and identical files (``hashes``: MD5s, computed when not given, or PreparedFiles.keys, which join
+    near-duplicates too) are kept in one split."""
     _, strata = label_arrays(index)
     given = [r.group for r in index.records]
     group_name = getattr(config, "group_column", None) or "group"
@@ -74,7 +76,8 @@ def split_index(
         hashes = record_hashes(index, config)
     if hashes is not None:
         groups = merge_groups(given, hashes)
-        group_name = f"{group_name} and identical files" if any(g is not None for g in given) else "identical files"
+        copies = "identical and near-duplicate files" if near else "identical files"
+        group_name = f"{group_name} and {copies}" if any(g is not None for g in given) else copies
     elif any(g is not None for g in given):
         groups = np.array([g if g is not None else f"<image {i}>" for i, g in enumerate(given)])
     else:
@@ -82,11 +85,27 @@ def split_index(
     return assign_splits(splits_given, strata, groups, config.split, index.classes, group_name)
 
 
-def load_files(config: FolderData | CsvData) -> LabelledImages:
+@dataclass
+class PreparedFiles:
+    """A file source indexed and decoded, before the split: what the split and the checks need."""
+
+    index: FileIndex
+    labels: np.ndarray
+    hashes: list[str]  # MD5 of each file
+    decoded: DecodedImages
+    usable: np.ndarray  # decoded without error
+    near: list[list[int]]  # near-duplicate groups (record numbers), beyond identical files
+    near_searched: bool
+    keys: list[str]  # the MD5s with every near-duplicate group joined: grouping by key keeps copies together
+
+
+def prepare_files(config: FolderData | CsvData) -> PreparedFiles:
+    """Index, hash and decode every file. Decoding does not depend on the split, so it comes first: near-duplicates
+    (perceptual hashes of the decoded images) are then kept in one split like identical files. A file that cannot
+    be decoded has no hash and joins no group, so it never moves another image to another split."""
     index = build_index(config)
     labels, _ = label_arrays(index)
     hashes = record_hashes(index, config)
-    split, how = split_index(index, config, hashes)
     decoded = decode_images(
         [r.path for r in index.records],
         config.input_size,
@@ -95,6 +114,24 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         cache_root(config.cache_dir) if config.cache else None,
         config.dicom.frame,
     )
+    usable = np.ones(len(index.records), dtype=bool)
+    usable[list(decoded.failures)] = False
+    near, searched = _near_duplicates(decoded, usable, hashes)
+    return PreparedFiles(index, labels, hashes, decoded, usable, near, searched, with_near_keys(hashes, near))
+
+
+def near_cross_split(prepared: PreparedFiles, split: np.ndarray) -> list[list[str]]:
+    """The near-duplicate groups that sit in more than one split, as "split:name"."""
+    name = prepared.index.name_of
+    return [[f"{split[i]}:{name(prepared.index.records[i].path)}" for i in group]
+            for group in prepared.near if len({str(split[i]) for i in group}) > 1]  # fmt: skip
+
+
+def load_files(config: FolderData | CsvData) -> LabelledImages:
+    prepared = prepare_files(config)
+    index, labels, hashes, decoded, usable = (prepared.index, prepared.labels, prepared.hashes, prepared.decoded,
+                                              prepared.usable)  # fmt: skip
+    split, how = split_index(index, config, prepared.keys, bool(prepared.near))
     skipped = [{"file": index.name_of(Path(entry["file"])), "reason": entry["reason"]} for entry in index.skipped]
     skipped += [
         {"file": index.name_of(index.records[i].path), "reason": reason}
@@ -105,11 +142,12 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         raise DataError(
             f"{len(skipped)} file(s) cannot be used and data.strict is true; first: {first['file']}: {first['reason']}"
         )
-    usable = np.ones(len(index.records), dtype=bool)
-    usable[list(decoded.failures)] = False
     identical = _identical_files(index, labels, split, hashes, usable, config)
-    # Whole groups for cross-validation folds: the given group (patient, lesion) and identical files together.
-    groups = merge_groups([r.group for r in index.records], hashes)
+    identical.near_searched = prepared.near_searched
+    identical.near_groups = len(prepared.near)
+    identical.near_cross_split = near_cross_split(prepared, split)
+    # Whole groups for cross-validation folds: the given group (patient, lesion), identical files and near-duplicates
+    groups = merge_groups([r.group for r in index.records], prepared.keys)
     splits = {}
     for name in SPLITS:
         rows = np.flatnonzero((split == name) & usable)
@@ -138,6 +176,18 @@ def load_files(config: FolderData | CsvData) -> LabelledImages:
         index.name, index.task, index.classes, splits, source=source, skipped=skipped, identical=identical,
         group_keys=_group_keys(index, config),
     )  # fmt: skip
+
+
+def _near_duplicates(decoded: DecodedImages, usable: np.ndarray, hashes: list[str]) -> tuple[list[list[int]], bool]:
+    """Groups of record numbers whose decoded images are near-duplicates (not merely identical files), and whether
+    the search ran (not above NEAR_LIMIT images)."""
+    rows = np.flatnonzero(usable)
+    if len(rows) > NEAR_LIMIT or len(rows) < 2:
+        return [], len(rows) <= NEAR_LIMIT
+    store = decoded.path.with_suffix(".phash.npy") if decoded.path is not None else None
+    bits = stored_perceptual_hashes(decoded.images, rows, decoded.images.shape[1], store)
+    found, _ = find_near(bits, [hashes[i] for i in rows], [str(i) for i in rows], ["-"] * len(rows))
+    return [[int(rows[i]) for i in group] for group in found], True
 
 
 def _group_keys(index: FileIndex, config: FolderData | CsvData) -> dict[str, str]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from medclass.config.data import SPLITS, MedMNISTData
-from medclass.data.cache import cache_root, files_fingerprint
-from medclass.data.checks import find_identical, label_names, pixel_hashes
+from medclass.data.cache import cache_root, files_fingerprint, stored_perceptual_hashes
+from medclass.data.checks import NEAR_LIMIT, find_identical, find_near, label_names, pixel_hashes, with_near_keys
 from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.data.sources import register_source
 from medclass.data.splits import merge_groups
@@ -188,7 +188,16 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
         labels += label_names(split.labels, classes)
     # The official split is the benchmark and is kept as published: its identical images are reported, not fixed.
     identical = find_identical(keys, names, split_names, labels, published=True)
-    groups, start = merge_groups([None] * len(keys), keys), 0  # identical pixels: one group (cross-validation)
+    near: list[list[int]] = []
+    identical.near_searched = len(keys) <= NEAR_LIMIT
+    if identical.near_searched:
+        store = cache_root() / f"phash-{files_fingerprint([path], {'kind': 'phash'})}.npy"
+        images = np.concatenate([split.images for split in splits.values()])
+        bits = stored_perceptual_hashes(images, np.arange(len(images)), config.size, store)
+        near, identical.near_cross_split = find_near(bits, keys, names, split_names)
+        identical.near_groups = len(near)
+    # identical pixels and near-duplicates: one group each (cross-validation folds keep them whole)
+    groups, start = merge_groups([None] * len(keys), with_near_keys(keys, near)), 0
     if groups is not None:
         for name, split in list(splits.items()):
             splits[name] = dataclasses.replace(split, groups=groups[start : start + len(split)])
