@@ -235,3 +235,33 @@ def test_newcombe_and_the_calibration_line() -> None:
     extreme = calibration_line(truth, 1 / (1 + np.exp(-2 * logit)))  # over-confident: slope about 1/2
     assert extreme["slope"] == pytest.approx(0.5, abs=0.05)
     assert calibration_line(np.ones(10), p[:10])["slope"] is None
+
+
+def test_subgroups_on_an_external_label_csv(run: Path, module_tmp: Path, data_dir: Path) -> None:
+    """A label CSV with a column beside the label (here which half of the set an image came from: the attribute is
+    made up, the images and labels are real) gives results by subgroup on the external set."""
+    root = module_tmp / "with_column"
+    root.mkdir()
+    lines = ["image_id,label,batch"]
+    for label in ("NORMAL", "PNEUMONIA"):
+        for k, path in enumerate(sorted((data_dir / "chest_xray" / "test" / label).glob("*.jpeg"))[:30]):
+            (root / path.name).symlink_to(path)
+            lines.append(f"{path.name},{label},{'first' if k < 15 else 'second'}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    out = medclass("evaluate", str(run), "--external", f"batches={root / 'labels.csv'}", "--subgroup", "batch",
+                   "--bootstrap", "100")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = _no_nan((run / "external" / "batches" / "metrics.json").read_text())
+    (entry,) = metrics["subgroups"]
+    assert entry["column"] == "batch" and {g["value"]: g["n"] for g in entry["subgroups"]} == {
+        "first": 30,
+        "second": 30,
+    }
+    assert "subgroups by batch" in out.stdout
+    assert "Subgroups on the external set" in (run / "external" / "batches" / "report.html").read_text()
+
+
+def test_a_model_whose_images_have_sides_is_never_mirrored_at_prediction(run: Path, xray: Path) -> None:
+    refused = medclass("predict", str(run), str(xray), "--tta")
+    assert_one_line_error(refused, "--tta averages each image with its left-right mirror", "sides matter")
+    assert medclass("predict", str(run), str(xray)).returncode == 0

@@ -238,8 +238,6 @@ def evaluate(
             if not where.exists():
                 raise UserError(f"--external {spec}: {where} does not exist; give NAME=PATH with a folder of class "
                                 "folders, a label CSV or an experiment YAML")  # fmt: skip
-        quiet_lightning(ctx)
-        return _evaluate_external(path, external, keep_duplicates, bootstrap)
     from medclass.cli.render import comparison_table, metrics_table, result_notes
     from medclass.evaluation import compare_runs, evaluate_run
 
@@ -262,6 +260,8 @@ def evaluate(
             s.model_dump() for s in validate_config({"subgroups": specs}, "--subgroup", EvaluationConfig).subgroups
         ]
     quiet_lightning(ctx)
+    if external:
+        return _evaluate_external(path, external, keep_duplicates, settings)
     from medclass.inference.package import is_package
 
     if is_package(path):
@@ -284,18 +284,16 @@ def evaluate(
         raise UserError(f"none of the {len(comparison.rows)} runs under {path} could be evaluated (see above)")
 
 
-def _evaluate_external(path: Path, specs: list[str], keep_duplicates: bool, bootstrap: int | None) -> None:
+def _evaluate_external(path: Path, specs: list[str], keep_duplicates: bool, options: dict[str, Any]) -> None:
+    """``--external``: the run's evaluation settings (a package's: the defaults) with --bootstrap/--subgroup."""
     from medclass.cli.render import external_table, metrics_table, result_notes
     from medclass.config import EvaluationConfig, validate_config
     from medclass.inference.external import evaluate_external
     from medclass.run_dir import RunDir
 
-    settings = None
-    if RunDir.is_run_dir(path):
-        settings = RunDir(path).load_config().evaluation
-    if bootstrap is not None:
-        base = settings.model_dump() if settings is not None else {}
-        settings = validate_config({**base, "bootstrap": bootstrap}, "--bootstrap", EvaluationConfig)
+    base = RunDir(path).load_config().evaluation.model_dump() if RunDir.is_run_dir(path) else {}
+    options = {k: v for k, v in options.items() if k != "report"}
+    settings = validate_config({**base, **options}, "evaluation", EvaluationConfig)
     for spec in specs:
         result = evaluate_external(path, spec, keep_duplicates, settings)
         summary = result.summary

@@ -129,6 +129,7 @@ def predict(
         raise UserError(f"--out {out}: --shard and --resume write a CSV that grows batch by batch; give a .csv name")
     from medclass.inference.predictor import (
         PredictionResult,
+        check_tta,
         collect_images,
         iter_predictions,
         load_predictor,
@@ -139,6 +140,7 @@ def predict(
     from medclass.tasks import is_single_label
 
     predictor = load_predictor(model, tracking_uri)
+    check_tta(predictor, tta)
     if heatmaps is not None:
         from medclass.inference.explain import why_no_heatmaps
 

@@ -45,6 +45,7 @@ class ExternalSet:
     paths: list[Path | None]  # each image's file (None for array datasets)
     skipped: list[dict[str, str]] = field(default_factory=list)
     native_side: int | None = None  # the stored images' side (array datasets), for the gate's size check
+    config: FolderData | CsvData | None = None  # how the files were indexed (subgroups read their columns)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -122,7 +123,7 @@ def _from_index(
         raise DataError(f"--external {location}: none of its {len(paths)} image files could be read")
     images = ImageSplit(decoded.images, labels[rows], rows=rows, files=[index.name_of(paths[i]) for i in rows])
     return ExternalSet(name, location, index.layout, list(index.classes), index.task, images,
-                       [paths[i] for i in rows], skipped)  # fmt: skip
+                       [paths[i] for i in rows], skipped, config=config)  # fmt: skip
 
 
 def _resized(image: np.ndarray, decoding: Decoding) -> np.ndarray:

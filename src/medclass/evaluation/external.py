@@ -27,6 +27,7 @@ from medclass.evaluation.bootstrap import (
     percentile_interval,
     wilson,
 )
+from medclass.evaluation.subgroups import gap_sentence
 from medclass.io import atomic_write_text
 from medclass.metrics import METRICS, expected_calibration_error, headline_metrics, metric_label, predicted_labels
 from medclass.metrics.base import decide_positive
@@ -270,7 +271,9 @@ def section_context(result: dict[str, Any]) -> dict[str, Any]:
         })  # fmt: skip
     notes = [f"{row['label']}: {side} interval undefined: {why}" for row in result["side_by_side"]
              for side, why in row.get("undefined", {}).items()]  # fmt: skip
-    return {"result": result, "rows": rows, "notes": notes, "plural": plural, "html": html}
+    subgroups = [gap_sentence(entry) + " Images: " + ", ".join(f"{g['value']} {g['n']}" for g in entry["subgroups"])
+                 for entry in result.get("subgroups") or []]  # fmt: skip
+    return {"result": result, "rows": rows, "notes": notes, "plural": plural, "html": html, "subgroups": subgroups}
 
 
 def render_section(result: dict[str, Any]) -> str:

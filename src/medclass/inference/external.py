@@ -25,6 +25,7 @@ from medclass.config import EvaluationConfig
 from medclass.data import load_dataset
 from medclass.data.checks import NEAR_LIMIT, NEAR_METHOD, label_names, near_pairs, perceptual_hashes, pixel_hashes
 from medclass.data.external import Decoding, ExternalSet, load_external
+from medclass.data.sources.files import file_attributes
 from medclass.errors import DataError
 from medclass.evaluation.bootstrap import Intervals, headline_intervals
 from medclass.evaluation.clinical import per_class_intervals, per_class_table
@@ -43,6 +44,7 @@ from medclass.evaluation.external import (
     write_page,
 )
 from medclass.evaluation.result import EvaluationResult
+from medclass.evaluation.subgroups import subgroup_results
 from medclass.inference.gatekeeping import judge
 from medclass.inference.predictor import Predictor, load_predictor
 from medclass.io import atomic_write_json, atomic_write_text, read_json
@@ -261,6 +263,8 @@ def evaluate_external(
     threshold = predictor.calibration.get("threshold") if positive is not None else None
 
     evaluation = _evaluation(predictor, external, scored, positive, settings, seed, model)
+    if settings.subgroups:
+        evaluation.extra["subgroups"] = _subgroups(external, kept, scored, settings, positive, seed, classes)
     internal, internal_note = _internal(run, classes, task)
     side = compare_sets(internal, scored, classes, positive, threshold, settings.bootstrap or 1000,
                         settings.confidence, seed)  # fmt: skip
@@ -381,6 +385,25 @@ def _evaluation(
         run_dir=model, split=f"external {external.name}", checkpoint="external", metrics=metrics,
         n_samples=len(scored), epoch=None, task=task, intervals=intervals.bounds,
         undefined_intervals=intervals.undefined, interval_methods=intervals.methods, per_class=per_class, extra=extra,
+    )  # fmt: skip
+
+
+def _subgroups(
+    external: ExternalSet, kept: np.ndarray, scored: Scored, settings: EvaluationConfig, positive: int | None,
+    seed: int, classes: list[str],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Results by subgroup on the external set (label-CSV columns or DICOM header keywords of its files)."""
+    if external.config is None:
+        raise DataError(
+            f"--external {external.location}: subgroups need image files with a label CSV or DICOM headers; this set "
+            "is an array dataset"
+        )
+    files = [f for f, keep in zip(external.images.files or [], kept, strict=True) if keep]
+    attributes = file_attributes(external.config, files, list(dict.fromkeys(s.column for s in settings.subgroups)))
+    return subgroup_results(
+        settings.subgroups, attributes, scored.targets, scored.scores, predicted_labels(scored.scores, scored.task),
+        scored.task, classes, None, settings.bootstrap, settings.confidence, seed,
+        classes[positive] if positive is not None else None,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from medclass import __version__
 from medclass.config import ModelConfig
 from medclass.config.data import MAX_IMAGE_SIZE
 from medclass.data.quality import limits_problem
-from medclass.data.transforms import BatchPreprocess
+from medclass.data.transforms import SIDE_WORDS, BatchPreprocess, classes_naming
 from medclass.errors import ModelError, UserError
 from medclass.inference.ensemble import EnsembleNet
 from medclass.inference.locate import MANIFEST, is_package
@@ -447,6 +447,8 @@ def package_from_run(run_dir: str | Path, checkpoint: str = "best", out: str | P
         "mean": [float(v) for v in module.preprocess.mean.flatten()],
         "std": [float(v) for v in module.preprocess.std.flatten()],
     }
+    if config.data.laterality or (config.data.laterality is None and classes_naming(SIDE_WORDS, data["classes"])):
+        preprocessing["laterality"] = True  # left and right matter: never mirrored (no --tta)
     dicom = getattr(config.data, "dicom", None)
     if dicom is not None and dicom.frame != "middle":
         preprocessing["dicom_frame"] = dicom.frame  # which frame of a multi-frame DICOM file the model was trained on

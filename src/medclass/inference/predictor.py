@@ -164,6 +164,16 @@ def decode_and_size(
     return np.transpose(array, (2, 0, 1)), size
 
 
+def check_tta(predictor: Predictor, tta: bool) -> None:
+    """Test-time augmentation mirrors images left-right: refused for a model whose images have sides."""
+    if tta and predictor.preprocessing.get("laterality"):
+        raise UserError(
+            f"--tta averages each image with its left-right mirror, but {predictor.description} was trained on images "
+            "whose sides matter (data.laterality, or classes that name a side): a mirror is another anatomy; "
+            "predict without --tta"
+        )
+
+
 def probabilities(predictor: Predictor, images: np.ndarray, tta: bool, calibrated: bool) -> np.ndarray:
     """Class probabilities for a uint8 (B, C, H, W) batch. TTA averages the probabilities of the image and its
     horizontal mirror; calibrated divides the logits by the temperature fitted on validation."""
@@ -174,6 +184,7 @@ def scored(
     predictor: Predictor, images: np.ndarray, tta: bool, calibrated: bool, ood: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(class probabilities, out-of-distribution scores of the unmirrored images when ``ood``, else None)."""
+    check_tta(predictor, tta)
     views = [images, images[..., ::-1]] if tta else [images]
     temperature = float(predictor.calibration.get("temperature", 1.0)) if calibrated else 1.0
     if not (np.isfinite(temperature) and temperature > 0):
