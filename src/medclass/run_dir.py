@@ -344,6 +344,9 @@ SERIES_LAYOUT: tuple[tuple[str, str], ...] = (
      "cross-validation: the pooled out-of-fold metrics with 95% intervals"),
     ("`summary.md`, `members.csv`, `members.png`", "the same as a table, one row per member, and a plot of each "
      "member's metrics around the mean"),
+    ("`label_issues.csv`, `label_issues.png`", "cross-validation, with cleanlab installed: the train+val images whose "
+     "label the out-of-fold model doubts (cleanlab), most doubtful first (source, given and suggested label, "
+     "self-confidence), and a contact sheet of the top 25"),
     ("`ensemble/`", "the members as one model package (probabilities averaged) that predict, serve, export and "
      "features read; its test metrics and each member's are in `summary.json` and `summary.md`"),
 )  # fmt: skip
@@ -371,6 +374,14 @@ class SeriesDir:
     @property
     def members_csv(self) -> Path:
         return self.path / "members.csv"
+
+    @property
+    def label_issues_csv(self) -> Path:
+        return self.path / "label_issues.csv"
+
+    @property
+    def label_issues_sheet(self) -> Path:
+        return self.path / "label_issues.png"
 
     @property
     def members_plot(self) -> Path:

@@ -3,6 +3,7 @@ mean of the members, fold processes plus --collect equal one call, seeds give me
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -58,6 +59,44 @@ def test_cv_summary_is_the_mean_of_its_folds_and_never_reads_test(breast_cv) -> 
     markdown = breast_cv.files["markdown"].read_text()
     assert "**Headline: AUC" in markdown and "Why this number" in markdown and "Pooled out-of-fold" in markdown
     assert breast_cv.files["plot"].stat().st_size > 10_000
+
+
+def test_cv_ranks_likely_label_errors_from_out_of_fold_probabilities(breast_cv) -> None:
+    """cleanlab on the pooled out-of-fold probabilities: every flagged image is a train+val image, the most
+    doubtful first, its suggested label the fold model's; a contact sheet and a summary section show them."""
+    issues = breast_cv.label_issues
+    assert issues is not None and not issues.unavailable and issues.n_images == 624
+    with issues.files["csv"].open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["rank"] for r in rows] == [str(k) for k in range(1, len(rows) + 1)]
+    confidence = [float(r["self_confidence"]) for r in rows]
+    assert confidence == sorted(confidence) and all(0 <= c <= 1 for c in confidence)
+    assert all(":test_images[" not in r["source"] for r in rows)
+    assert all(r["given"] in ("malignant", "normal, benign") and r["suggested"] != r["given"] for r in rows[:5])
+    markdown = breast_cv.files["markdown"].read_text()
+    assert "## Likely label errors (out-of-fold, cleanlab)" in markdown and f"{len(rows)} of the 624" in markdown
+    if rows:
+        assert issues.files["sheet"].stat().st_size > 5_000 and "![the most doubtful labels]" in markdown
+    summary = json.loads(breast_cv.files["summary"].read_text())
+    assert summary["label_issues"]["flagged"] == len(rows)
+
+
+def test_planted_label_flips_are_found_first() -> None:
+    """The ranking itself on known truth: probabilities of a fair model (real BreastMNIST class balance) with 5% of
+    the labels flipped: the flipped images come first."""
+    from medclass.evaluation.label_issues import rank_label_issues
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random(624) < 0.27).astype(int)
+    p1 = np.clip(np.where(truth == 1, rng.beta(8, 2, 624), rng.beta(2, 8, 624)), 0.01, 0.99)
+    given = truth.copy()
+    flipped = rng.choice(624, 31, replace=False)
+    given[flipped] = 1 - given[flipped]
+    issues = rank_label_issues(given, np.column_stack([1 - p1, p1]), [f"img{i}" for i in range(624)],
+                               ["benign", "malignant"], "binary")  # fmt: skip
+    found = {int(r["source"][3:]) for r in issues.rows}
+    top = {int(r["source"][3:]) for r in issues.rows[:31]}
+    assert len(found & set(flipped)) >= 0.8 * 31 and len(top & set(flipped)) >= 0.7 * 31
 
 
 @pytest.mark.slow

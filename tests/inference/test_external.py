@@ -261,7 +261,9 @@ def test_subgroups_on_an_external_label_csv(run: Path, module_tmp: Path, data_di
     assert "Subgroups on the external set" in (run / "external" / "batches" / "report.html").read_text()
 
 
-def test_a_model_whose_images_have_sides_is_never_mirrored_at_prediction(run: Path, xray: Path) -> None:
-    refused = medclass("predict", str(run), str(xray), "--tta")
+def test_a_model_whose_images_have_sides_is_never_mirrored_at_prediction(run: Path, xray: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predictions.csv"
+    refused = medclass("predict", str(run), str(xray), "--tta", "--out", str(out))
     assert_one_line_error(refused, "--tta averages each image with its left-right mirror", "sides matter")
-    assert medclass("predict", str(run), str(xray)).returncode == 0
+    assert not out.exists()  # refused before anything is written
+    assert medclass("predict", str(run), str(xray), "--out", str(out)).returncode == 0 and out.is_file()

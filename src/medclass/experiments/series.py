@@ -30,6 +30,13 @@ from medclass.data import load_dataset
 from medclass.errors import ConfigError, RunDirError
 from medclass.evaluation.bootstrap import Intervals, headline_intervals
 from medclass.evaluation.evaluate import read_predictions
+from medclass.evaluation.label_issues import (
+    SHEET,
+    LabelIssues,
+    label_issues_markdown,
+    rank_label_issues,
+    write_label_issues,
+)
 from medclass.experiments.pipeline import run_experiment
 from medclass.inference.assess import assess_package
 from medclass.inference.package import add_to_source, load_package, run_package, save_ensemble
@@ -150,6 +157,7 @@ class SeriesResult:
     pooled: list[dict[str, Any]] = field(default_factory=list)  # cv: per seed, out-of-fold metrics + intervals
     ensemble: dict[str, Any] = field(default_factory=dict)  # the package and test metrics of it and its members
     files: dict[str, Path] = field(default_factory=dict)
+    label_issues: LabelIssues | None = None  # cv: train+val images whose label the out-of-fold model doubts
 
 
 def run_series(plan: SeriesPlan, folds: set[int] | None = None, progress: bool | None = None) -> SeriesResult | None:
@@ -194,8 +202,42 @@ def collect_series(path: str | Path) -> SeriesResult:
     headline = _headline(manifest, config, aggregate, pooled, len(members))
     ensemble = _ensemble(folder, members, runs, config)
     result = SeriesResult(folder.path, manifest["kind"], rows, aggregate, headline, pooled, ensemble)
+    if manifest["kind"] == "cv":
+        result.label_issues = _label_issues(folder, members, runs, config)
     result.files = _write_summary(folder, manifest, result)
     return result
+
+
+def _label_issues(folder: SeriesDir, members: list[Member], runs: dict[str, RunDir], config: ExperimentConfig
+                  ) -> LabelIssues:  # fmt: skip
+    """Every train+val image's out-of-fold probabilities (the mean over seeds), ranked by cleanlab; the csv and
+    a contact sheet of the most doubtful images."""
+    data = runs[members[0].name].read_data_summary()
+    classes, task = data["classes"], data["task"]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    labels: dict[str, np.ndarray] = {}
+    for member in members:
+        targets, scores, sources = read_predictions(runs[member.name].predictions_path("test"), classes, task)
+        for target, score, source in zip(targets, scores, sources, strict=True):
+            sums[source] = sums.get(source, 0) + score
+            counts[source] = counts.get(source, 0) + 1
+            labels[source] = target
+    sources = list(sums)
+    issues = rank_label_issues(np.array([labels[s] for s in sources]),
+                               np.stack([sums[s] / counts[s] for s in sources]), sources, classes, task)  # fmt: skip
+    if issues.unavailable:
+        log.warning("label issues not ranked: %s", issues.unavailable)
+        return issues
+    dataset = load_dataset(config.data.model_copy(update={"fold": None}))
+    wanted = {row["source"] for row in issues.rows[:SHEET]}
+    images = {}
+    for split in ("train", "val"):
+        for i, name in enumerate(dataset.sources(split)):
+            for key in (name, str(Path(dataset.source.get("root", "")) / name)):
+                if key in wanted:
+                    images[key] = dataset.splits[split].image(i)
+    return write_label_issues(issues, folder.label_issues_csv, folder.label_issues_sheet, images)
 
 
 def _member_row(member: Member, run: RunDir) -> dict[str, Any]:
@@ -347,6 +389,18 @@ def _write_summary(folder: SeriesDir, manifest: dict[str, Any], result: SeriesRe
         "headline": result.headline,
         "aggregate": result.aggregate,
         **({"pooled_out_of_fold": result.pooled} if result.kind == "cv" else {}),
+        **(
+            {
+                "label_issues": {
+                    "flagged": len(result.label_issues.rows),
+                    "images": result.label_issues.n_images,
+                    "unavailable": result.label_issues.unavailable or None,
+                    "top": result.label_issues.rows[:25],
+                }
+            }
+            if result.label_issues is not None
+            else {}
+        ),
         "members": result.rows,
         "ensemble": result.ensemble,
     }
@@ -387,6 +441,9 @@ def _markdown(manifest: dict[str, Any], result: SeriesResult, names: list[str]) 
             shown = interval_text(interval, 4, dash=" - ", computed=name in pooled["intervals"])
             lines.append(f"| {metric_label(name)} | {_fmt(value)} | {shown} |")
         lines += _undefined_lines(pooled.get("intervals_undefined") or {})
+    if result.label_issues is not None:
+        where = SeriesDir(result.folder)
+        lines += label_issues_markdown(result.label_issues, where.label_issues_sheet.name, where.label_issues_csv.name)
     lines += _ensemble_markdown(result, names)
     lines += ["", "## Members", "", "| member | n | " + " | ".join(metric_label(m) for m in names) +
               " | best epoch | minutes |", "|---|---|" + "---|" * len(names) + "---|---|"]  # fmt: skip

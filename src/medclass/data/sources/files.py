@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medclass.config.data import SPLITS, CsvData, FileSourceFields, FolderData, is_dicom_keyword
-from medclass.data.cache import DecodedImages, cache_root, decode_images, file_hashes, stored_perceptual_hashes
+from medclass.data.cache import DecodedImages, cache_root, decode_images, file_hashes, stored_near_pairs
 from medclass.data.checks import NEAR_LIMIT, IdenticalImages, find_identical, find_near, label_names, with_near_keys
 from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.data.dicom import header_values
@@ -184,9 +184,9 @@ def _near_duplicates(decoded: DecodedImages, usable: np.ndarray, hashes: list[st
     rows = np.flatnonzero(usable)
     if len(rows) > NEAR_LIMIT or len(rows) < 2:
         return [], len(rows) <= NEAR_LIMIT
-    store = decoded.path.with_suffix(".phash.npy") if decoded.path is not None else None
-    bits = stored_perceptual_hashes(decoded.images, rows, decoded.images.shape[1], store)
-    found, _ = find_near(bits, [hashes[i] for i in rows], [str(i) for i in rows], ["-"] * len(rows))
+    store = decoded.path.with_suffix(".near.npy") if decoded.path is not None else None
+    pairs = stored_near_pairs(lambda k: decoded.images[rows[k]], len(rows), decoded.images.shape[1], store)
+    found, _ = find_near(pairs, [hashes[i] for i in rows], [str(i) for i in rows], ["-"] * len(rows))
     return [[int(rows[i]) for i in group] for group in found], True
 
 

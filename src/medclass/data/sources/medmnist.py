@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medclass.config.data import SPLITS, MedMNISTData
-from medclass.data.cache import cache_root, files_fingerprint, stored_perceptual_hashes
+from medclass.data.cache import cache_root, files_fingerprint, stored_near_pairs
 from medclass.data.checks import NEAR_LIMIT, find_identical, find_near, label_names, pixel_hashes, with_near_keys
 from medclass.data.dataset import ImageSplit, LabelledImages
 from medclass.data.sources import register_source
@@ -191,10 +191,10 @@ def load_medmnist(config: MedMNISTData) -> LabelledImages:
     near: list[list[int]] = []
     identical.near_searched = len(keys) <= NEAR_LIMIT
     if identical.near_searched:
-        store = cache_root() / f"phash-{files_fingerprint([path], {'kind': 'phash'})}.npy"
-        images = np.concatenate([split.images for split in splits.values()])
-        bits = stored_perceptual_hashes(images, np.arange(len(images)), config.size, store)
-        near, identical.near_cross_split = find_near(bits, keys, names, split_names)
+        store = cache_root() / f"near-{files_fingerprint([path], {'kind': 'near-phash'})}.npy"
+        where = [(split, i) for split in splits.values() for i in range(len(split))]
+        pairs = stored_near_pairs(lambda k: where[k][0].image(where[k][1]), len(where), config.size, store)
+        near, identical.near_cross_split = find_near(pairs, keys, names, split_names)
         identical.near_groups = len(near)
     # identical pixels and near-duplicates: one group each (cross-validation folds keep them whole)
     groups, start = merge_groups([None] * len(keys), with_near_keys(keys, near)), 0
