@@ -479,20 +479,10 @@ class EvaluationDir:
         return self.path / "predictions.csv"
 
 
-class ExternalDir:
+class ExternalDir(EvaluationDir):
     """Where ``medclass evaluate MODEL --external NAME=PATH`` writes a model's results on one external set:
-    ``RUN/external/NAME/`` for a run, ``external/NAME/`` beside a package or .onnx file."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def predictions_path(self) -> Path:
-        return self.path / "predictions.csv"
+    ``RUN/external/NAME/`` for a run, ``external/NAME/`` beside a package or .onnx file (metrics.json and
+    predictions.csv as a package's evaluation, plus these)."""
 
     @property
     def skipped_path(self) -> Path:
