@@ -3,6 +3,7 @@ so a crash never leaves a half-written file behind. The standard library has no 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -61,6 +62,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def png_data_uri(path: str | Path) -> str:
+    """A PNG file as a data: URI, so that a report page holds its pictures and needs no other file."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:

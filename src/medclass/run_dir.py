@@ -491,3 +491,8 @@ class ExternalDir(EvaluationDir):
     @property
     def report_path(self) -> Path:
         return self.path / "report.html"
+
+    @property
+    def copies_path(self) -> Path:
+        """Thumbnails of the set's copies of training images and of its own copies (absent when it has none)."""
+        return self.path / "copies.png"

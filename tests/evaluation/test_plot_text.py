@@ -123,3 +123,30 @@ def test_roc_marks_the_operating_points_of_a_binary_task(breast_run) -> None:
     assert any(f"threshold {op['threshold']:.2f} (chosen on validation)" in t for t in legend), legend
     assert any(t.startswith("threshold 0.50") for t in legend)
     assert roc.get_title() == "ROC curve, detecting malignant (test split)"
+
+
+def test_copies_across_splits_are_shown_group_by_group_with_whole_names(breast_run) -> None:
+    from medclass.evaluation.plots import copies_figure
+    from medclass.evaluation.report import copy_thumbnails
+
+    dataset = load_dataset(load_config(None, experiment="t", data={"source": "medmnist", "flag": "breastmnist"}).data)
+    groups, total = copy_thumbnails(dataset, limit=8)
+    checks = dataset.identical.summary()
+    assert total == checks["cross_split_groups"] + checks["near_cross_split_groups"] > 8 and len(groups) == 8
+    # the published split's identical pair with two labels comes first: both images, both labels, side by side
+    first = [caption for _, caption in groups[0]]
+    assert first[0].startswith("1 = train\ntrain_images[") and first[1].startswith("1 = test\ntest_images[")
+    assert {c.rsplit("\n", 1)[1] for c in first} == {"malignant", wrap_class("normal, benign")}
+    assert np.array_equal(groups[0][0][0], groups[0][1][0])  # identical pixels
+    assert any("≈" in caption for group in groups for _, caption in group)
+    fig = copies_figure(groups, "copies")
+    shown = iter(fig.axes)
+    for group in groups:  # every group on one row of the figure
+        rows = {round(next(shown).get_position().y0, 3) for _ in group}
+        assert len(rows) == 1
+    # the run's report shows the same thumbnails beside the leakage warning
+    report = (breast_run.run_dir / "report" / "report.html").read_text()
+    assert (breast_run.run_dir / "report" / "copies.png").is_file()
+    assert report.index("Warning:</strong> LEAKAGE") < report.index("Copies across splits: identical (=)") < report.index(
+        "<h2>Metrics"
+    )

@@ -126,6 +126,11 @@ def test_the_run_report_and_the_page_show_the_external_set(scored: dict, run: Pa
         assert "External validation: kermany" in html and "external &minus; internal" in html
         assert "of the 627 images are copies of the model" in html
     assert report.count("<!-- external:start -->") == 1
+    # thumbnails of the copies: the three copied training images beside their originals, and the set's own copies
+    assert (run / "external" / "kermany" / "copies.png").is_file()
+    for html in (page, report):
+        assert 'alt="copies of training images in the external set' in html and "data:image/png;base64," in html
+    assert scored["metrics"]["duplicates"]["within_near"] is not None
     again = medclass("evaluate", str(run), "--bootstrap", "0")  # a new report keeps the section
     assert again.returncode == 0, again.stderr
     assert "External validation: kermany" in (run / "report" / "report.html").read_text()

@@ -89,6 +89,24 @@ class LabelledImages:
         origin = Path(self.source["file"]).name if self.source.get("file") else self.name
         return [f"{origin}:{split}_images[{i}]" for i in range(len(part))]
 
+    def locate(self, member: str) -> tuple[str, int] | None:
+        """(split, index) of a "split:name" member as the duplicate checks name images (a file name, or
+        ``test_images[17]`` for array sources), or None when this dataset has no such image."""
+        split, _, name = member.partition(":")
+        part = self.splits.get(split)
+        if part is None:
+            return None
+        if part.files is not None:
+            try:
+                return split, part.files.index(name)
+            except ValueError:
+                return None
+        prefix = f"{split}_images["
+        if name.startswith(prefix) and name.endswith("]") and name[len(prefix) : -1].isdigit():
+            index = int(name[len(prefix) : -1])
+            return (split, index) if index < len(part) else None
+        return None
+
     def split_group_keys(self, split: str) -> list[str] | None:
         """The keyed group hash of each image of ``split`` ("" for an image without a group), or None when the
         source names no groups."""

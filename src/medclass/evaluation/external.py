@@ -28,9 +28,10 @@ from medclass.evaluation.bootstrap import (
     wilson,
 )
 from medclass.evaluation.subgroups import gap_sentence
-from medclass.io import atomic_write_text
+from medclass.io import atomic_write_text, png_data_uri
 from medclass.metrics import METRICS, expected_calibration_error, headline_metrics, metric_label, predicted_labels
 from medclass.metrics.base import decide_positive
+from medclass.run_dir import ExternalDir
 from medclass.wording import class_name, interval_text, plural
 
 NEWCOMBE = "newcombe (from the two wilson intervals)"
@@ -276,23 +277,27 @@ def section_context(result: dict[str, Any]) -> dict[str, Any]:
     return {"result": result, "rows": rows, "notes": notes, "plural": plural, "html": html, "subgroups": subgroups}
 
 
-def render_section(result: dict[str, Any]) -> str:
-    return _environment().get_template("external_section.html.j2").render(**section_context(result))
+def render_section(result: dict[str, Any], where: ExternalDir | None = None) -> str:
+    """One external set's section; with ``where`` (its folder) the thumbnails of its copies are embedded."""
+    copies = where.copies_path if where is not None and where.copies_path.is_file() else None
+    context = {**section_context(result), "copies": png_data_uri(copies) if copies is not None else ""}
+    return _environment().get_template("external_section.html.j2").render(**context)
 
 
-def write_page(path: Path, result: dict[str, Any]) -> Path:
+def write_page(where: ExternalDir, result: dict[str, Any]) -> Path:
     """RUN/external/NAME/report.html: the section alone, as a page."""
-    page = _environment().get_template("external_page.html.j2").render(section=render_section(result), result=result)
-    return atomic_write_text(path, page)
+    section = render_section(result, where)
+    page = _environment().get_template("external_page.html.j2").render(section=section, result=result)
+    return atomic_write_text(where.report_path, page)
 
 
-def refresh_run_report(report: Path, results: list[dict[str, Any]]) -> bool:
+def refresh_run_report(report: Path, results: list[tuple[dict[str, Any], ExternalDir]]) -> bool:
     """Put every external set's section into a run's report.html (between its markers, or before the gate's
     section in a report written before external validation existed). False when there is no report."""
     if not report.is_file():
         return False
     text = report.read_text(encoding="utf-8")
-    body = "\n".join(render_section(r) for r in results)
+    body = "\n".join(render_section(r, where) for r, where in results)
     section = f"{MARK_START}\n{body}\n{MARK_END}"
     start, end = text.find(MARK_START), text.find(MARK_END)
     if start >= 0 and end > start:

@@ -223,6 +223,35 @@ def worst_images_figure(images: list[np.ndarray], captions: list[str], title: st
     return fig
 
 
+COPIES_PER_ROW = 6  # thumbnails per row of the copies figure
+
+
+def copies_figure(groups: list[list[tuple[np.ndarray, str]]], title: str) -> Figure | None:
+    """Thumbnails of groups of copies (identical or near-duplicate images), each group on one row of its own
+    (a group never spans two rows; rows hold several small groups side by side), each image captioned."""
+    groups = [g[:COPIES_PER_ROW] for g in groups if g]
+    if not groups:
+        return None
+    rows: list[list[tuple[np.ndarray, str]]] = [[]]
+    for group in groups:
+        if rows[-1] and len(rows[-1]) + len(group) > COPIES_PER_ROW:
+            rows.append([])
+        rows[-1].extend(group)
+    columns = max(len(row) for row in rows)
+    lines = max(caption.count("\n") + 1 for group in groups for _, caption in group)
+    fig = Figure(figsize=(1.9 * columns, (1.9 + 0.15 * lines) * len(rows) + 0.5), layout="constrained")
+    for r, row in enumerate(rows):
+        for c, (image, caption) in enumerate(row):
+            ax = fig.add_subplot(len(rows), columns, r * columns + c + 1)
+            grey = image.shape[-1] == 1
+            ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255)
+            ax.set_title(caption, fontsize=7, loc="left")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title)
+    return fig
+
+
 def subgroup_figure(entries: list[dict], overall: dict[str, float], confidence_pct: int) -> Figure | None:
     """Forest plot: per attribute, each subgroup's headline value (AUC and ACC where defined) with its bootstrap
     interval, labelled with its size; the dashed lines are the whole split's values."""
@@ -291,3 +320,4 @@ plot_reliability = _saved(reliability_figure)
 plot_training_curves = _saved(training_curves_figure)
 plot_worst_images = _saved(worst_images_figure)
 plot_subgroups = _saved(subgroup_figure)
+plot_copies = _saved(copies_figure)

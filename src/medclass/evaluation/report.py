@@ -3,7 +3,7 @@ summary, written to the run's report/ folder."""
 
 from __future__ import annotations
 
-import base64
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,14 @@ import jinja2
 import numpy as np
 
 from medclass.config import EvaluationConfig, ExperimentConfig
+from medclass.data.checks import label_names
 from medclass.data.dataset import LabelledImages
 from medclass.evaluation.calibration import reliability_curve
 from medclass.evaluation.clinical import INTERVAL_COLUMNS, PER_CLASS_COLUMNS
 from medclass.evaluation.external import render_section
 from medclass.evaluation.plots import (
     plot_confusion,
+    plot_copies,
     plot_reliability,
     plot_roc_pr,
     plot_subgroups,
@@ -26,9 +28,9 @@ from medclass.evaluation.plots import (
 )
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import SMALL, gap_sentence
-from medclass.io import atomic_write_text, read_json
+from medclass.io import atomic_write_text, png_data_uri, read_json
 from medclass.metrics import metric_definitions, metric_label
-from medclass.run_dir import RunDir
+from medclass.run_dir import ExternalDir, RunDir
 from medclass.wording import (
     PER_CLASS_LABELS,
     class_name,
@@ -52,7 +54,35 @@ PLOT_TITLES = {
     "reliability": "Reliability diagram: are the probabilities right?",
     "worst_images": "The misclassified images the model was surest about",
     "subgroups": "Results by subgroup, with intervals (forest plot)",
+    "copies": "Copies across splits: identical (=) and near-duplicate (≈) images in more than one split",
 }
+COPY_GROUPS = 8  # groups of copies shown as thumbnails
+
+
+def copy_thumbnails(
+    dataset: LabelledImages, limit: int = COPY_GROUPS
+) -> tuple[list[list[tuple[np.ndarray, str]]], int]:
+    """The groups of identical and near-duplicate images that sit in more than one split, as thumbnails with
+    captions (group number and kind, split, the whole file name wrapped, label), at most ``limit`` groups; and how
+    many groups there are in all."""
+    identical = dataset.identical
+    if identical is None:
+        return [], 0
+    marked = [("=", g) for g in identical.cross_split] + [("≈", g) for g in identical.near_cross_split]
+    shown = []
+    for number_, (sign, members) in enumerate(marked[:limit], start=1):
+        group = []
+        for member in members:
+            found = dataset.locate(member)
+            if found is None:
+                continue
+            split, index = found
+            label = wrap_class(label_names(dataset.splits[split].labels[index : index + 1], dataset.classes)[0])
+            name = "\n".join(textwrap.wrap(member.partition(":")[2], 26, break_long_words=True))
+            group.append((dataset.splits[split].image(index), f"{number_} {sign} {split}\n{name}\n{label}"))
+        if len(group) > 1:
+            shown.append(group)
+    return shown, len(marked)
 
 
 def worst_images(
@@ -131,6 +161,12 @@ def write_plots(
     worst = plot_worst_images(folder / "worst_images.png", images, captions, title)
     if worst is not None:
         plots["worst_images"] = worst
+    groups, total = copy_thumbnails(dataset)
+    title = (f"{plural(total, 'group')} of copies across splits"
+             + (f", the first {len(groups)} shown" if len(groups) < total else ""))  # fmt: skip
+    copies = plot_copies(folder / "copies.png", groups, title)
+    if copies is not None:
+        plots["copies"] = copies
     pct = round(100 * settings.confidence)
     subgroups = plot_subgroups(folder / "subgroups.png", result.extra.get("subgroups") or [], result.metrics, pct)
     if subgroups is not None:
@@ -418,10 +454,6 @@ def _with_interval(value: Any, interval: list[float] | None, computed: bool = Fa
     }
 
 
-def _embed(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("medclass.evaluation", "templates"),
@@ -430,7 +462,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["embed"] = _embed
+    env.filters["embed"] = png_data_uri
     return env
 
 
@@ -498,14 +530,14 @@ def gate_section(run: RunDir, split: str, checkpoint: str) -> str:
                  f"<th>gate rejects</th></tr>{rows}</table>")  # fmt: skip
     plot = run.ood_dir(split, checkpoint) / "ood.png"
     if plot.is_file():
-        parts.append(f'<img src="{_embed(plot)}" alt="out-of-distribution scores and degraded images rejected" '
+        parts.append(f'<img src="{png_data_uri(plot)}" alt="out-of-distribution scores and degraded images rejected" '
                      'style="max-width:100%">')  # fmt: skip
     return "\n".join(parts)
 
 
 def external_sections(run: RunDir) -> str:
     """The sections of every external set the run was evaluated on (``evaluate RUN --external``)."""
-    return "\n".join(render_section(read_json(path)) for path in run.external_results())
+    return "\n".join(render_section(read_json(path), ExternalDir(path.parent)) for path in run.external_results())
 
 
 def refresh_gate_section(run: RunDir, split: str, checkpoint: str) -> None:

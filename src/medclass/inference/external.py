@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,16 @@ import torch
 
 from medclass.config import EvaluationConfig
 from medclass.data import load_dataset
-from medclass.data.checks import NEAR_LIMIT, NEAR_METHOD, label_names, near_pairs, perceptual_hashes, pixel_hashes
+from medclass.data.checks import (
+    NEAR_LIMIT,
+    NEAR_METHOD,
+    find_near,
+    label_names,
+    near_pairs,
+    perceptual_hashes,
+    pixel_hashes,
+)
+from medclass.data.dataset import LabelledImages
 from medclass.data.external import Decoding, ExternalSet, load_external
 from medclass.data.sources.files import file_attributes
 from medclass.errors import DataError
@@ -43,6 +53,8 @@ from medclass.evaluation.external import (
     refresh_run_report,
     write_page,
 )
+from medclass.evaluation.plots import plot_copies
+from medclass.evaluation.report import COPY_GROUPS
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import subgroup_results
 from medclass.inference.gatekeeping import judge
@@ -51,6 +63,7 @@ from medclass.io import atomic_write_json, atomic_write_text, read_json
 from medclass.metrics import predicted_labels, summary_metrics
 from medclass.run_dir import ExternalDir, RunDir
 from medclass.tasks import positive_class_index, scores_from_logits
+from medclass.wording import wrap_class
 
 log = logging.getLogger("medclass")
 BATCH = 256
@@ -134,19 +147,26 @@ def reference_runs(predictor: Predictor, model: Path) -> tuple[list[RunDir], str
 
 @dataclass
 class Reference:
-    """What the model has seen, decoded as it trained: pixel hash -> [(split:name, label)], and every image's
-    perceptual hash with its (split:name, label)."""
+    """What the model has seen, decoded as it trained: pixel hash -> [(split:name, label)], every image's
+    perceptual hash with its (split:name, label), and where each "split:name" is (to show it)."""
 
     exact: dict[str, list[tuple[str, str]]]
     near_bits: np.ndarray
     near_entries: list[tuple[str, str]]
+    datasets: list[LabelledImages] = field(default_factory=list)
+    where: dict[str, tuple[int, str, int]] = field(default_factory=dict)  # split:name -> (dataset, split, index)
+
+    def image(self, member: str) -> np.ndarray | None:
+        found = self.where.get(member)
+        return None if found is None else self.datasets[found[0]].splits[found[1]].image(found[2])
 
 
 def _reference(runs: list[RunDir]) -> Reference:
-    exact: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    bits, entries = [], []
+    reference = Reference(defaultdict(list), np.zeros((0, 64), bool), [])
+    bits = []
     for run in runs:
         dataset = load_dataset(run.load_config().data)
+        reference.datasets.append(dataset)
         for split_name, split in dataset.splits.items():
             names = split.files or [f"{dataset.name}:{split_name}[{i}]" for i in range(len(split))]
             labels = label_names(split.labels, dataset.classes)
@@ -154,13 +174,16 @@ def _reference(runs: list[RunDir]) -> Reference:
                 chunk = np.stack([split.image(i) for i in range(start, min(start + 1024, len(split)))])
                 for offset, key in enumerate(pixel_hashes(chunk)):
                     entry = (f"{split_name}:{names[start + offset]}", labels[start + offset])
-                    if entry not in exact[key]:
-                        exact[key].append(entry)
+                    reference.where.setdefault(entry[0], (len(reference.datasets) - 1, split_name, start + offset))
+                    if entry not in reference.exact[key]:
+                        reference.exact[key].append(entry)
                     if split_name in REFERENCE_SPLITS:
-                        entries.append(entry)
+                        reference.near_entries.append(entry)
                 if split_name in REFERENCE_SPLITS:
                     bits.append(perceptual_hashes(chunk, chunk.shape[1]))
-    return Reference(exact, np.concatenate(bits) if bits else np.zeros((0, 64), bool), entries)
+    if bits:
+        reference.near_bits = np.concatenate(bits)
+    return reference
 
 
 def _score(
@@ -223,8 +246,11 @@ def evaluate_external(
     decoded = np.stack([external.images.image(i) for i in range(len(external))])
     hashes = pixel_hashes(decoded)
     near_to: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    if len(reference.near_entries) and len(external) <= NEAR_LIMIT:
-        for i, j in near_pairs(perceptual_hashes(decoded, decoded.shape[1]), reference.near_bits):
+    within_near: list[list[int]] = []
+    if len(external) <= NEAR_LIMIT:
+        bits = perceptual_hashes(decoded, decoded.shape[1])
+        within_near = find_near(near_pairs(bits), hashes, sources, ["external"] * len(external))[0]
+        for i, j in near_pairs(bits, reference.near_bits):
             near_to[i].append(reference.near_entries[j])
     ext_labels = label_names(np.asarray(external.images.labels), external.classes)
     of_training, in_test, conflicts = [], 0, []
@@ -236,7 +262,7 @@ def evaluate_external(
             seen, kind = near_to[i], "near-duplicate"
         if seen:
             duplicate[i] = True
-            of_training.append({"image": sources[i], "matches": [where for where, _ in seen], "kind": kind})
+            of_training.append({"image": sources[i], "matches": [where for where, _ in seen], "kind": kind, "row": i})
             conflicts += [f"{sources[i]}={ext_labels[i]} = {where}={label}" for where, label in seen
                           if label.lower() != ext_labels[i].lower()]  # fmt: skip
         elif any(where.startswith("test:") for where, _ in reference.exact.get(key, [])):
@@ -244,7 +270,8 @@ def evaluate_external(
     groups: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(hashes):
         groups[key].append(i)
-    within = [[sources[i] for i in members] for members in groups.values() if len(members) > 1]
+    within_rows = [members for members in groups.values() if len(members) > 1]
+    within = [[sources[i] for i in members] for members in within_rows]
     kept = np.ones(len(external), dtype=bool) if keep_duplicates else ~duplicate
     if not kept.any():
         raise DataError(
@@ -270,7 +297,8 @@ def evaluate_external(
                         settings.confidence, seed)  # fmt: skip
     n_dup = int(duplicate.sum())
     summary_text = _duplicate_sentence(len(external), n_dup, keep_duplicates, in_test, within, not_checked, runs,
-                                       sum(1 for d in of_training if d["kind"] == "near-duplicate"))  # fmt: skip
+                                       sum(1 for d in of_training if d["kind"] == "near-duplicate"),
+                                       len(within_near))  # fmt: skip
     warnings = list(evaluation.extra.get("warnings", []))
     if conflicts:
         warnings.append(f"LABEL CONFLICT: {len(conflicts)} copies of training images carry another label in the "
@@ -294,9 +322,10 @@ def evaluate_external(
             "method": "identical decoded pixels at the model's input (the same file, or the same pixels saved again); "
             f"near-duplicates: {NEAR_METHOD}",
             "summary": summary_text,
-            "of_training": of_training,
+            "of_training": [{k: v for k, v in d.items() if k != "row"} for d in of_training],
             "kept": keep_duplicates,
             "within_set": within,
+            "within_near": [[sources[i] for i in members] for members in within_near],
             "also_in_internal_test": in_test,
             "checked_against": [str(r.path) for r in runs],
         },  # fmt: skip
@@ -337,10 +366,16 @@ def evaluate_external(
     )
     if external.skipped:
         result.files["skipped"] = atomic_write_text(where.skipped_path, _skipped_csv(external.skipped))
-    result.files["html"] = write_page(where.report_path, summary)
+    thumbnails = _copy_thumbnails(decoded, sources, ext_labels, of_training, within_rows, within_near, reference)
+    title = "Copies of the model's images in the external set, and copies within it"
+    if plot_copies(where.copies_path, thumbnails, title) is not None:
+        result.files["copies"] = where.copies_path
+    else:
+        where.copies_path.unlink(missing_ok=True)  # from an earlier evaluation of a set since changed
+    result.files["html"] = write_page(where, summary)
     if run is not None:
         report = run.report_dir("test", "best") / "report.html"
-        stored = [read_json(p) for p in run.external_results()]
+        stored = [(read_json(p), ExternalDir(p.parent)) for p in run.external_results()]
         if refresh_run_report(report, stored):
             result.files["run_report"] = report
     return result
@@ -419,9 +454,35 @@ def _internal(run: RunDir | None, classes: list[str], task: str) -> tuple[Scored
     )
 
 
+def _copy_thumbnails(
+    decoded: np.ndarray, sources: list[str], labels: list[str], of_training: list[dict[str, Any]],
+    within: list[list[int]], within_near: list[list[int]], reference: Reference, limit: int = COPY_GROUPS,
+) -> list[list[tuple[np.ndarray, str]]]:  # fmt: skip
+    """Thumbnails for copies.png: each external image that copies training or validation images beside (up to
+    three of) them, then the groups of copies within the set; at most ``limit`` groups."""
+
+    def caption(k: int, sign: str, where: str, name: str, label: str) -> str:
+        return f"{k} {sign} {where}\n" + "\n".join(textwrap.wrap(name, 26)) + f"\n{wrap_class(label)}"
+
+    entries = {entry[0]: entry[1] for members in reference.exact.values() for entry in members}
+    groups: list[list[tuple[np.ndarray, str]]] = []
+    for item in of_training:
+        sign, i = "≈" if item["kind"] == "near-duplicate" else "=", item["row"]
+        group = [(decoded[i], caption(len(groups) + 1, sign, "external", sources[i], labels[i]))]
+        for member in item["matches"][:3]:
+            image = reference.image(member)
+            if image is not None:
+                split, _, name = member.partition(":")
+                group.append((image, caption(len(groups) + 1, sign, split, name, entries.get(member, ""))))
+        groups.append(group)
+    for sign, rows in [("=", g) for g in within] + [("≈", g) for g in within_near]:
+        groups.append([(decoded[i], caption(len(groups) + 1, sign, "external", sources[i], labels[i])) for i in rows])
+    return groups[:limit]
+
+
 def _duplicate_sentence(
     n: int, n_dup: int, kept: bool, in_test: int, within: list[list[str]], not_checked: str, runs: list[RunDir],
-    near: int,
+    near: int, within_near: int = 0,
 ) -> str:  # fmt: skip
     if not runs:
         said = f"Not checked against the training data: {not_checked}."
@@ -440,6 +501,8 @@ def _duplicate_sentence(
         said += f" {in_test} are images of the internal test split (kept: the model never trained on them)."
     if within:
         said += f" {len(within)} group(s) of identical images within the external set ({sum(map(len, within))} images)."
+    if within_near:
+        said += f" {within_near} group(s) of near-duplicates within the external set (both scored)."
     return said
 
 
