@@ -181,12 +181,24 @@ def test_ordinal_task_trains_with_soft_ordinal_targets(tmp_path: Path) -> None:
     assert result.test.task == "ordinal" and result.test.n_samples == 400
 
 
-def test_mixup_cutmix_ema_and_bf16(tmp_path: Path) -> None:
+def test_mixup_cutmix_ema_and_bf16(tmp_path: Path, caplog) -> None:
+    from medclass.training.hardware import cpu_has_bf16
+
+    # two small batches: bf16 on a CPU without bf16 instructions is emulated (40x slower than 32-bit)
     result = run_experiment(breast(tmp_path, "loss.mixup_alpha=0.2", "loss.cutmix_alpha=1.0", "trainer.ema_decay=0.9",
-                          "trainer.precision=bf16-mixed", "trainer.max_epochs=1"))  # fmt: skip
+                                   "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "data.batch_size=16",
+                                   "trainer.limit_train_batches=2", "evaluation.bootstrap=0", "evaluation.report=false",
+                                   "gate.fit=false"))  # fmt: skip
     checkpoint = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert "averaging_state" in checkpoint and "current_model_state" in checkpoint
     assert 0.0 <= result.test.metrics["auc"] <= 1.0
+    assert json.loads((result.run_dir / "run.json").read_text())["precision"] == "bf16-mixed"
+    warned = [r.getMessage() for r in caplog.records if "bf16 is emulated" in r.getMessage()]
+    assert bool(warned) == (not torch.cuda.is_available() and not cpu_has_bf16())
+    # evaluation on a CPU is 32-bit whatever training used: the test numbers are the exported model's
+    from medclass.training.hardware import inference_precision
+
+    assert inference_precision("bf16-mixed", "cpu") == "32-true"
 
 
 def test_mixup_is_refused_for_multilabel() -> None:

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from medclass.config.schema import TrainerConfig
 from medclass.tasks import scores_from_logits
-from medclass.training.hardware import resolve_precision
+from medclass.training.hardware import inference_precision
 from medclass.training.module import ClassificationModule
 
 
@@ -29,7 +29,7 @@ def predict_logits(
     trainer = L.Trainer(
         accelerator=trainer_config.accelerator,
         devices=1,
-        precision=resolve_precision(trainer_config.precision, trainer_config.accelerator),
+        precision=inference_precision(trainer_config.precision, trainer_config.accelerator),
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
