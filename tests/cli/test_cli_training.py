@@ -25,7 +25,10 @@ TWO_STAGE = {
         {"name": "head", "epochs": 2, "train": "head", "lr": 0.001, "scheduler": "constant", "warmup_epochs": 0},
         {"name": "finetune", "epochs": 5, "lr": 0.0005, "backbone_lr": 0.0001, "early_stopping_patience": 9},
     ],
-    "trainer": {"progress_bar": False},
+    "trainer": {"progress_bar": False, "limit_train_batches": 5},
+    # what is tested is the training loop's stops and resumes: a light evaluation and no gate
+    "evaluation": {"bootstrap": 100, "report": False},
+    "gate": {"fit": False},
 }
 
 
