@@ -29,7 +29,7 @@ def blood_config(out: Path, *extra: str):
     return load_config(
         BLOOD,
         [f"output_dir={out}", "trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.progress_bar=false",
-         "evaluation.bootstrap=200", *extra],
+         "evaluation.bootstrap=200", "gate.fit=false", *extra],
     )  # fmt: skip
 
 

@@ -50,7 +50,8 @@ def derma_run(data_dir: Path, derma_csv: Path, module_tmp: Path):
     config = load_config(
         None,
         [f"output_dir={module_tmp / 'runs'}", "trainer.max_epochs=1", "trainer.progress_bar=false",
-         "model.name=resnet18", "model.pretrained=false", "evaluation.bootstrap=200", "evaluation.worst_images=0"],
+         "model.name=resnet18", "model.pretrained=false", "evaluation.bootstrap=200", "evaluation.worst_images=0",
+         "gate.fit=false"],
         experiment="derma-subgroups",
         data={"source": "csv", "csv": str(derma_csv), "image_dir": str(data_dir / "dermamnist_jpeg28" / "images"),
               "image_suffix": ".jpg", "group_column": "lesion_id", "input_size": 28, "batch_size": 64},

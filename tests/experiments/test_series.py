@@ -22,7 +22,7 @@ from medclass.run_dir import RunDir
 
 CONFIG = REPO_ROOT / "configs" / "breastmnist.yaml"
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false", "data.batch_size=64",
-         "evaluation.bootstrap=100", "evaluation.report=false"]  # fmt: skip
+         "evaluation.bootstrap=100", "evaluation.report=false", "gate.fit=false"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -107,18 +107,11 @@ def train(
         console.print(gate_line(result.gate), highlight=False, soft_wrap=True)
 
 
-def _evaluate_robustness(path: Path, corruptions: str, severities: str, checkpoint: str, split: str) -> None:
+def _evaluate_robustness(path: Path, names: list[str], levels: tuple[int, ...], checkpoint: str, split: str) -> None:
     from medclass.cli.render import robustness_table
-    from medclass.evaluation.robustness import evaluate_corruptions, parse_corruptions
-    from medclass.run_dir import RunDir
+    from medclass.evaluation.robustness import evaluate_corruptions
 
-    if not RunDir.is_run_dir(path):
-        raise UserError(f"--corruptions evaluates one run: {path} is not a run directory")
-    try:
-        levels = tuple(sorted({int(v) for v in severities.split(",") if v.strip()}))
-    except ValueError:
-        raise UserError(f"--severities {severities!r}: give numbers from 1 to 5 separated by commas") from None
-    result = evaluate_corruptions(path, parse_corruptions(corruptions), levels, checkpoint, split)
+    result = evaluate_corruptions(path, names, levels, checkpoint, split)
     console.print(robustness_table(result, levels))
     collapsed = result.collapsed()
     if collapsed:
@@ -238,15 +231,14 @@ def evaluate(
             if not where.exists():
                 raise UserError(f"--external {spec}: {where} does not exist; give NAME=PATH with a folder of class "
                                 "folders, a label CSV or an experiment YAML")  # fmt: skip
-    from medclass.cli.render import comparison_table, metrics_table, result_notes
-    from medclass.evaluation import compare_runs, evaluate_run
-
     if corruptions is not None:
+        from medclass.data.corruptions import parse_corruptions, parse_severities
+
+        names, levels = parse_corruptions(corruptions), parse_severities(severities)
+        if not RunDir.is_run_dir(path):
+            raise UserError(f"--corruptions evaluates one run: {path} is not a run directory")
         quiet_lightning(ctx)
-        return _evaluate_robustness(path, corruptions, severities, checkpoint, split)
-    if ood is not None:
-        quiet_lightning(ctx)
-        return _evaluate_ood(path, ood, checkpoint, split)
+        return _evaluate_robustness(path, names, levels, checkpoint, split)
     settings: dict[str, Any] = {"report": report}
     if bootstrap is not None:
         from medclass.config import EvaluationConfig, validate_config
@@ -259,6 +251,12 @@ def evaluate(
         settings["subgroups"] = [
             s.model_dump() for s in validate_config({"subgroups": specs}, "--subgroup", EvaluationConfig).subgroups
         ]
+    from medclass.cli.render import comparison_table, metrics_table, result_notes
+    from medclass.evaluation import compare_runs, evaluate_run
+
+    if ood is not None:
+        quiet_lightning(ctx)
+        return _evaluate_ood(path, ood, checkpoint, split)
     quiet_lightning(ctx)
     if external:
         return _evaluate_external(path, external, keep_duplicates, settings)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from medclass.errors import UserError
 from medclass.registry import CORRUPTIONS
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -137,3 +138,25 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.n
     _level(SEVERITIES, severity)  # checks the severity
     rng = np.random.default_rng([seed, SEVERITIES.index(severity), sorted(CORRUPTIONS).index(name)])
     return corruption(images, severity, rng)
+
+
+def parse_corruptions(text: str) -> list[str]:
+    """ "all" or a comma-separated list of registered corruption names."""
+    if text.strip() in ("", "all"):
+        return sorted(CORRUPTIONS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        CORRUPTIONS.lookup(name, "--corruptions")
+    return names
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    """Comma-separated severities (1-5), sorted, each once."""
+    try:
+        levels = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise UserError(f"--severities {text!r}: give numbers from 1 to 5 separated by commas") from None
+    for severity in levels:
+        if severity not in SEVERITIES:
+            raise UserError(f"--severities: {severity} is not a severity; use values from 1 to {max(SEVERITIES)}")
+    return levels

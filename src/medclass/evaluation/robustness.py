@@ -54,16 +54,6 @@ class RobustnessResult:
         return float(np.mean([r[metric] for r in self.rows if r["severity"] == severity]))
 
 
-def parse_corruptions(text: str) -> list[str]:
-    """ "all" or a comma-separated list of registered corruption names."""
-    if text.strip() in ("", "all"):
-        return sorted(CORRUPTIONS)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    for name in names:
-        CORRUPTIONS.lookup(name, "--corruptions")
-    return names
-
-
 def evaluate_corruptions(
     run_dir: str | Path,
     corruptions: list[str] | None = None,
