@@ -32,14 +32,16 @@ def memory(
 ) -> None:
     """Measure the peak memory of real training steps at a few batch sizes, fit it against batch size, and print
     the memory your batch size needs and the largest batch that fits."""
-    from medclass.training.memory import MAX_REPORTED_BATCH, estimate_memory
-
     if precision not in ("32-true", "bf16-mixed", "16-mixed"):
         raise UserError(f"--precision {precision!r}: use 32-true, bf16-mixed or 16-mixed")
     try:
         sizes = tuple(int(v) for v in measure.split(",") if v.strip())
     except ValueError:
         raise UserError(f"--measure {measure!r}: give batch sizes separated by commas, e.g. 2,4,8") from None
+    if len(set(sizes)) < 2:  # also checked where measured; here before torch is imported (seconds)
+        raise UserError("give at least two different batch sizes to measure")
+    from medclass.training.memory import MAX_REPORTED_BATCH, estimate_memory
+
     names = [name.strip() for item in model for name in item.split(",") if name.strip()]
     budget = int(memory_gb * GIB) if memory_gb else None
     # Narrow enough for 80 columns (a log file): two-line headers, one measurement per line, model names whole.
