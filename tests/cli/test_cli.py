@@ -30,7 +30,14 @@ def test_config_command_shows_overrides() -> None:
 @pytest.mark.slow
 def test_train_then_evaluate_prints_the_same_numbers(tmp_path: Path) -> None:
     trained = medclass(
-        "train", "-c", BREAST, "trainer.max_epochs=1", f"output_dir={tmp_path}", "trainer.progress_bar=false"
+        "train",
+        "-c",
+        BREAST,
+        "trainer.max_epochs=1",
+        f"output_dir={tmp_path}",
+        "trainer.progress_bar=false",
+        "trainer.limit_train_batches=3",
+        "evaluation.bootstrap=200",
     )
     assert trained.returncode == 0, trained.stderr
     (run_dir,) = list((tmp_path / "breastmnist").iterdir())
