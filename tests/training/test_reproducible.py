@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 # 72 px keeps training on the per-image DataLoader path, where loader workers take part (<= 64 px on a CPU forms
 # batches in memory); two batches of one epoch are enough to tell two models apart.
 OVERRIDES = ["data.input_size=72", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-             "trainer.progress_bar=false", "evaluation.bootstrap=200", "evaluation.report=false", "gate.fit=false"]  # fmt: skip
+             "trainer.progress_bar=false", "evaluation.bootstrap=200", "evaluation.report=false",
+             "gate.fit=false"]  # fmt: skip
 
 
 def outputs(run_dir: Path) -> tuple[bytes, bytes]:
