@@ -39,6 +39,10 @@ def shared_data_dir() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (make test runs one worker per core), each worker and every process it starts gets its
     share of the cores: torch processes that each use every core run several times slower each, not 2x."""
+    controller = not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None)
+    if controller and config.getoption("markexpr") != "unit" and not (shared_data_path() / "medmnist").is_dir():
+        # Workers collect, not this process: a worker's exit would come out as an INTERNALERROR without the message.
+        shared_data_dir()  # exits with the message
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         threads = str(max(1, (os.cpu_count() or 1) // workers))
