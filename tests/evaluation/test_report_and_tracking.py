@@ -22,7 +22,9 @@ from medclass.evaluation.compare import compare_runs
 
 REPO = Path(__file__).resolve().parents[2]
 BLOOD = REPO / "configs" / "bloodmnist.yaml"
-PLOTS = ("confusion_counts", "confusion_normalized", "roc_pr", "reliability", "training_curves", "worst_images")
+# copies: BloodMNIST's published split holds identical images in two splits (shown as thumbnails under the warning)
+PLOTS = ("confusion_counts", "confusion_normalized", "roc_pr", "reliability", "training_curves", "worst_images",
+         "copies")  # fmt: skip
 
 
 def blood_config(out: Path, *extra: str):
