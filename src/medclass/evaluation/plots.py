@@ -226,6 +226,12 @@ def worst_images_figure(images: list[np.ndarray], captions: list[str], title: st
 COPIES_PER_ROW = 6  # thumbnails per row of the copies figure
 
 
+def copy_caption(group: int, sign: str, where: str, name: str, label: str) -> str:
+    """A thumbnail's caption in the copies figure: group number and kind (= identical, ≈ near), where the image is
+    (its split, or external), the whole file name wrapped (never cut) and the label."""
+    return f"{group} {sign} {where}\n" + "\n".join(textwrap.wrap(name, 26)) + f"\n{wrap_class(label)}"
+
+
 def copies_figure(groups: list[list[tuple[np.ndarray, str]]], title: str) -> Figure | None:
     """Thumbnails of groups of copies (identical or near-duplicate images), each group on one row of its own
     (a group never spans two rows; rows hold several small groups side by side), each image captioned."""

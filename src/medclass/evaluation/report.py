@@ -3,7 +3,6 @@ summary, written to the run's report/ folder."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from medclass.evaluation.calibration import reliability_curve
 from medclass.evaluation.clinical import INTERVAL_COLUMNS, PER_CLASS_COLUMNS
 from medclass.evaluation.external import render_section
 from medclass.evaluation.plots import (
+    copy_caption,
     plot_confusion,
     plot_copies,
     plot_reliability,
@@ -77,9 +77,9 @@ def copy_thumbnails(
             if found is None:
                 continue
             split, index = found
-            label = wrap_class(label_names(dataset.splits[split].labels[index : index + 1], dataset.classes)[0])
-            name = "\n".join(textwrap.wrap(member.partition(":")[2], 26, break_long_words=True))
-            group.append((dataset.splits[split].image(index), f"{number_} {sign} {split}\n{name}\n{label}"))
+            label = label_names(dataset.splits[split].labels[index : index + 1], dataset.classes)[0]
+            caption = copy_caption(number_, sign, split, member.partition(":")[2], label)
+            group.append((dataset.splits[split].image(index), caption))
         if len(group) > 1:
             shown.append(group)
     return shown, len(marked)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,7 @@ from medclass.evaluation.external import (
     refresh_run_report,
     write_page,
 )
-from medclass.evaluation.plots import plot_copies
+from medclass.evaluation.plots import copy_caption, plot_copies
 from medclass.evaluation.report import COPY_GROUPS
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import subgroup_results
@@ -63,7 +62,6 @@ from medclass.io import atomic_write_json, atomic_write_text, read_json
 from medclass.metrics import predicted_labels, summary_metrics
 from medclass.run_dir import ExternalDir, RunDir
 from medclass.tasks import positive_class_index, scores_from_logits
-from medclass.wording import wrap_class
 
 log = logging.getLogger("medclass")
 BATCH = 256
@@ -460,24 +458,21 @@ def _copy_thumbnails(
 ) -> list[list[tuple[np.ndarray, str]]]:  # fmt: skip
     """Thumbnails for copies.png: each external image that copies training or validation images beside (up to
     three of) them, then the groups of copies within the set; at most ``limit`` groups."""
-
-    def caption(k: int, sign: str, where: str, name: str, label: str) -> str:
-        return f"{k} {sign} {where}\n" + "\n".join(textwrap.wrap(name, 26)) + f"\n{wrap_class(label)}"
-
     entries = {entry[0]: entry[1] for members in reference.exact.values() for entry in members}
     groups: list[list[tuple[np.ndarray, str]]] = []
-    for item in of_training:
+    for item in of_training[:limit]:
         sign, i = "≈" if item["kind"] == "near-duplicate" else "=", item["row"]
-        group = [(decoded[i], caption(len(groups) + 1, sign, "external", sources[i], labels[i]))]
+        group = [(decoded[i], copy_caption(len(groups) + 1, sign, "external", sources[i], labels[i]))]
         for member in item["matches"][:3]:
             image = reference.image(member)
             if image is not None:
                 split, _, name = member.partition(":")
-                group.append((image, caption(len(groups) + 1, sign, split, name, entries.get(member, ""))))
+                group.append((image, copy_caption(len(groups) + 1, sign, split, name, entries.get(member, ""))))
         groups.append(group)
-    for sign, rows in [("=", g) for g in within] + [("≈", g) for g in within_near]:
-        groups.append([(decoded[i], caption(len(groups) + 1, sign, "external", sources[i], labels[i])) for i in rows])
-    return groups[:limit]
+    for sign, rows in ([("=", g) for g in within] + [("≈", g) for g in within_near])[: limit - len(groups)]:
+        k = len(groups) + 1
+        groups.append([(decoded[i], copy_caption(k, sign, "external", sources[i], labels[i])) for i in rows])
+    return groups
 
 
 def _duplicate_sentence(
