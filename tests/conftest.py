@@ -88,10 +88,15 @@ def medmnist_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _data_env(tmp_path_factory: pytest.TempPathFactory):
     """Every test (and every fixture, whatever its scope) sees MEDCLASS_DATA, as a user who followed the README,
-    and a preprocessing cache of its own (shared by the session, so real cache hits are exercised too)."""
+    and a preprocessing cache of its own, shared by the session's xdist workers (a folder beside theirs): real
+    cache hits are exercised too, and the chest X-ray set is decoded once, not once per worker (the cache's lock
+    makes the second worker wait for the first)."""
+    base = tmp_path_factory.getbasetemp()
+    cache = base.parent / "medclass-cache" if os.environ.get("PYTEST_XDIST_WORKER") else base / "medclass-cache"
+    cache.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDCLASS_DATA", str(shared_data_path()))
-        patch.setenv("MEDCLASS_CACHE", str(tmp_path_factory.mktemp("medclass-cache")))
+        patch.setenv("MEDCLASS_CACHE", str(cache))
         yield
 
 

@@ -97,6 +97,40 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, mri_copy: Path) -> None
     assert not third.from_cache and third.images[0].mean() == pytest.approx(200, abs=1)
 
 
+WAIT_THEN_DECODE = """
+import sys, time
+from pathlib import Path
+from medclass.data.cache import decode_images
+root, cache, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+(cache.parent / f"ready-{me}").touch()
+while not (cache.parent / "go").exists():
+    time.sleep(0.01)
+decoded = decode_images(sorted(root.rglob("*.jpg"))[:300], 48, "squash", "auto", cache)
+print("hit" if decoded.from_cache else "built")
+"""
+
+
+@pytest.mark.subprocess
+def test_two_processes_decode_one_set_once(tmp_path: Path, data_dir: Path) -> None:
+    """Two processes (parallel folds, array jobs) that ask for the same images at the same moment: the second waits
+    for the first's cache file instead of decoding them again."""
+    import subprocess
+    import sys
+    import time
+
+    root, cache = data_dir / "brain_mri_4class", tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", WAIT_THEN_DECODE, str(root), str(cache), str(k)],
+                              stdout=subprocess.PIPE, text=True) for k in range(2)]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{k}").exists() for k in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()  # both start decoding now
+    outputs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs == ["built", "hit"]
+    assert len(list(cache.glob("images-*.npy"))) == 1 and not list(cache.glob(".images-*.tmp.npy"))
+
+
 def test_colour_files_with_grey_content_are_stored_grey(tmp_path: Path, data_dir: Path) -> None:
     """The chest X-rays are RGB JPEGs with R = G = B: auto stores them as one channel, the pixels channels=1 gives,
     and the model gets exactly the batch the three channels gave. One colour image among them (last, so the grey

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from medclass.data.checks import near_pairs, perceptual_hashes
@@ -143,6 +144,27 @@ def decode_images(
     if dicom_frame != "middle":  # the default leaves the keys of caches made before DICOM was read unchanged
         settings["dicom_frame"] = dicom_frame
     key = files_fingerprint(paths, settings)
+    if cache_dir is None:
+        return _decode(paths, size, resize, channels, None, key, settings, dicom_frame)
+    # One build per key: a second process (a parallel cv fold, a Slurm array task, another test worker) waits for
+    # the first and reads its file rather than decoding the same images again. The OS frees the lock of a killed
+    # process, so a stale lock never blocks; a cache folder that cannot hold a lock (read-only) is read unlocked.
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(cache_dir / f".images-{key}.lock")
+        lock.acquire()
+    except OSError:
+        return _decode(paths, size, resize, channels, cache_dir, key, settings, dicom_frame)
+    try:
+        return _decode(paths, size, resize, channels, cache_dir, key, settings, dicom_frame)
+    finally:
+        lock.release()
+
+
+def _decode(
+    paths: list[Path], size: int, resize: ResizeMode, channels: int | str, cache_dir: Path | None, key: str,
+    settings: dict, dicom_frame: FrameChoice,
+) -> DecodedImages:  # fmt: skip
     if cache_dir is not None:
         array_path, meta_path = cache_dir / f"images-{key}.npy", cache_dir / f"images-{key}.json"
         if array_path.is_file() and meta_path.is_file():
