@@ -1,5 +1,6 @@
 """The service under load: benchmarks/serve_load.py run briefly (a real server on loopback, concurrent uploads of a
-real X-ray): no failed request, the server healthy afterwards, and its memory bounded."""
+real X-ray): no failed request, the server healthy afterwards, and its memory bounded. It serves the session's tiny
+chest X-ray model (--model), not one the benchmark would train first."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_concurrent_uploads_for_a_bounded_time(tmp_path: Path) -> None:
+def test_concurrent_uploads_for_a_bounded_time(tmp_path: Path, chest_run: Path) -> None:
     out = tmp_path / "load.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--clients", "6", "--seconds",
-                           "6", "--json", str(out)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--model", str(chest_run),
+                           "--clients", "6", "--seconds", "6", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["requests"] >= 20 and result["errors"] == 0, result
