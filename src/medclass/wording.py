@@ -34,6 +34,15 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def limited_epochs(limit: int | float | None) -> str:
+    """`` of at most 3 batches`` / `` of 10% of the batches`` for trainer.limit_train_batches; "" without a limit."""
+    if limit is None:
+        return ""
+    if isinstance(limit, int):
+        return f" of at most {limit} batch{'' if limit == 1 else 'es'}"
+    return f" of {limit:.0%} of the batches"
+
+
 def short_file(name: str, limit: int = 24) -> str:
     """A file name that fits ``limit`` characters, shortened in its middle so the start and the extension stay."""
     if len(name) <= limit:
@@ -110,3 +119,15 @@ def interval_text(bounds: Any, digits: int = 3, scale: float = 1.0, dash: str = 
     if bounds:
         return f"{bounds[0] * scale:.{digits}f}{dash}{bounds[1] * scale:.{digits}f}"
     return "undefined" if computed else ""
+
+
+RULE_WORDS = {
+    "youden": "the highest sensitivity + specificity there (Youden's J)",
+    "sensitivity": "the highest threshold whose sensitivity there reaches {target:.0%}",
+}
+
+
+def rule_words(operating_point: dict) -> str:
+    """How the operating threshold was chosen on validation, in words to follow "chosen on validation: "."""
+    words = RULE_WORDS.get(str(operating_point.get("rule")), str(operating_point.get("rule")))
+    return words.format(target=operating_point.get("target_sensitivity") or 0.9)

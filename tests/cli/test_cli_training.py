@@ -119,9 +119,30 @@ def test_kill_term_and_interrupt_then_resume(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files_before
     last.write_bytes(kept)
 
+    # SIGTERM after the last epoch, while the best checkpoint is evaluated: the trained model is kept, run.json
+    # says where the run stopped, the console names the command that finishes it, and that command trains nothing.
+    process = subprocess.Popen([str(script), "train", "--resume", str(run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=os.environ.copy())  # fmt: skip
+    seen = []
+    for line in process.stderr:  # the console says when the evaluation starts: the signal comes then
+        seen.append(line)
+        if line.startswith("evaluating the best checkpoint on the test split (156 images)"):
+            break
+    process.send_signal(signal.SIGTERM)
+    stderr = "".join(seen) + process.communicate(timeout=120)[1]
+    said = " ".join(stderr.split())
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "error:" not in stderr, "a stop that was asked for is not an error"
+    assert "stopped by SIGTERM during the test evaluation, after training" in said, stderr
+    assert f"finish the run with `medclass train --resume {run}`" in said, stderr
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "interrupted" and status["interrupted_in"] == "test evaluation", status
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+
     resumed = medclass("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert "Checkpoint directory" not in resumed.stderr + resumed.stdout, "Lightning's warning on a resume is noise"
+    assert not [line for line in resumed.stderr.splitlines() if line.startswith("epoch ")], "it trains nothing"
     assert epoch_log(run) == epoch_log(reference), "every epoch exactly once: same stages, rates and metrics"
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "finished" and status["epochs"] == 7 and len(status["resumed"]) == 5

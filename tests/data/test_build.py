@@ -70,6 +70,24 @@ def test_build_writes_an_image_folder_with_manifest(tmp_path: Path, data_dir: Pa
     assert {s["file"] for s in dataset.skipped} == {"build.json", "manifest.csv"}
 
 
+def test_one_size_for_every_category_and_grey_stays_grey(tmp_path: Path, data_dir: Path) -> None:
+    """Two shortcuts a quality classifier could learn instead of quality: the image size (DermaMNIST's 28 px
+    against large X-rays) and colour noise on grey X-rays (per-channel noise on R = G = B images)."""
+    low = {"count": 12, "per_image": [1, 1], "degradations": ["noise"], "from_categories": ["XRAY", "DERM"]}
+    result = build_dataset(load_recipe(recipe_file(tmp_path, data_dir, size=48, max_side=None, low_quality=low)))
+    with result.manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        with Image.open(result.output / row["file"]) as image:
+            assert image.size == (48, 48), row["file"]
+            pixels = np.asarray(image.convert("RGB")).astype(int)
+        if row["category"] == "LOW_QUALITY" and "chest_xray" in row["original"]:
+            assert (pixels == pixels[..., :1]).all(), f"{row['file']}: a grey X-ray got colour noise"
+        if row["category"] == "LOW_QUALITY" and row["source"] == "derma":
+            assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 0  # colour images keep their colour
+    assert sum("chest_xray" in r["original"] for r in rows if r["category"] == "LOW_QUALITY") == 6
+
+
 def test_same_seed_same_dataset(tmp_path: Path, data_dir: Path) -> None:
     first = build_dataset(load_recipe(recipe_file(tmp_path / "a", data_dir)))
     second = build_dataset(load_recipe(recipe_file(tmp_path / "b", data_dir)))

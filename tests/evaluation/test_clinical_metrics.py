@@ -30,7 +30,7 @@ from medclass.evaluation.clinical import (
     per_class_table,
     resample_weights,
 )
-from medclass.evaluation.thresholds import operating_threshold, sensitivity_specificity
+from medclass.evaluation.thresholds import decisions_at, operating_threshold, sensitivity_specificity
 from medclass.metrics import (
     brier_score,
     column_aucs,
@@ -251,6 +251,7 @@ def test_a_temperature_that_worsens_validation_ece_is_refused() -> None:
     assert chosen["val_ece_scaled"] > chosen["val_ece"]
     assert not chosen["applied"] and chosen["temperature"] == 1.0
     assert "raises the validation ECE" in chosen["reason"]
+    assert chosen["warning"] is None and not chosen["worse_on_test"], "nothing to warn about what is not applied"
 
 
 def test_a_temperature_that_worsens_the_test_split_is_reported() -> None:
@@ -303,4 +304,15 @@ def test_operating_points() -> None:
     assert sensitivity_specificity(y, p, youden) == (0.75, 1.0)
     strict = operating_threshold(y, p, "sensitivity", target_sensitivity=1.0)
     assert strict == pytest.approx(0.4) and sensitivity_specificity(y, p, strict) == (1.0, 0.75)
+    # what the report shows at a threshold: counts, the four proportions with Wilson intervals, and PPV/NPV where
+    # positives are rarer than here (Bayes' rule: 0.1 / (0.1 + 0.25 * 0.9) = 0.3077)
+    at = decisions_at(y, p, strict, 0.95, prevalence=0.1)
+    assert at["counts"] == {"tp": 4, "fp": 1, "fn": 0, "tn": 3}
+    assert (at["sensitivity"], at["specificity"], at["ppv"], at["npv"]) == (1.0, 0.75, 0.8, 1.0)
+    low, high = at["sensitivity_ci"]
+    assert low == pytest.approx(0.5101, abs=1e-3) and high == pytest.approx(1.0), "Wilson for 4 of 4, not 1 - 1"
+    stated = at["at_prevalence"]
+    assert stated["ppv"] == pytest.approx(0.1 / (0.1 + 0.25 * 0.9)) and stated["npv"] == pytest.approx(1.0)
+    assert stated["ppv_ci"][0] < stated["ppv"] < stated["ppv_ci"][1]
+    assert decisions_at(np.zeros(4), p[:4], 0.5, 0.95)["sensitivity"] is None  # no positives: undefined, not 0
     assert predicted_labels(np.stack([1 - p, p], 1), "binary").tolist() == [0, 0, 0, 1, 0, 1, 1, 1]

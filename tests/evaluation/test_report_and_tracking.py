@@ -299,6 +299,12 @@ def test_report_reads_well_in_a_browser(blood, breast_run, width: int) -> None:
                 assert "Positive class" in facts and "malignant" in facts
                 plain = page.inner_text(".plain >> nth=0")
                 assert "of the 42 images of malignant" in plain and "95% CI" in plain and "specificity" in plain
+                assert "At the operating threshold P(malignant) >" in plain and "PPV" in plain and "NPV" in plain
+                # the operating point's block, on the first screen below the sentence: counts and both thresholds
+                block = page.locator("#operating-point")
+                assert (
+                    block.is_visible() and "true positives" in block.inner_text() and "at P > 0.5" in block.inner_text()
+                )
             else:  # the 68-character class name wraps inside its cell
                 cell = page.locator("td.name", has_text="immature granulocytes").first
                 assert cell.bounding_box()["height"] > 30 and "granulocytes (myelocytes" in cell.inner_text()

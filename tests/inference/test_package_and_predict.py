@@ -136,7 +136,13 @@ def test_predict_command_writes_csv_json_and_heatmaps(blood_run: Path, blood_ima
     maps = sorted((tmp_path / "maps").glob("*.png"))
     assert len(maps) == 8
     with Image.open(maps[0]) as image:
-        assert image.size[0] >= 224 and np.asarray(image).std() > 1
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    side = pixels.shape[1]
+    assert side >= 224 and pixels[:side].std() > 1
+    # below the overlay, its colour legend: the jet bar from blue (low) to red (high), then the caption
+    bar = pixels[side + 6]
+    assert bar[2, 2] > bar[2, 0] + 60 and bar[-3, 0] > bar[-3, 2] + 60, "blue on the left, red on the right"
+    assert pixels.shape[0] > side + 30 and (pixels[side + 16 :] < 100).any(), "a caption under the bar"
     as_json = medclass("predict", str(blood_run), str(folder / "cell_1.png"), "--out", str(tmp_path / "p.json"))
     assert as_json.returncode == 0, as_json.stderr
     payload = json.loads((tmp_path / "p.json").read_text())

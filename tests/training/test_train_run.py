@@ -108,11 +108,26 @@ def test_binary_results_are_for_the_named_positive_class(trained, medmnist_dir: 
     decided = p_malignant >= op["threshold"]
     assert op["sensitivity"] == pytest.approx((decided & truth).sum() / truth.sum())
     assert op["specificity"] == pytest.approx((~decided & ~truth).sum() / (~truth).sum())
+    tp, fp = int((decided & truth).sum()), int((decided & ~truth).sum())
+    fn, tn = int((~decided & truth).sum()), int((~decided & ~truth).sum())
+    assert op["counts"] == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    if tp + fp:
+        assert op["ppv"] == pytest.approx(tp / (tp + fp)) and op["ppv_ci"][0] <= op["ppv"] <= op["ppv_ci"][1]
+    assert op["npv"] == pytest.approx(tn / (tn + fn))
     calibration = json.loads((trained.run_dir / "calibration.json").read_text())
     assert calibration["positive_class"] == "malignant" and calibration["positive_index"] == 0
     report = trained.run_dir / "report"
-    assert "Positive class: malignant" in (report / "report.html").read_text()
-    assert "on P(malignant)" in (report / "summary.md").read_text()
+    html = (report / "report.html").read_text()
+    assert "Positive class: malignant" in html
+    # the operating point is the headline: its threshold, the rule in words, counts and the four proportions
+    headline = html[html.index('id="operating-point"') :]
+    assert html.index('id="operating-point"') < html.index("<h2>Metrics")
+    assert f"P(malignant) &gt; {op['threshold']:.2f}" in headline and "Youden" in headline
+    assert f"{tp} of {tp + fn}: " in headline and f"{tn} of {tn + fp}: " in headline
+    assert f"finds {tp} of the {tp + fn} images of malignant" in html
+    assert (report / "confusion_operating.png").stat().st_size > 5_000
+    summary = (report / "summary.md").read_text()
+    assert "Threshold P(malignant) > " in summary and f"| sensitivity | images of malignant found | {tp} of" in summary
     for key in ("sensitivity", "specificity", "ppv", "npv", "ap"):
         bounds = positive["ci"][key]
         if positive[key] is None:  # e.g. PPV of a model that never predicts malignant after two epochs

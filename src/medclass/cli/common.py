@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from medclass.errors import UserError, storage_error
+from medclass.errors import RunInterrupted, UserError, storage_error
 from medclass.wording import file_slug
 
 app = typer.Typer(
@@ -54,6 +54,9 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except RunInterrupted as exc:  # a stop that was asked for is said as such, not as an error
+            err_console.print(str(exc), style="bold yellow", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except UserError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             _print_cause(exc, args, kwargs)

@@ -70,21 +70,31 @@ def result_notes(result: EvaluationResult) -> list[str]:
             return f"{v:.3f} ({bounds})" if bounds else f"{v:.3f}"
 
         notes.append(
-            f"positive class {positive['class']!r} (n={positive['support']}), at P > 0.5: sensitivity "
+            f"positive class “{positive['class']}” (n={positive['support']}), at P > 0.5: sensitivity "
             f"{value('sensitivity')}, specificity {value('specificity')}, PPV {value('ppv')}, NPV {value('npv')}, "
             f"AP {value('ap')}"
         )
     if result.operating_point:
         op = result.operating_point
+        counts = op.get("counts")
+
+        def share(key: str) -> str:
+            v = op.get(key)
+            bounds = interval_text(op.get(f"{key}_ci"), 3, dash="-")
+            return "n/a" if v is None else (f"{v:.3f} ({bounds})" if bounds else f"{v:.3f}")
+
+        found = (f" (TP {counts['tp']}, FP {counts['fp']}, FN {counts['fn']}, TN {counts['tn']}); PPV {share('ppv')}, "
+                 f"NPV {share('npv')}") if counts else ""  # fmt: skip
         notes.append(
-            f"operating threshold {op['threshold']:.3f} on P({op['positive_class']}) ({op['rule']}, chosen on "
-            f"validation): sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}"
+            f"operating threshold P({op['positive_class']}) > {op['threshold']:.3f} (chosen on validation: "
+            f"{op.get('rule_words') or op['rule']}): sensitivity {share('sensitivity')}, specificity "
+            f"{share('specificity')}{found}"
         )
     if result.calibration:
         cal = result.calibration
         verdict = "kept" if cal["applied"] else f"not applied: {cal['reason']}"
-        notes.append(f"calibration: test ECE {cal['ece']:.4f}; temperature {cal['fitted_temperature']:.3f} (fitted on "
-                     f"validation, {verdict}) gives test ECE {cal['ece_scaled']:.4f}")  # fmt: skip
+        notes.append(f"calibration: {result.split} ECE {cal['ece']:.4f}; temperature {cal['fitted_temperature']:.3f} "
+                     f"(fitted on validation, {verdict}) gives {result.split} ECE {cal['ece_scaled']:.4f}")  # fmt: skip
     for entry in result.extra.get("subgroups") or []:
         sizes = ", ".join(f"{g['value']} {g['n']}" for g in entry["subgroups"])
         notes.append(f"subgroups by {gap_sentence(entry)} Images: {sizes}.")

@@ -276,7 +276,9 @@ def _write_heatmaps(predictor, predictions: list, folder: Path, method: str, sum
         if note is not None:
             summary.empty.append((p.file, note))
             continue
-        atomic_write_bytes(folder / f"{Path(p.file).stem}_{method}.png", png_bytes(overlay(image, cams.maps[0])))
+        legend = f"{method}: where the image raised the score of {class_name}"
+        atomic_write_bytes(folder / f"{Path(p.file).stem}_{method}.png",
+                           png_bytes(overlay(image, cams.maps[0]), legend=legend))  # fmt: skip
         summary.drawn += 1
 
 

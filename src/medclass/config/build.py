@@ -72,6 +72,11 @@ class BuildRecipe(StrictModel):
     categories: dict[str, list[BuildSource]]
     low_quality: LowQualityConfig | None = None
     max_side: PositiveInt | None = Field(None, description="Shrink larger images to this longer side; default: copy.")
+    size: PositiveInt | None = Field(
+        None,
+        description="Write every image, of every category and LOW_QUALITY, at size x size (squashed, small ones "
+        "enlarged): then the image's size cannot tell a classifier its category. Replaces max_side.",
+    )
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     overwrite: bool = Field(False, description="Replace an existing output folder.")
 

@@ -85,6 +85,12 @@ class EvaluationConfig(StrictModel):
         "specificity cost reaching target_sensitivity.",
     )
     target_sensitivity: float = Field(0.9, gt=0.0, le=1.0)
+    prevalence: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Binary tasks: the share of positives where the model will be used (e.g. 0.02 in screening). "
+        "PPV and NPV depend on it: the report gives them at the evaluated split's own prevalence and, when this is "
+        "set, at this one too.",
+    )  # fmt: skip
     positive_class: str | None = Field(
         None,
         description="Binary tasks: the class that sensitivity, specificity, PPV, NPV, AP, the operating point and "

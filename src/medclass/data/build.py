@@ -125,22 +125,32 @@ def list_source(source: BuildSource, extensions: tuple[str, ...], skipped: list[
     ]
 
 
-def _write_image(image: Image.Image, destination: Path, max_side: int | None) -> None:
-    if max_side is not None and max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    image.save(destination)
+def _sized(image: Image.Image, recipe: BuildRecipe) -> Image.Image:
+    """The image at the recipe's output size: ``size`` x ``size`` (squashed; Lanczos down, bicubic up), or shrunk to
+    ``max_side``, or as it is."""
+    if recipe.size is not None:
+        if image.size == (recipe.size, recipe.size):
+            return image
+        down = max(image.size) >= recipe.size
+        return image.resize((recipe.size, recipe.size), Image.Resampling.LANCZOS if down else Image.Resampling.BICUBIC)
+    if recipe.max_side is not None and max(image.size) > recipe.max_side:
+        image = image.copy()
+        image.thumbnail((recipe.max_side, recipe.max_side), Image.Resampling.LANCZOS)
+    return image
 
 
-def _copy(candidate: Candidate, destination: Path, max_side: int | None) -> None:
-    if max_side is None:
+def _copy(candidate: Candidate, destination: Path, recipe: BuildRecipe) -> None:
+    """The file as it is when its size is already right, else re-encoded (in its own format) at the right size."""
+    if recipe.size is None and recipe.max_side is None:
         shutil.copyfile(candidate.path, destination)
         return
     with Image.open(candidate.path) as image:
-        if max(image.size) <= max_side:
+        image.load()
+        sized = _sized(image, recipe)
+        if sized is image:
             shutil.copyfile(candidate.path, destination)
         else:
-            image.load()
-            _write_image(image, destination, max_side)
+            sized.save(destination)
 
 
 def build_dataset(recipe: BuildRecipe) -> BuildResult:
@@ -170,7 +180,7 @@ def build_dataset(recipe: BuildRecipe) -> BuildResult:
             names: set[str] = set()
             for candidate in chosen[category]:
                 filename = _unique(f"{_slug(candidate.source)}__{_slug(candidate.relative)}", names)
-                _copy(candidate, work / category / filename, recipe.max_side)
+                _copy(candidate, work / category / filename, recipe)
                 rows.append(_row(f"{category}/{filename}", category, candidate, ""))
         reused = 0
         if recipe.low_quality is not None:
@@ -234,11 +244,10 @@ def _synthesise(
             try:
                 with Image.open(candidate.path) as image:
                     image.load()
-                    if recipe.max_side is not None:
-                        image.thumbnail((recipe.max_side, recipe.max_side), Image.Resampling.LANCZOS)
+                    sized = _sized(image, recipe)
                     count = int(rng.integers(config.per_image[0], config.per_image[1] + 1))
                     steps_names = [str(n) for n in rng.choice(config.degradations, size=count, replace=False)]
-                    degraded, steps = degrade(image, steps_names, rng, config.ranges)
+                    degraded, steps = degrade(sized, steps_names, rng, config.ranges)
             except DECODE_ERRORS as exc:
                 skipped.append({"file": str(candidate.path), "reason": f"unreadable, not degraded: {exc}"})
                 continue

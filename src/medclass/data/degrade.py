@@ -37,7 +37,10 @@ def gaussian_blur(image: Image.Image, rng: np.random.Generator, ranges: Degradat
 def gaussian_noise(image: Image.Image, rng: np.random.Generator, ranges: DegradationRanges):
     sigma = _uniform(rng, ranges.noise_sigma)
     array = np.asarray(image, dtype=np.float32)
-    noisy = np.clip(array + rng.normal(0.0, sigma, array.shape), 0, 255).astype(np.uint8)
+    shape = array.shape
+    if array.ndim == 3 and (array == array[..., :1]).all():  # grey content in colour channels (most X-ray JPEGs):
+        shape = (*array.shape[:2], 1)  # the same noise in every channel, so that grey stays grey
+    noisy = np.clip(array + rng.normal(0.0, sigma, shape), 0, 255).astype(np.uint8)
     return Image.fromarray(noisy, mode=image.mode), {"sigma": round(sigma, 1)}
 
 

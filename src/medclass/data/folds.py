@@ -122,7 +122,8 @@ def cross_validation_fold(dataset: LabelledImages, fold: FoldConfig) -> Labelled
         if len(part) == 0:
             raise DataError(f"{where}: fold {fold.index} leaves the {name} split empty; use fewer folds")
     how = (
-        f"cross-validation fold {fold.index} of {fold.k} (seed {fold.seed}) over the train and val splits"
+        f"cross-validation fold {fold.index} of {fold.k} (folds drawn with seed {fold.seed}) over the train and val "
+        "splits"
         f"{', stratified by class' if single else ''}{grouped}: test = the held-out fold, val = {val_share:.0%} "
         "of the other folds (chooses the best epoch); the dataset's test split is not used"
     )

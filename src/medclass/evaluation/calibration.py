@@ -61,7 +61,7 @@ def apply_temperature(logits: np.ndarray, task: Task, temperature: float) -> np.
 
 def choose_temperature(
     val_logits: np.ndarray, val_targets: np.ndarray, logits: np.ndarray, targets: np.ndarray, task: Task,
-    bins: int = 15,
+    bins: int = 15, split: str = "test",
 ) -> dict:  # fmt: skip
     """Fit a temperature on validation and keep it only when it helps there (lower NLL and no higher ECE); the
     evaluated split is never used to decide, only to report what the fitted temperature does to it
@@ -81,15 +81,11 @@ def choose_temperature(
         expected_calibration_error(targets, scaled, task, bins),
     )
     warning = None
-    if ece_scaled > ece:
-        verdict = (
-            "it is kept (validation decides), so prediction with --calibrated is less calibrated here"
-            if kept
-            else f"it is not applied ({reason})"
-        )
+    if ece_scaled > ece and kept:  # a temperature that is not applied changes nothing: no warning about it
         warning = (
-            f"calibration: the temperature {fitted:.3f} fitted on validation raises the test ECE from {ece:.4f} to "
-            f"{ece_scaled:.4f}; {verdict}"
+            f"calibration: the temperature {fitted:.3f} fitted on validation raises the {split} ECE from {ece:.4f} to "
+            f"{ece_scaled:.4f}; it is kept (validation decides), so prediction with --calibrated is less calibrated "
+            "here"
         )
     return {
         "ece": ece,
@@ -100,7 +96,7 @@ def choose_temperature(
         "reason": reason,
         "ece_scaled": ece_scaled,
         "brier_scaled": brier_score(targets, scaled, task),
-        "worse_on_test": bool(ece_scaled > ece),
+        "worse_on_test": bool(ece_scaled > ece and kept),  # what prediction applies is worse on the evaluated split
         "warning": warning,
         "val_nll": val_nll_before,
         "val_nll_scaled": val_nll_after,

@@ -30,12 +30,13 @@ from medclass.evaluation.clinical import (
 from medclass.evaluation.report import write_report
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import split_subgroups
-from medclass.evaluation.thresholds import best_f1_thresholds, operating_threshold, sensitivity_specificity
+from medclass.evaluation.thresholds import best_f1_thresholds, decisions_at, operating_threshold
 from medclass.metrics import predicted_labels, summary_metrics
 from medclass.run_dir import RunDir
 from medclass.tasks import Task, positive_class_index, scores_from_logits
 from medclass.training.predict import predict_logits
 from medclass.training.restore import load_module
+from medclass.wording import rule_words
 
 
 def evaluate_run(
@@ -77,7 +78,7 @@ def evaluate_run(
     thresholds = best_f1_thresholds(val_targets, val_scores) if task == "multilabel" else None
     positive = positive_class_index(dataset.classes, settings.positive_class) if task == "binary" else None
     metrics = summary_metrics(targets, scores, task, thresholds, settings.calibration_bins)
-    calibration = choose_temperature(val_logits, val_targets, logits, targets, task, settings.calibration_bins)
+    calibration = choose_temperature(val_logits, val_targets, logits, targets, task, settings.calibration_bins, split)
     y_pred = predicted_labels(scores, task, 0.5 if thresholds is None else thresholds)
     per_class = per_class_table(targets, scores, y_pred, task, dataset.classes)
     intervals = Intervals()
@@ -235,23 +236,25 @@ def _operating_point(
     targets: np.ndarray, scores: np.ndarray, val_targets: np.ndarray, val_scores: np.ndarray,
     settings: EvaluationConfig, positive: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """The decision threshold on P(positive class), chosen on validation, and what it gives on this split."""
+    """The decision threshold on P(positive class), chosen on validation, and what it gives on this split: counts,
+    sensitivity, specificity, PPV and NPV with intervals, there and at 0.5."""
     truth, val_truth = _is_positive(targets, positive), _is_positive(val_targets, positive)
     threshold = operating_threshold(
         val_truth, val_scores[:, positive], settings.operating_point, settings.target_sensitivity
     )
-    sensitivity, specificity = sensitivity_specificity(truth, scores[:, positive], threshold)
-    default_sens, default_spec = sensitivity_specificity(truth, scores[:, positive], 0.5)
-    return {
+    here = decisions_at(truth, scores[:, positive], threshold, settings.confidence, settings.prevalence)
+    default = decisions_at(truth, scores[:, positive], 0.5, settings.confidence, settings.prevalence)
+    point = {
         "rule": settings.operating_point,
         **({"target_sensitivity": settings.target_sensitivity} if settings.operating_point == "sensitivity" else {}),
-        "threshold": threshold,
         "positive_index": positive,
         "chosen_on": "val",
-        "sensitivity": sensitivity,
-        "specificity": specificity,
-        "at_0.5": {"sensitivity": default_sens, "specificity": default_spec},
+        "prevalence": float(truth.mean()) if len(truth) else None,
+        **here,
+        "at_0.5": default,
     }
+    point["rule_words"] = rule_words(point)
+    return point
 
 
 def _is_positive(targets: np.ndarray, positive: int) -> np.ndarray:

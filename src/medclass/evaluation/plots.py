@@ -27,7 +27,9 @@ from medclass.tasks import Task
 from medclass.wording import wrap_class
 
 
-def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], task: Task, normalize: bool) -> Figure:
+def confusion_figure(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], task: Task, normalize: bool, title: str | None = None
+) -> Figure:
     """Counts, or rows normalised to 1 (each row then reads as the recall of that true class)."""
     labels = [wrap_class(c) for c in classes]
     if task == "multilabel":
@@ -52,9 +54,10 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
         matrix = confusion_matrix(
             y_true.reshape(-1), y_pred, labels=np.arange(len(classes)), normalize="true" if normalize else None
         )
-        ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
-            ax=ax, colorbar=False, values_format=".2f" if normalize else "d"
+        shown = ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
+            ax=ax, colorbar=True, values_format=".2f" if normalize else "d"
         )
+        shown.im_.colorbar.set_label("share of the true class" if normalize else "images")
         if len(classes) > 3 or lines > 1:  # vertical, so that wrapped names never run into each other
             for tick in ax.get_xticklabels():
                 tick.set_rotation(90)
@@ -62,10 +65,11 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
                 tick.set_horizontalalignment("center")
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
+    title = title or ("Confusion matrix, row-normalised (each row: share of that true class)" if normalize
+                      else "Confusion matrix (image counts)")  # fmt: skip
     fig.suptitle(
-        "Confusion matrix, row-normalised (each row: share of that true class)" if normalize
-        else "Confusion matrix (image counts)"
-    )  # fmt: skip
+        textwrap.fill(title, width=int(fig.get_figwidth() * 11), break_on_hyphens=False)
+    )  # wrapped to the figure, never cut
     return fig
 
 
@@ -95,6 +99,9 @@ def roc_pr_figure(
         label = wrap_class(name)
         RocCurveDisplay.from_predictions(truth, score, ax=roc_ax, name=label, plot_chance_level=False)
         PrecisionRecallDisplay.from_predictions(truth, score, ax=pr_ax, name=label)
+        if task == "binary":  # a model without skill has precision = prevalence at every recall
+            pr_ax.axhline(truth.mean(), linestyle=":", color="gray", linewidth=1,
+                          label=f"prevalence {truth.mean():.2f} (a model without skill)")  # fmt: skip
     roc_ax.plot([0, 1], [0, 1], linestyle=":", color="gray", linewidth=1, label="chance")
     if task == "binary" and operating_point:
         marks = (

@@ -29,7 +29,7 @@ from medclass.evaluation.plots import (
 from medclass.evaluation.result import EvaluationResult
 from medclass.evaluation.subgroups import SMALL, gap_sentence
 from medclass.io import atomic_write_text, png_data_uri, read_json
-from medclass.metrics import metric_definitions, metric_label
+from medclass.metrics import decide_positive, metric_definitions, metric_label
 from medclass.run_dir import ExternalDir, RunDir
 from medclass.wording import (
     PER_CLASS_LABELS,
@@ -37,6 +37,7 @@ from medclass.wording import (
     count,
     duration,
     interval_text,
+    limited_epochs,
     listing,
     number,
     percent,
@@ -51,6 +52,7 @@ PLOT_TITLES = {
     "roc_pr": "ROC and precision-recall curves",
     "confusion_counts": "Confusion matrix (image counts)",
     "confusion_normalized": "Confusion matrix, row-normalised (each row: share of that true class)",
+    "confusion_operating": "Confusion matrix at the operating threshold chosen on validation (image counts)",
     "reliability": "Reliability diagram: are the probabilities right?",
     "worst_images": "The misclassified images the model was surest about",
     "subgroups": "Results by subgroup, with intervals (forest plot)",
@@ -148,8 +150,20 @@ def write_plots(
     plots["roc_pr"] = plot_roc_pr(
         folder / "roc_pr.png", targets, scores, classes, task, positive, result.operating_point, split
     )
+    op = result.operating_point
+    at_half = f" at P({class_name(classes[op['positive_index']])}) > 0.5" if op else ""
     for name, normalize in (("confusion_counts", False), ("confusion_normalized", True)):
-        plots[name] = plot_confusion(folder / f"{name}.png", targets, y_pred, classes, task, normalize)
+        title = (f"Confusion matrix{at_half}, row-normalised (each row: share of that true class)" if normalize
+                 else f"Confusion matrix{at_half} (image counts)")  # fmt: skip
+        plots[name] = plot_confusion(folder / f"{name}.png", targets, y_pred, classes, task, normalize, title=title)
+        if op and not normalize:  # the decisions the model will really make, beside those at 0.5
+            k = op["positive_index"]
+            at_op = np.where(decide_positive(scores[:, k], op["threshold"]), k, 1 - k)
+            title = (f"Confusion matrix at the operating threshold P({class_name(classes[k])}) > "
+                     f"{op['threshold']:.2f} (image counts)")  # fmt: skip
+            plots["confusion_operating"] = plot_confusion(
+                folder / "confusion_operating.png", targets, at_op, classes, task, False, title=title
+            )
     calibration = result.calibration
     plots["reliability"] = plot_reliability(
         folder / "reliability.png", reliability_curve(targets, scores, task, bins), calibration["ece"],
@@ -199,7 +213,21 @@ def _data_sentence(data: dict[str, Any], result: EvaluationResult) -> str:
     source = (data.get("source") or {}).get("type", "")
     skipped = f"; {data['skipped']} file(s) skipped (skipped.csv)" if data.get("skipped") else ""
     return (f"{data.get('name', result.extra.get('dataset', ''))} ({source}): {counts} images; split: "
-            f"{result.extra.get('split_source')}, seed {result.extra.get('seed')}{skipped}")  # fmt: skip
+            f"{result.extra.get('split_source')}; training seed {result.extra.get('seed')}{skipped}")  # fmt: skip
+
+
+def _evaluated_on(result: EvaluationResult, fold: dict[str, Any] | None) -> str:
+    """What the numbers were measured on; a cross-validation fold's "test" split is its held-out fold."""
+    if result.split != "test":
+        return f"the {result.split} split ({result.n_samples:,} images)"
+    if fold:
+        return (f"the held-out fold {fold.get('index')} of {fold.get('k')}: {result.n_samples:,} train+val images this "
+                "fold's model never trained on, chose its epoch by or fitted anything on (the dataset's test split is "
+                "not used in cross-validation)")  # fmt: skip
+    return (
+        f"the test split: {result.n_samples:,} images never used for training, for choosing the epoch or for "
+        "fitting anything"
+    )
 
 
 def _model_sentence(config: ExperimentConfig, status: dict[str, Any]) -> str:
@@ -231,11 +259,16 @@ def _training_sentence(config: ExperimentConfig, status: dict[str, Any], result:
     chosen = (f"; evaluated: epoch {result.epoch}, the best by {monitor}" if result.checkpoint == "best"
               else f"; evaluated: the last epoch ({result.epoch})")  # fmt: skip
     took = f" in {duration(seconds)}" if seconds else ""
-    return f"{epochs} of {plural(planned, 'epoch')}{stopped}{took}{chosen}"
+    limit = config.trainer.limit_train_batches
+    short = f"{limited_epochs(limit)} (trainer.limit_train_batches: a shortened training)" if limit else ""
+    return f"{epochs} of {plural(planned, 'epoch')}{short}{stopped}{took}{chosen}"
 
 
 def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, n: int, pct: int) -> list[str]:
-    """What the binary numbers mean for a reader: how many of the positives are found, how many others cleared."""
+    """What the binary numbers mean for a reader: how many of the positives are found, how many others cleared;
+    at the operating threshold chosen on validation when there is one (the decisions the model will make)."""
+    if operating_point:
+        return [_operating_sentence(operating_point, class_name(positive["class"]), pct)]
     support = positive["support"]
     others = n - support
     ci = positive.get("ci") or {}
@@ -250,13 +283,75 @@ def _positive_sentences(positive: dict[str, Any], operating_point: dict | None, 
             f"correctly clears {cleared} of the {others} others (specificity {percent(positive['specificity'])}, "
             f"{_percent_interval(ci, 'specificity', positive)})."
         )
-    if operating_point:
-        sentences.append(
-            f"At the threshold chosen on validation (P({name}) > {operating_point['threshold']:.2f}, "
-            f"{operating_point['rule']}): sensitivity {percent(operating_point['sensitivity'])}, specificity "
-            f"{percent(operating_point['specificity'])} on this split."
-        )
     return sentences
+
+
+def _share(value: float | None, bounds: list[float] | None) -> str:
+    """``90.5% (78.0 - 96.2%)``; one decimal near 0 or 100% (where whole percents would round an edge away)."""
+    if value is None:
+        return "undefined (no images)"
+    if not bounds:
+        return percent(value)
+    digits = 1 if min(bounds[0], 1 - bounds[1]) < 0.1 else 0
+    return f"{percent(value)} ({interval_text(bounds, digits, 100)}%)"
+
+
+def _operating_sentence(op: dict[str, Any], name: str, pct: int) -> str:
+    c = op["counts"]
+    sensitivity, specificity = (
+        _share(op["sensitivity"], op["sensitivity_ci"]),
+        _share(op["specificity"], op["specificity_ci"]),
+    )
+    ppv, npv = _share(op["ppv"], op["ppv_ci"]), _share(op["npv"], op["npv_ci"])
+    return (
+        f"At the operating threshold P({name}) > {op['threshold']:.2f}, chosen on validation, the model finds "
+        f"{c['tp']} of the {c['tp'] + c['fn']} images of {name} (sensitivity {sensitivity}) and clears {c['tn']} of "
+        f"the {c['tn'] + c['fp']} others (specificity {specificity}); of the {c['tp'] + c['fp']} it calls {name}, "
+        f"{c['tp']} are (PPV {ppv}), and of the {c['tn'] + c['fn']} it clears, {c['tn']} are not (NPV {npv}). "
+        f"Intervals: {pct}% CI (Wilson)."
+    )
+
+
+def _operating_block(op: dict[str, Any], name: str) -> dict[str, Any]:
+    """The operating point's table: each measure as "k of n: value (interval)" at the threshold and at 0.5, the
+    four counts, and PPV/NPV at a stated prevalence."""
+    half = op["at_0.5"]
+
+    def cell(point: dict[str, Any], key: str, hit: str, total: tuple[str, str]) -> str:
+        c = point["counts"]
+        n = c[total[0]] + c[total[1]]
+        return f"{c[hit]} of {n}: {_share(point[key], point[f'{key}_ci'])}"
+
+    measures = (
+        ("sensitivity", f"images of {name} found", "tp", ("tp", "fn")),
+        ("specificity", "other images cleared", "tn", ("tn", "fp")),
+        ("PPV", f"called {name} and right", "tp", ("tp", "fp")),
+        ("NPV", "cleared and right", "tn", ("tn", "fn")),
+    )
+    rows = [{"name": label, "what": what, "at_op": cell(op, label.lower(), hit, total),
+             "at_half": cell(half, label.lower(), hit, total)} for label, what, hit, total in measures]  # fmt: skip
+    counts = [
+        (f"true positives: {name}, called {name}", op["counts"]["tp"], half["counts"]["tp"]),
+        (f"false positives: not {name}, called {name}", op["counts"]["fp"], half["counts"]["fp"]),
+        (f"false negatives: {name}, cleared", op["counts"]["fn"], half["counts"]["fn"]),
+        (f"true negatives: not {name}, cleared", op["counts"]["tn"], half["counts"]["tn"]),
+    ]
+    stated = op.get("at_prevalence")
+    at_prevalence = None
+    if stated:
+        at_prevalence = {
+            "prevalence": percent(stated["prevalence"]),
+            "ppv": _share(stated["ppv"], stated["ppv_ci"]),
+            "npv": _share(stated["npv"], stated["npv_ci"]),
+        }
+    return {
+        "threshold": f"{op['threshold']:.2f}",
+        "rule": op.get("rule_words") or op.get("rule"),
+        "rows": rows,
+        "counts": counts,
+        "split_prevalence": percent(op["prevalence"]) if op.get("prevalence") is not None else "n/a",
+        "at_prevalence": at_prevalence,
+    }
 
 
 def _percent_interval(ci: dict[str, Any], key: str, positive: dict[str, Any]) -> str:
@@ -327,6 +422,9 @@ def report_context(
     environment = run.read_environment()
     pct = round(100 * result.extra.get("bootstrap", {}).get("confidence", 0.95))
     definitions = metric_definitions()
+    classes = result.extra.get("classes") or data.get("classes", [])
+    if result.task == "binary" and len(classes) == 2:  # name the class, whichever of the two is called positive
+        definitions = {k: v.replace("P(class 1)", f"P({class_name(classes[1])})") for k, v in definitions.items()}
     metric_rows = [
         {"name": metric_label(name), "key": name, "value": number(value, 4),
          "interval": interval_text(result.intervals.get(name), 4, computed=name in result.undefined_intervals),
@@ -365,9 +463,7 @@ def report_context(
         ("Data", _data_sentence(data, result)),
         ("Model", _model_sentence(config, status)),
         ("Training", _training_sentence(config, status, result)),
-        ("Evaluated on", f"the {result.split} split: {result.n_samples:,} images never used for training, for "
-                         "choosing the epoch or for fitting anything"
-                         if result.split == "test" else f"the {result.split} split ({result.n_samples:,} images)"),
+        ("Evaluated on", _evaluated_on(result, (data.get("source") or {}).get("fold"))),
     ]  # fmt: skip
     if positive:
         facts.insert(1, ("Positive class", f"{positive['class']}: sensitivity, specificity, PPV and NPV are about "
@@ -398,6 +494,9 @@ def report_context(
         "warnings": result.extra.get("warnings", []),
         "calibration": {k: number(v, 4) if isinstance(v, float) else v for k, v in result.calibration.items()},
         "operating_point": result.operating_point,
+        "operating": _operating_block(result.operating_point, class_name(positive["class"]))
+        if result.operating_point and positive and "counts" in result.operating_point
+        else None,
         "fmt": number,
         "plots": {name: (PLOT_TITLES[name], path) for name, path in plots.items()},
         "data": data,

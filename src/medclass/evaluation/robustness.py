@@ -28,6 +28,7 @@ from medclass.run_dir import RunDir
 from medclass.tasks import scores_from_logits
 from medclass.training.predict import predict_logits
 from medclass.training.restore import load_module
+from medclass.wording import class_name
 
 COLLAPSE_SHARE = 0.95  # a model that gives one class to this share of the images (well above its true share) ...
 COLLAPSE_EXCESS = 0.10  # ... answers the same whatever the image: the corruption has collapsed it
@@ -132,7 +133,7 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
              "clean image.", ""]  # fmt: skip
     collapsed = result.collapsed()
     if result.clean["collapsed"]:
-        lines += [f"**Even on clean images the model predicts {result.clean['top_class']!r} for "
+        lines += [f"**Even on clean images the model predicts “{class_name(result.clean['top_class'])}” for "
                   f"{result.clean['top_share']:.0%} of them** (balanced ACC {result.clean['balanced_acc']:.3f}): "
                   "it has not learnt to tell the classes apart, so the rows below say little.", ""]  # fmt: skip
     if collapsed:
@@ -140,8 +141,11 @@ def robustness_markdown(result: RobustnessResult, severities: tuple[int, ...], s
                   f"**{len(collapsed)} corruption/severity pair(s) make the model give one class to nearly every "
                   f"image** (at least {COLLAPSE_SHARE:.0%} of them, well above that class's true share): ACC and "
                   "AUC can still look fair there, balanced ACC shows it.", ""]  # fmt: skip
-        lines += [f"- {r['corruption']} s{r['severity']}: {r['top_share']:.0%} predicted {r['top_class']!r}, "
-                  f"balanced ACC {r['balanced_acc']:.3f}" for r in collapsed]  # fmt: skip
+        lines += [
+            f"- {r['corruption']} s{r['severity']}: {r['top_share']:.0%} predicted “{class_name(r['top_class'])}”, "
+            f"balanced ACC {r['balanced_acc']:.3f}"
+            for r in collapsed
+        ]
         lines.append("")
     for metric in METRICS.names("headline"):
         header = ["corruption", "clean", *(f"s{s}" for s in severities), f"drop at s{severities[-1]}"]

@@ -3,9 +3,12 @@ operating point of binary tasks."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from medclass.evaluation.bootstrap import wilson
 from medclass.metrics import decide_positive
 
 
@@ -58,3 +61,36 @@ def sensitivity_specificity(y_true: np.ndarray, positive_scores: np.ndarray, thr
     sensitivity = float((predicted & y_true).sum() / max(1, y_true.sum()))
     specificity = float((~predicted & ~y_true).sum() / max(1, (~y_true).sum()))
     return sensitivity, specificity
+
+
+def decisions_at(truth: np.ndarray, positive_scores: np.ndarray, threshold: float, confidence: float,
+                 prevalence: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Counts (TP, FP, FN, TN) of the decisions at ``threshold``, sensitivity, specificity, PPV and NPV with Wilson
+    intervals; with ``prevalence``, PPV and NPV where positives are that common (Bayes' rule, their interval from
+    the ends of the sensitivity and specificity intervals, as both rise with them)."""
+    truth = np.asarray(truth).reshape(-1).astype(bool)
+    decided = decide_positive(positive_scores, threshold)
+    tp, fp = int((decided & truth).sum()), int((decided & ~truth).sum())
+    fn, tn = int((~decided & truth).sum()), int((~decided & ~truth).sum())
+    out: dict[str, Any] = {"threshold": threshold, "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+    for key, k, n in (("sensitivity", tp, tp + fn), ("specificity", tn, tn + fp), ("ppv", tp, tp + fp),
+                      ("npv", tn, tn + fn)):  # fmt: skip
+        out[key] = k / n if n else None
+        out[f"{key}_ci"] = list(wilson(k, n, confidence)) if n else None
+    if prevalence is not None and out["sensitivity"] is not None and out["specificity"] is not None:
+
+        def ppv_npv(sens: float, spec: float) -> tuple[float | None, float | None]:
+            hit, false_alarm = sens * prevalence, (1 - spec) * (1 - prevalence)
+            clear, miss = spec * (1 - prevalence), (1 - sens) * prevalence
+            return (hit / (hit + false_alarm) if hit + false_alarm else None,
+                    clear / (clear + miss) if clear + miss else None)  # fmt: skip
+
+        ppv, npv = ppv_npv(out["sensitivity"], out["specificity"])
+        (sens_low, sens_high), (spec_low, spec_high) = out["sensitivity_ci"], out["specificity_ci"]
+        low, high = ppv_npv(sens_low, spec_low), ppv_npv(sens_high, spec_high)
+        out["at_prevalence"] = {
+            "prevalence": prevalence, "ppv": ppv, "npv": npv,
+            "ppv_ci": None if None in (low[0], high[0]) else [low[0], high[0]],
+            "npv_ci": None if None in (low[1], high[1]) else [low[1], high[1]],
+        }  # fmt: skip
+    return out

@@ -5,15 +5,19 @@ The CLI's ``train``, the Python API and the benchmark all go through here."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from medclass.config import ExperimentConfig
-from medclass.errors import UserError
+from medclass.errors import RunInterrupted, UserError
 from medclass.evaluation import EvaluationResult, evaluate_run
 from medclass.evaluation.gate import fit_gate
 from medclass.run_dir import RunDir
@@ -43,16 +47,63 @@ def resume_experiment(run_dir: str | Path, progress: bool | None = None) -> Expe
     return _evaluate(resume(run_dir, progress), started)
 
 
+class _StopRequested(BaseException):
+    """SIGINT or SIGTERM after the last epoch. A BaseException, so that nothing between the signal and
+    :func:`_evaluate` (Lightning's predict loop, a library's ``except Exception``) takes it for an error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stops_requested() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`_StopRequested` (Lightning's own SIGTERM handler, installed while it
+    predicts, calls this one after its own). Signals reach the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _StopRequested(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _evaluate(trained: TrainResult | None, started: float) -> ExperimentResult | None:
+    """After the last epoch: the gate, the test evaluation, the trackers, run.json ``finished``; each step said on
+    the console as it starts. A stop requested meanwhile (SIGINT, SIGTERM) keeps the trained model, records
+    ``interrupted`` with the step, and names the command that finishes the run."""
     if trained is None:
         return None
-    run = RunDir(trained.run_dir)
-    gate = _fit_gate(run, trained)  # before the evaluation, whose report describes it
-    test = evaluate_run(run.path, "best", "test", dataset=trained.dataset)
-    log_results(trained.loggers, run, test.metrics, trained.steps)
-    duration = time.perf_counter() - started
-    finished = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    run.update_status(status="finished", finished=finished, duration_s=round(duration, 1))
+    run, step = RunDir(trained.run_dir), "gate fit"
+    try:
+        with _stops_requested():
+            if not run.load_config().gate.fit:
+                step = "test evaluation"
+            gate = _fit_gate(run, trained)  # before the evaluation, whose report describes it
+            step = "test evaluation"
+            n_test = len(trained.dataset.splits["test"]) if "test" in trained.dataset.splits else 0
+            log.info("evaluating the best checkpoint on the test split (%d images): metrics, intervals, report", n_test)
+            test = evaluate_run(run.path, "best", "test", dataset=trained.dataset)
+            log_results(trained.loggers, run, test.metrics, trained.steps)
+            duration = time.perf_counter() - started
+            finished = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+            run.update_status(status="finished", finished=finished, duration_s=round(duration, 1))
+    except _StopRequested as stop:
+        name = signal.Signals(stop.signum).name
+        now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        run.update_status(status="interrupted", signal=name, interrupted_in=step, interrupted=now)
+        raise RunInterrupted(
+            f"stopped by {name} during the {step}, after training: the trained model is kept (checkpoints/best.ckpt); "
+            f"finish the run with `medclass train --resume {run.path}` (it evaluates and trains nothing)",
+            exit_code=128 + stop.signum,
+        ) from None
     trained_fields = {f.name: getattr(trained, f.name) for f in fields(TrainResult)}
     return ExperimentResult(**{**trained_fields, "duration_s": duration}, test=test, gate=gate)
 
@@ -62,6 +113,7 @@ def _fit_gate(run: RunDir, trained: TrainResult) -> dict[str, Any] | None:
     if not run.load_config().gate.fit:
         run.update_status(gate="not fitted: gate.fit is false")
         return None
+    log.info("fitting the gate (which images the model should refuse) on the train split, its threshold on validation")
     try:
         gate = fit_gate(run.path, "best", dataset=trained.dataset)
     except (UserError, ValueError, RuntimeError, AssertionError) as exc:  # pytorch-ood asserts on its input

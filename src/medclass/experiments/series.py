@@ -171,7 +171,12 @@ def run_series(plan: SeriesPlan, folds: set[int] | None = None, progress: bool |
             log.info("%s (%s) finished already: %s", member.name, member.describe(), done.path)
             continue
         log.info("%s %d of %d: %s (%s)", plan.kind, position, len(chosen), member.name, member.describe())
-        run_experiment(plan.member_config(member), progress=progress)
+        result = run_experiment(plan.member_config(member), progress=progress)
+        if result is not None:  # the member's result before the next one starts
+            headline = METRICS.names("headline")
+            shown = ", ".join(f"{metric_label(k)} {v:.4f}" for k, v in result.test.metrics.items() if k in headline)
+            held = "images of its held-out fold" if plan.kind == "cv" else "test images"
+            log.info("%s done: %s on %d %s (%s)", member.name, shown, result.test.n_samples, held, result.run_dir)
     waiting = [m.name for m in plan.members if plan.folder.finished_run(m.name) is None]
     if waiting:
         log.info("%s: %d member(s) still to run (%s)", plan.folder.path, len(waiting), ", ".join(waiting))

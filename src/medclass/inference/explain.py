@@ -138,12 +138,43 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.n
     return show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=weight)
 
 
-def png_bytes(array: np.ndarray, min_side: int = 224) -> bytes:
-    """PNG of an (H, W, 3) uint8 array, enlarged (nearest) to at least ``min_side`` so small images stay visible."""
+def png_bytes(array: np.ndarray, min_side: int = 224, legend: str | None = None) -> bytes:
+    """PNG of an (H, W, 3) uint8 array, enlarged (nearest) to at least ``min_side`` so small images stay visible;
+    with ``legend``, a strip below it reads the jet colours (blue: low, red: high) and says what they mean."""
     image = Image.fromarray(array)
     if min(image.size) < min_side:
         scale = math.ceil(min_side / min(image.size))
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    if legend is not None:
+        image = _with_legend(image, legend)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _with_legend(image: Image.Image, caption: str) -> Image.Image:
+    """``image`` above a colour bar in the overlay's jet map (cv2's, as pytorch-grad-cam draws it) and a caption,
+    wrapped to the image's width (never cut)."""
+    import cv2
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    width, bar, line = image.width, 12, 13
+    lines: list[str] = []
+    for word in caption.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width - 4:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    ramp = np.linspace(0, 255, width).astype(np.uint8)[None, :]
+    colours = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    canvas = Image.new("RGB", (width, image.height + bar + 4 + line * (1 + len(lines))), "white")
+    canvas.paste(image, (0, 0))
+    canvas.paste(Image.fromarray(np.repeat(colours, bar, axis=0)), (0, image.height + 2))
+    draw = ImageDraw.Draw(canvas)
+    top = image.height + bar + 3
+    draw.text((2, top), "low", fill="black", font=font)
+    draw.text((width - 2, top), "high", fill="black", font=font, anchor="ra")
+    for k, text in enumerate(lines, 1):
+        draw.text((width // 2, top + line * k), text, fill="black", font=font, anchor="ma")
+    return canvas

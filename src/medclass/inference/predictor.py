@@ -29,6 +29,7 @@ from medclass.io import atomic_write_text
 from medclass.metrics import decide_positive
 from medclass.run_dir import RunDir
 from medclass.tasks import Task, scores_from_logits
+from medclass.wording import rule_words
 
 
 class Predictor(Protocol):
@@ -232,8 +233,9 @@ def decision_rule(predictor: Predictor, calibrated: bool) -> str:
         return f"each label present when its probability exceeds {cut}"
     if predictor.task == "binary" and "threshold" in calibration:
         positive = predictor.classes[int(calibration.get("positive_index", 1))]
-        return (f"{positive} when P({positive}) > {float(calibration['threshold']):.3f} (the operating threshold "
-                f"chosen on validation, {calibration.get('threshold_rule', 'rule unknown')} rule)")  # fmt: skip
+        rule = rule_words({"rule": calibration.get("threshold_rule", "unknown")})
+        threshold = float(calibration["threshold"])
+        return f"{positive} when P({positive}) > {threshold:.3f} (the operating threshold chosen on validation: {rule})"
     return "the most probable class"
 
 

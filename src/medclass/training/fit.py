@@ -37,6 +37,7 @@ from medclass.training.module import ClassificationModule
 from medclass.training.network import read_checkpoint
 from medclass.training.tracking import GuardedLogger, build_loggers
 from medclass.training.trainer import build_trainer
+from medclass.wording import limited_epochs, plural
 
 log = logging.getLogger("medclass")
 RUN_DIR_ENV = "MEDCLASS_RUN_DIR"  # how processes launched for DDP find the run directory of rank 0
@@ -156,7 +157,9 @@ def resume(run_dir: str | Path, progress: bool | None = None) -> TrainResult | N
     status = run.read_status()
     if status.get("status") == "finished":
         raise UserError(f"{run.path} finished already; there is nothing to resume")
-    if status.get("status") == "trained":  # stopped after training, before its test evaluation: nothing to train
+    after_training = status.get("status") == "interrupted" and status.get("interrupted_in") not in (None, "training")
+    if status.get("status") == "trained" or after_training:  # stopped after training: nothing to train
+        log.info("resuming %s: its training had finished; the gate and the test evaluation remain", run.path)
         config = run.load_config()
         dataset = load_dataset(config.data)
         loggers = build_loggers(config, run) if is_rank_zero() else []
@@ -208,10 +211,16 @@ def _write_run_files(
         "%s: %s task, %d classes, %s images | model %s, %.2fM parameters | %s",
         dataset.name, dataset.task, len(dataset.classes),
         " / ".join(f"{len(s)} {n}" for n, s in dataset.splits.items()), config.model.name, n_params / 1e6,
-        ", ".join(f"{s.name}: {s.epochs} epochs ({s.train})" for s in stages),
+        ", ".join(_stage_words(s.name, s.epochs, s.train, config.trainer.limit_train_batches) for s in stages),
     )  # fmt: skip
     if weights:
         log.info("pretrained weights: %s", weights)
+
+
+def _stage_words(name: str, epochs: int, train: str, limit: int | float | None) -> str:
+    """``finetune: 5 epochs of at most 3 batches, every layer trains``: what a stage does, in words."""
+    layers = "every layer trains" if train == "all" else "backbone frozen"
+    return f"{name}: {plural(epochs, 'epoch')}{limited_epochs(limit)}, {layers}"
 
 
 def _split_rows(dataset: LabelledImages) -> list[tuple[str, ...]]:
@@ -314,7 +323,8 @@ def _interrupted(run: RunDir, config: ExperimentConfig, signum: signal.Signals) 
     )
     if is_rank_zero():
         with contextlib.suppress(OSError):
-            run.update_status(status="interrupted", signal=signum.name, epochs_done=done, interrupted=_now())
+            run.update_status(status="interrupted", signal=signum.name, epochs_done=done, interrupted=_now(),
+                              interrupted_in="training")  # fmt: skip
     return RunInterrupted(f"stopped by {signum.name}: {kept}", exit_code=128 + int(signum))
 
 
