@@ -28,6 +28,7 @@ from medclass.evaluation.bootstrap import (
     wilson,
 )
 from medclass.evaluation.subgroups import gap_sentence
+from medclass.evaluation.thresholds import decision_counts
 from medclass.io import atomic_write_text, png_data_uri
 from medclass.metrics import METRICS, expected_calibration_error, headline_metrics, metric_label, predicted_labels
 from medclass.metrics.base import decide_positive
@@ -76,15 +77,10 @@ def newcombe(first: Proportion, second: Proportion) -> tuple[float, float] | Non
             d + math.sqrt((u2 - second.value) ** 2 + (first.value - l1) ** 2))  # fmt: skip
 
 
-def _counts(truth: np.ndarray, decided: np.ndarray) -> dict[str, int]:
-    return {"tp": int((truth & decided).sum()), "fn": int((truth & ~decided).sum()),
-            "fp": int((~truth & decided).sum()), "tn": int((~truth & ~decided).sum())}  # fmt: skip
-
-
 def binary_proportions(scored: Scored, positive: int, threshold: float, confidence: float) -> dict[str, Proportion]:
     """Sensitivity, specificity, PPV and NPV for class ``positive`` at P(positive) > ``threshold``."""
     truth = np.asarray(scored.targets).reshape(-1) == positive
-    c = _counts(truth, decide_positive(scored.scores[:, positive], threshold))
+    c = decision_counts(truth, decide_positive(scored.scores[:, positive], threshold))
     return {
         "sensitivity": proportion(c["tp"], c["tp"] + c["fn"], confidence),
         "specificity": proportion(c["tn"], c["tn"] + c["fp"], confidence),

@@ -292,8 +292,7 @@ def _share(value: float | None, bounds: list[float] | None) -> str:
         return "undefined (no images)"
     if not bounds:
         return percent(value)
-    digits = 1 if min(bounds[0], 1 - bounds[1]) < 0.1 else 0
-    return f"{percent(value)} ({interval_text(bounds, digits, 100)}%)"
+    return f"{percent(value)} ({_percent_bounds(bounds)})"
 
 
 def _operating_sentence(op: dict[str, Any], name: str, pct: int) -> str:
@@ -359,8 +358,12 @@ def _percent_interval(ci: dict[str, Any], key: str, positive: dict[str, Any]) ->
     bounds = ci.get(key)
     if not bounds:
         return _interval(ci, key, positive.get(key))
-    digits = 1 if min(bounds[0], 1 - bounds[1]) < 0.1 else 0
-    return interval_text(bounds, digits, 100) + "%"
+    return _percent_bounds(bounds)
+
+
+def _percent_bounds(bounds: list[float]) -> str:
+    """``0 – 6.4%``: one decimal near 0 or 100% (where whole percents would round an edge away), else none."""
+    return interval_text(bounds, 1 if min(bounds[0], 1 - bounds[1]) < 0.1 else 0, 100) + "%"
 
 
 def _training_rows(status: dict[str, Any], config: ExperimentConfig) -> list[tuple[str, str]]:

@@ -63,16 +63,20 @@ def sensitivity_specificity(y_true: np.ndarray, positive_scores: np.ndarray, thr
     return sensitivity, specificity
 
 
+def decision_counts(truth: np.ndarray, decided: np.ndarray) -> dict[str, int]:
+    """True/false positives and negatives of boolean decisions against boolean truth."""
+    return {"tp": int((truth & decided).sum()), "fp": int((~truth & decided).sum()),
+            "fn": int((truth & ~decided).sum()), "tn": int((~truth & ~decided).sum())}  # fmt: skip
+
+
 def decisions_at(truth: np.ndarray, positive_scores: np.ndarray, threshold: float, confidence: float,
                  prevalence: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Counts (TP, FP, FN, TN) of the decisions at ``threshold``, sensitivity, specificity, PPV and NPV with Wilson
     intervals; with ``prevalence``, PPV and NPV where positives are that common (Bayes' rule, their interval from
     the ends of the sensitivity and specificity intervals, as both rise with them)."""
-    truth = np.asarray(truth).reshape(-1).astype(bool)
-    decided = decide_positive(positive_scores, threshold)
-    tp, fp = int((decided & truth).sum()), int((decided & ~truth).sum())
-    fn, tn = int((~decided & truth).sum()), int((~decided & ~truth).sum())
-    out: dict[str, Any] = {"threshold": threshold, "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+    counts = decision_counts(np.asarray(truth).reshape(-1).astype(bool), decide_positive(positive_scores, threshold))
+    tp, fp, fn, tn = counts["tp"], counts["fp"], counts["fn"], counts["tn"]
+    out: dict[str, Any] = {"threshold": threshold, "counts": counts}
     for key, k, n in (("sensitivity", tp, tp + fn), ("specificity", tn, tn + fp), ("ppv", tp, tp + fp),
                       ("npv", tn, tn + fn)):  # fmt: skip
         out[key] = k / n if n else None
